@@ -1,0 +1,45 @@
+"""Package exceptions and warnings.
+
+Every error the package raises on purpose is a :class:`NasWarmstartError`; the subclasses say
+which rule was broken. Messages state the rule, the offending value and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IncompatibleModelsError",
+    "InvalidArgumentError",
+    "NasWarmstartError",
+    "NasWarmstartWarning",
+    "NoMatchableLayersError",
+    "OptionalDependencyError",
+    "SignatureError",
+]
+
+
+class NasWarmstartError(Exception):
+    """Base class of every error raised by nas-warmstart."""
+
+
+class InvalidArgumentError(NasWarmstartError, ValueError):
+    """An argument has the wrong type or an unknown value."""
+
+
+class NoMatchableLayersError(NasWarmstartError, ValueError):
+    """A model has no layer that DPIAT can match (conv, conv-transpose, batch-norm, linear...)."""
+
+
+class IncompatibleModelsError(NasWarmstartError, ValueError):
+    """Source and target cannot exchange tensors (e.g. a source without data on the meta device)."""
+
+
+class SignatureError(NasWarmstartError, ValueError):
+    """A serialized architecture signature is malformed or of an unknown format."""
+
+
+class OptionalDependencyError(NasWarmstartError, ImportError):
+    """An optional dependency is missing; the message names the pip extra to install."""
+
+
+class NasWarmstartWarning(UserWarning):
+    """Something the user can fix happened, and nas-warmstart carried on (e.g. a fallback)."""
