@@ -152,12 +152,13 @@ def _dp_matching(source: ArchSignature, target: ArchSignature) -> tuple[float, l
             blocks.append((sb, tb))
     inner: dict[tuple[int | None, int | None], list[LayerPair]] = {}
     if block_pairs:
-        mats = _dp._block_leaf_matrices(blocks)
-        bsc, bn, bm = _dp._pad_batch(mats)
+        bsc, bn, bm = _dp.block_batch(
+            [(tuple(x.key for x in sb), tuple(x.key for x in tb)) for sb, tb in blocks]
+        )
         _, bch = _dp.dp_batch(bsc, bn, bm, choices=True)
         assert bch is not None
         for b, (key, (src_b, tgt_b)) in enumerate(zip(block_pairs, blocks, strict=True)):
-            idx = _dp.backtrack(bch[b], mats[b], len(tgt_b), len(src_b))
+            idx = _dp.backtrack(bch[b], bsc[b], len(tgt_b), len(src_b))
             inner[key] = [
                 (None if sj is None else src_b[sj], None if ti is None else tgt_b[ti])
                 for sj, ti in idx
@@ -240,7 +241,7 @@ def _bipartite_result(
 
 
 def _dp_block_score(s: tuple[LayerSig, ...], t: tuple[LayerSig, ...]) -> float:
-    return _dp.block_scores([(s, t)])[0]
+    return _dp.block_scores([(tuple(x.key for x in s), tuple(x.key for x in t))])[0]
 
 
 def _dp_inner(s: tuple[LayerSig, ...], t: tuple[LayerSig, ...]) -> list[LayerPair]:

@@ -141,6 +141,7 @@ class ArchSignature:
     elements: tuple[Element, ...]
     layers: LayersMode = "extended"
     _key: tuple[Any, ...] = field(init=False, repr=False, compare=False, hash=False)
+    _num_matchable: int = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.layers not in _MODES:
@@ -152,6 +153,7 @@ class ArchSignature:
             for e in self.elements
         )
         object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_num_matchable", sum(x.matchable for x in self.layers_flat()))
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -178,8 +180,8 @@ class ArchSignature:
 
     @property
     def num_matchable(self) -> int:
-        """Number of layers that can be matched (for the paper's layers, D(X→X))."""
-        return sum(layer.matchable for layer in self.layers_flat())
+        """Number of layers that can be matched; equals D(X→X), the self-match score."""
+        return self._num_matchable
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -60,7 +60,11 @@ def test_matches_oracle_on_random_tie_heavy_matrices(seed):
 def test_batch_padding_does_not_change_results():
     rng = np.random.default_rng(7)
     mats = [rng.random((rng.integers(1, 7), rng.integers(1, 7))) for _ in range(12)]
-    sc, n, m = _dp._pad_batch(mats)
+    n = np.array([a.shape[0] for a in mats])
+    m = np.array([a.shape[1] for a in mats])
+    sc = np.zeros((len(mats), n.max(), m.max()))
+    for b, a in enumerate(mats):
+        sc[b, : a.shape[0], : a.shape[1]] = a
     vals, ch = _dp.dp_batch(sc, n, m, choices=True)
     for b, a in enumerate(mats):
         ref_value, _, ref_top = ref_dp_matrix(a.tolist())

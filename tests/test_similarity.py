@@ -132,7 +132,14 @@ def test_ablation_matchings_run(paper_signature):
         nw.match(s, t, matching="hungarian", layers="paper")
 
 
-@pytest.mark.parametrize("name", PAPER_MODELS[:3])
+@pytest.mark.parametrize("name", PAPER_MODELS)
 def test_self_score_is_number_of_layers(paper_signature, name):
+    # similarity() uses num_matchable as D(X→X); the DP must agree exactly.
     sig = paper_signature(name, "paper")
     assert nw.match(sig, sig, layers="paper").score == sig.num_matchable
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "convnext_atto", "resnet18"])
+def test_self_score_extended(timm_model, name):
+    sig = nw.signature(timm_model(name, num_classes=10))
+    assert nw.match(sig, sig).score == sig.num_matchable
