@@ -21,8 +21,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -41,6 +43,23 @@ SHORT = ["effb0", "effb1", "effb2", "mix_m", "mix_l", "rex100", "rex150", "mnas"
 
 
 REPEATS = 3  # each per-pair time is the median of this many runs
+
+
+def _timed(fn: Callable[..., Any], *args: Any, cold: bool) -> tuple[float, Any]:
+    """Median wall time of REPEATS calls of ``fn(*args, layers="paper")`` (caches cleared
+    before each call when ``cold``)."""
+    times, out = [], None
+    for _ in range(REPEATS):
+        if cold:
+            nw.clear_caches()
+        t0 = time.perf_counter()
+        out = fn(*args, layers="paper")
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def _transfer_paper(src: torch.nn.Module, tgt: torch.nn.Module, *, layers: str) -> nw.TransferReport:
+    return nw.transfer(src, tgt, bn_stats=False, layers=layers)  # type: ignore[arg-type]
 
 
 def _ms(seconds: float) -> float:
@@ -71,46 +90,24 @@ def main() -> None:
     # similarity, cold and warm
     sim_cold, sim_warm, sims = [], [], {}
     for a, b in pairs:
-        reps = []
-        for _ in range(REPEATS):
-            nw.clear_caches()
-            t0 = time.perf_counter()
-            sims[(a, b)] = nw.similarity(sigs[a], sigs[b], layers="paper")
-            reps.append(time.perf_counter() - t0)
-        sim_cold.append(statistics.median(reps))
-    for a, b in pairs:  # second pass: the caches of the first pass are gone; fill them once
+        t, sims[(a, b)] = _timed(nw.similarity, sigs[a], sigs[b], cold=True)
+        sim_cold.append(t)
+    for a, b in pairs:  # fill the caches once, then time warm queries
         nw.similarity(sigs[a], sigs[b], layers="paper")
     for a, b in pairs:
-        t0 = time.perf_counter()
-        nw.similarity(sigs[a], sigs[b], layers="paper")
-        sim_warm.append(time.perf_counter() - t0)
+        sim_warm.append(_timed(nw.similarity, sigs[a], sigs[b], cold=False)[0])
 
     # match alone (one DP with backtracking), cold
-    match_cold = []
-    for a, b in pairs:
-        nw.clear_caches()
-        t0 = time.perf_counter()
-        nw.match(sigs[a], sigs[b], layers="paper")
-        match_cold.append(time.perf_counter() - t0)
+    match_cold = [_timed(nw.match, sigs[a], sigs[b], cold=True)[0] for a, b in pairs]
 
     # transfer on modules (signatures + match + similarity + copies), cold and warm
     tr_cold, tr_warm, coverage = [], [], {}
     for a, b in pairs:
-        reps = []
-        for _ in range(REPEATS):
-            nw.clear_caches()
-            t0 = time.perf_counter()
-            rep = nw.transfer(models[a], models[b], bn_stats=False, layers="paper")
-            reps.append(time.perf_counter() - t0)
-        tr_cold.append(statistics.median(reps))
+        t, rep = _timed(_transfer_paper, models[a], models[b], cold=True)
+        tr_cold.append(t)
         coverage[(a, b)] = rep.coverage
     for a, b in pairs:
-        reps = []
-        for _ in range(REPEATS):
-            t0 = time.perf_counter()
-            nw.transfer(models[a], models[b], bn_stats=False, layers="paper")
-            reps.append(time.perf_counter() - t0)
-        tr_warm.append(statistics.median(reps))
+        tr_warm.append(_timed(_transfer_paper, models[a], models[b], cold=False)[0])
 
     # in-run ratio against the plain-Python reference DP (the authors' loop structure)
     oracle = []
