@@ -20,10 +20,15 @@ from ._errors import (
     NoMatchableLayersError,
     OptionalDependencyError,
     SignatureError,
+    UnsafeFileError,
+    ZooEntryExistsError,
+    ZooEntryNotFoundError,
+    ZooError,
 )
 from ._matching import MATCHINGS, LayerPair, Matching, match, register_matching
 from ._signature import PAPER_LEAF_CLASSES, ArchSignature, LayerSig, signature
 from ._similarity import similarity, similarity_matrix
+from ._spec import ArchSpec
 from ._transfer import (
     TRANSFER_METHODS,
     CopiedTensor,
@@ -32,6 +37,7 @@ from ._transfer import (
     register_transfer_method,
     transfer,
 )
+from ._zoo import ModelZoo, Ranked, ZooEntry
 
 __version__ = "0.1.0"
 
@@ -51,19 +57,27 @@ def list_transfer_methods(pattern: str = "*") -> list[str]:
 __all__ = [
     "PAPER_LEAF_CLASSES",
     "ArchSignature",
+    "ArchSpec",
     "CopiedTensor",
     "IncompatibleModelsError",
     "InvalidArgumentError",
     "LayerPair",
     "LayerSig",
     "Matching",
+    "ModelZoo",
     "NasWarmstartError",
     "NasWarmstartWarning",
     "NoMatchableLayersError",
     "OptionalDependencyError",
+    "Ranked",
     "SignatureError",
     "TransferReport",
+    "UnsafeFileError",
     "UntouchedTensor",
+    "ZooEntry",
+    "ZooEntryExistsError",
+    "ZooEntryNotFoundError",
+    "ZooError",
     "__version__",
     "cache_info",
     "clear_caches",

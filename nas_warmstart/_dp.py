@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -132,15 +132,19 @@ def dp_batch(
             run_sum = np.cumsum(members, axis=2)
             cand = run_sum / sqrt_d + prev[:, start]
             cand = np.where(valid, cand, -np.inf)
+            left = prev[:, 1:]
+            if ch is None:
+                # Values only: the maximum is the same number whichever run attains it.
+                cmax = cand.max(axis=2)
+                dp[:, 1:, j] = np.maximum.accumulate(np.maximum(left, cmax), axis=1)
+                continue
             best_d = np.argmax(cand, axis=2)  # first maximum: the shortest run wins ties
             cmax = np.take_along_axis(cand, best_d[:, :, None], axis=2)[:, :, 0]
-            left = prev[:, 1:]
             dp[:, 1:, j] = np.maximum.accumulate(np.maximum(left, cmax), axis=1)
-            if ch is not None:
-                up = dp[:, :-1, j]
-                base_up = up > left
-                base = np.where(base_up, up, left)
-                ch[:, 1:, j] = np.where(cmax > base, best_d + 1, np.where(base_up, UP, LEFT))
+            up = dp[:, :-1, j]
+            base_up = up > left
+            base = np.where(base_up, up, left)
+            ch[:, 1:, j] = np.where(cmax > base, best_d + 1, np.where(base_up, UP, LEFT))
     values = dp[np.arange(B), n, m]
     return values, ch
 
@@ -218,6 +222,7 @@ class _LRU:
 
 BLOCK_CACHE = _LRU(500_000)  # (source block key, target block key) -> raw inner DP value
 PAIR_CACHE = _LRU(200_000)  # (source sig key, target sig key) -> D(S→T)
+SIM_CACHE = _LRU(2_000_000)  # sorted (digest, digest) of two architectures -> similarity
 
 
 BlockKey = tuple[tuple[Any, Any], ...]
@@ -259,16 +264,45 @@ def block_batch(pairs: list[tuple[BlockKey, BlockKey]]) -> tuple[np.ndarray, np.
     return table[t_sel[:, :, None], s_sel[:, None, :]], n, m
 
 
+#: Upper bound on B·N·N (elements of the largest temporary) of one dp_batch call: 4M float64
+#: values are 32 MB, so a batch stays in a few hundred MB whatever the pool size.
+DP_BATCH_BUDGET = 4_000_000
+
+
+def _chunks(items: list[Any], n_of: Callable[[Any], int], m_of: Callable[[Any], int]) -> Iterator[list[Any]]:
+    """Split a DP batch so that no temporary exceeds :data:`DP_BATCH_BUDGET` elements.
+
+    A batch that fits is returned as is, in order: one padded call was measured faster than
+    grouping by length for the few pairs of a single similarity (see BENCHMARKS.md). Large
+    batches (ranking a pool) are sorted by size first so chunks carry little padding.
+    """
+    if not items:
+        return
+    big_n = max(n_of(x) for x in items)
+    if len(items) * big_n * big_n <= DP_BATCH_BUDGET or len(items) == 1:
+        yield items
+        return
+    ordered = sorted(items, key=lambda x: (n_of(x), m_of(x)))
+    chunk: list[Any] = []
+    for x in ordered:
+        n = n_of(x)  # sorted: the newest item is the chunk's largest n
+        if chunk and (len(chunk) + 1) * n * n > DP_BATCH_BUDGET:
+            yield chunk
+            chunk = []
+        chunk.append(x)
+    yield chunk
+
+
 def block_scores(pairs: list[tuple[BlockKey, BlockKey]]) -> list[float]:
     """Raw inner DP value of each (source block key, target block key) pair, memoised."""
     out: list[float | None] = [BLOCK_CACHE.get(k) for k in pairs]
     todo = list(dict.fromkeys(k for k, v in zip(pairs, out, strict=True) if v is None))
     if todo:
-        # One padded batch for all missing pairs: measured faster than grouping by length
-        # (fewer numpy calls outweigh the padding; see BENCHMARKS.md).
-        sc, n, m = block_batch(todo)
-        values, _ = dp_batch(sc, n, m, choices=False)
-        fresh = dict(zip(todo, values.tolist(), strict=True))
+        fresh: dict[tuple[BlockKey, BlockKey], float] = {}
+        for chunk in _chunks(todo, lambda k: len(k[1]), lambda k: len(k[0])):
+            sc, n, m = block_batch(chunk)
+            values, _ = dp_batch(sc, n, m, choices=False)
+            fresh.update(zip(chunk, values.tolist(), strict=True))
         for k, v in fresh.items():
             BLOCK_CACHE.put(k, v)
         out = [fresh[k] if v is None else v for k, v in zip(pairs, out, strict=True)]
@@ -317,9 +351,10 @@ def dp_score(src: ArchSignature, tgt: ArchSignature) -> float:
 
 
 def clear_caches() -> None:
-    """Forget every memoised block-pair and network-pair score."""
+    """Forget every memoised block-pair, network-pair and similarity score."""
     BLOCK_CACHE.clear()
     PAIR_CACHE.clear()
+    SIM_CACHE.clear()
 
 
 def cache_info() -> dict[str, int]:
@@ -331,4 +366,7 @@ def cache_info() -> dict[str, int]:
         "network_pairs": len(PAIR_CACHE),
         "network_hits": PAIR_CACHE.hits,
         "network_misses": PAIR_CACHE.misses,
+        "similarities": len(SIM_CACHE),
+        "similarity_hits": SIM_CACHE.hits,
+        "similarity_misses": SIM_CACHE.misses,
     }

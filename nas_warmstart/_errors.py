@@ -14,6 +14,10 @@ __all__ = [
     "NoMatchableLayersError",
     "OptionalDependencyError",
     "SignatureError",
+    "UnsafeFileError",
+    "ZooEntryExistsError",
+    "ZooEntryNotFoundError",
+    "ZooError",
 ]
 
 
@@ -43,3 +47,22 @@ class OptionalDependencyError(NasWarmstartError, ImportError):
 
 class NasWarmstartWarning(UserWarning):
     """Something the user can fix happened, and nas-warmstart carried on (e.g. a fallback)."""
+
+
+class UnsafeFileError(NasWarmstartError, ValueError):
+    """A file would need unpickling arbitrary Python objects to load; it was refused."""
+
+
+class ZooError(NasWarmstartError):
+    """A pool (ModelZoo) operation failed: a corrupt entry, a broken index, ..."""
+
+
+class ZooEntryNotFoundError(ZooError, KeyError):
+    """No pool entry has that name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ZooEntryExistsError(ZooError, ValueError):
+    """A pool entry of that name exists and ``if_exists="error"`` was asked."""

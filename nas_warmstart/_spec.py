@@ -1,0 +1,208 @@
+"""How to rebuild a network: a timm model name + kwargs, or a search space + config.
+
+A pool entry stores an :class:`ArchSpec` next to its weights so that the module can be rebuilt
+in another process or on another machine. Only two builders exist on purpose: an entry never
+names an import path or a pickled object, so opening a pool cannot run code a stranger wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ._errors import InvalidArgumentError
+
+__all__ = ["ArchSpec", "SpecKind"]
+
+SpecKind = Literal["timm", "space"]
+_KINDS = ("timm", "space")
+
+
+def _plain_json(value: Any, what: str) -> Any:
+    """``value`` as plain JSON data (tuples become lists); refuses NaN/inf and objects."""
+    try:
+        text = json.dumps(value, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"{what} must be plain JSON data (numbers, strings, bools, lists, dicts) without "
+            f"NaN/inf, got {value!r:.120} ({e}); pass class names as strings, not classes"
+        ) from None
+    return json.loads(text)
+
+
+@dataclass(frozen=True, eq=True)
+class ArchSpec:
+    """A network's recipe, stored as plain JSON.
+
+    Attributes:
+        kind: ``"timm"`` (``timm.create_model(name, pretrained=False, **config)``) or
+            ``"space"`` (``search_spaces.get_space(name).build(config, ...)``).
+        name: the timm model name or the search-space name.
+        config: timm keyword arguments, or the search-space config.
+        num_classes: classifier size.
+        in_chans: input channels.
+    """
+
+    kind: SpecKind
+    name: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    num_classes: int = 1000
+    in_chans: int = 3
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise InvalidArgumentError(
+                f"spec kind must be one of {_KINDS}, got {self.kind!r}; use ArchSpec.timm(...) "
+                "or ArchSpec.space(...)"
+            )
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidArgumentError(f"spec name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.config, Mapping):
+            raise InvalidArgumentError(
+                f"spec config must be a dict of plain values, got {type(self.config).__name__}"
+            )
+        for field_name in ("num_classes", "in_chans"):
+            v = getattr(self, field_name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InvalidArgumentError(f"spec {field_name} must be an integer >= 1, got {v!r}")
+        config = _plain_json(dict(self.config), f"the config of spec {self.kind}:{self.name}")
+        for reserved in ("num_classes", "in_chans"):
+            if reserved in config:
+                raise InvalidArgumentError(
+                    f"spec config must not hold {reserved!r} (got {config[reserved]!r}); pass it as "
+                    f"ArchSpec(..., {reserved}=...)"
+                )
+        if "pretrained" in config:
+            raise InvalidArgumentError(
+                "spec config must not hold 'pretrained': pool models are always built with "
+                "pretrained=False and get their weights from the pool or a local checkpoint"
+            )
+        object.__setattr__(self, "config", config)
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def timm(cls, name: str, *, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ArchSpec:
+        """A timm architecture: ``timm.create_model(name, pretrained=False, **kwargs)``."""
+        return cls("timm", name, kwargs, num_classes=num_classes, in_chans=in_chans)
+
+    @classmethod
+    def space(
+        cls, name: str, config: Mapping[str, Any], *, num_classes: int = 1000, in_chans: int = 3
+    ) -> ArchSpec:
+        """A search-space architecture: ``get_space(name).build(config, ...)``."""
+        return cls("space", name, config, num_classes=num_classes, in_chans=in_chans)
+
+    @classmethod
+    def parse(cls, ref: str, *, num_classes: int = 1000, in_chans: int = 3) -> ArchSpec:
+        """Read ``timm:<name>``, ``timm:<name>:<json kwargs>`` or ``space:<name>:<json config>``.
+
+        ``num_classes``/``in_chans`` apply unless the JSON part sets them.
+        """
+        kind, sep, rest = ref.partition(":")
+        name, sep2, payload = rest.partition(":")
+        if not sep or kind not in _KINDS or not name:
+            raise InvalidArgumentError(
+                f"architecture reference {ref!r} is not understood; use timm:<name> "
+                "(e.g. timm:resnet18), timm:<name>:<json kwargs> or space:<name>:<json config>"
+            )
+        config: dict[str, Any] = {}
+        if sep2:
+            try:
+                config = json.loads(payload)
+            except json.JSONDecodeError as e:
+                raise InvalidArgumentError(
+                    f"the JSON part of {ref!r} does not parse ({e}); quote it for the shell, e.g. "
+                    "'space:mlp:{\"depth\": 4}'"
+                ) from None
+            if not isinstance(config, dict):
+                raise InvalidArgumentError(f"the JSON part of {ref!r} must be an object, got {config!r}")
+        elif kind == "space":
+            raise InvalidArgumentError(f"{ref!r} needs a config: space:<name>:<json config>")
+        num_classes = config.pop("num_classes", num_classes)
+        in_chans = config.pop("in_chans", in_chans)
+        return cls(kind, name, config, num_classes=num_classes, in_chans=in_chans)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "config": dict(self.config),
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ArchSpec:
+        if not isinstance(d, Mapping) or "kind" not in d or "name" not in d:
+            raise InvalidArgumentError(
+                f"an architecture spec needs 'kind' and 'name', got {d!r:.120}; build one with "
+                "ArchSpec.timm(name, ...) or ArchSpec.space(name, config, ...)"
+            )
+        extra = set(d) - {"kind", "name", "config", "num_classes", "in_chans"}
+        if extra:
+            raise InvalidArgumentError(f"unknown architecture spec fields {sorted(extra)}")
+        return cls(
+            d["kind"], d["name"], d.get("config", {}),
+            num_classes=d.get("num_classes", 1000), in_chans=d.get("in_chans", 3),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        return cls.from_dict(json.loads(text))
+
+    def to_ref(self) -> str:
+        """The shell form accepted by :meth:`parse` (and by the ``nas-warmstart`` command)."""
+        extra = {**self.config, "num_classes": self.num_classes, "in_chans": self.in_chans}
+        return f"{self.kind}:{self.name}:{json.dumps(extra, sort_keys=True, separators=(',', ':'))}"
+
+    def __str__(self) -> str:
+        cfg = json.dumps(dict(self.config), sort_keys=True, separators=(",", ":"))
+        return f"{self.kind}:{self.name}" + (f":{cfg}" if self.config else "")
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, *, device: str | torch.device | None = None) -> nn.Module:
+        """Build the module with freshly initialised weights.
+
+        Args:
+            device: where to allocate parameters; ``"meta"`` builds the structure only (fast,
+                no memory), which is enough for :func:`nas_warmstart.signature`.
+        """
+        ctx = torch.device(device) if device is not None else nullcontext()
+        if self.kind == "timm":
+            import timm
+
+            if not timm.is_model(self.name):
+                stem = self.name.split("_")[0]
+                close = timm.list_models(f"*{stem}*")[:5]
+                raise InvalidArgumentError(
+                    f"timm has no model {self.name!r}"
+                    + (f"; similar names: {', '.join(close)}" if close else "; see timm.list_models()")
+                )
+            try:
+                with ctx:
+                    return timm.create_model(
+                        self.name, pretrained=False, num_classes=self.num_classes,
+                        in_chans=self.in_chans, **self.config,
+                    )
+            except (TypeError, ValueError, AssertionError, KeyError) as e:
+                raise InvalidArgumentError(
+                    f"timm could not build {self.name!r} with kwargs {dict(self.config)}: {e}"
+                ) from None
+        from search_spaces import get_space
+
+        space = get_space(self.name)
+        with ctx:
+            return space.build(dict(self.config), num_classes=self.num_classes, in_chans=self.in_chans)  # type: ignore[no-any-return]

@@ -1,0 +1,141 @@
+"""Reading and writing weights without ever unpickling untrusted data.
+
+Pool files are safetensors. Imports of PyTorch checkpoints (``.pth``/``.pt``/``.bin``/``.ckpt``)
+go through ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
+containers, so a hostile checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._errors import InvalidArgumentError, UnsafeFileError
+
+__all__ = ["fsync_dir", "load_checkpoint", "load_into", "state_for_saving"]
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "state_dict_ema")
+
+
+def state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as contiguous CPU tensors that safetensors can write.
+
+    Tensors that share storage (tied weights) are cloned: safetensors refuses shared memory,
+    and loading restores the tie through ``load_state_dict``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for k, v in model.state_dict().items():
+        t = v.detach()
+        if t.device.type == "meta":
+            raise InvalidArgumentError(
+                f"tensor {k!r} is on the meta device and holds no values; materialise the model "
+                "(e.g. model.to_empty(device='cpu') and train it) before adding it to a pool"
+            )
+        t = t.to("cpu").contiguous()
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset())
+        if t.numel() and ident in seen:
+            t = t.clone()
+        seen.add(ident)
+        out[k] = t
+    return out
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InvalidArgumentError(
+            f"{path} does not hold a state dict (a mapping of names to tensors, possibly under "
+            f"one of the keys {_WRAPPER_KEYS}); got {type(obj).__name__}"
+        )
+    state = {str(k): v for k, v in obj.items()}
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or, safely, from a PyTorch checkpoint.
+
+    Raises:
+        InvalidArgumentError: the file is missing or holds no state dict.
+        UnsafeFileError: a PyTorch checkpoint holds pickled objects other than tensors.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidArgumentError(f"checkpoint {str(p)!r} does not exist or is not a file")
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InvalidArgumentError(f"cannot read safetensors file {str(p)!r}: {e}") from None
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it may not parse; we refuse such files anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeFileError(
+            f"refused to load {str(p)!r}: it contains pickled Python objects that are not plain "
+            f"tensors ({first[:200]}). nas-warmstart only loads checkpoints with "
+            "torch.load(weights_only=True) so that a file cannot run code; if you trust its "
+            "origin, convert it to .safetensors yourself and import that"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise InvalidArgumentError(f"cannot read checkpoint {str(p)!r}: {e}") from None
+    return _unwrap(obj, p)
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """``load_state_dict(strict=True)`` with a message that names the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
+        if wrong:
+            parts.append(f"{len(wrong)} of another shape (first {wrong[0]})")
+        raise InvalidArgumentError(
+            f"{what} do not fit the architecture: " + "; ".join(parts)
+            + ". Check the model name, its kwargs and num_classes/in_chans"
+        )
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,838 @@
+"""The pool of trained networks: an SQLite index (WAL) plus one safetensors file per network.
+
+Written by many trials at once (threads, processes, Ray workers on one filesystem), so every
+write follows one protocol:
+
+1. the weights are serialised in memory, hashed, written to ``tmp/<uid>.part``, fsynced and
+   renamed to ``weights/<uid>.safetensors`` (a fresh uid per write, never the entry's name);
+2. only then is the index row inserted, in an ``IMMEDIATE`` transaction.
+
+A process killed anywhere leaves at most an unreferenced file (``check()`` lists it, ``gc()``
+removes it) and never an index row whose weights are incomplete. Names are validated and
+never used as paths. Loading never unpickles: pool files are safetensors, verified against the
+stored SHA-256 before use.
+
+Layout of a pool directory::
+
+    index.sqlite            entries(name, uid, spec, metrics, ...), archs(digest, key, ...)
+    weights/<uid>.safetensors
+    tmp/                    in-flight writes
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from . import _dp, _rank
+from ._errors import (
+    InvalidArgumentError,
+    NasWarmstartWarning,
+    ZooEntryExistsError,
+    ZooEntryNotFoundError,
+    ZooError,
+)
+from ._signature import ArchSignature, LayersMode, signature
+from ._spec import ArchSpec
+from ._weights_io import fsync_dir, load_checkpoint, load_into, state_for_saving
+
+__all__ = ["ModelZoo", "Ranked", "ZooEntry"]
+
+log = logging.getLogger(__name__)
+
+IfExists = Literal["error", "replace", "rename", "skip"]
+_IF_EXISTS = ("error", "replace", "rename", "skip")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")
+_FORMAT = "nas-warmstart/model-zoo"
+_VERSION = 1
+_MODES: tuple[LayersMode, ...] = ("extended", "paper")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    name TEXT PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    dataset TEXT,
+    metrics TEXT NOT NULL,
+    parent TEXT,
+    provenance TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    num_params INTEGER NOT NULL,
+    nbytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    digest_extended TEXT NOT NULL,
+    digest_paper TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_dataset ON entries(dataset);
+CREATE TABLE IF NOT EXISTS archs (
+    digest TEXT NOT NULL,
+    layers TEXT NOT NULL,
+    num_matchable INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (digest, layers)
+);
+"""
+_ENTRY_COLS = (
+    "name, uid, spec, dataset, metrics, parent, provenance, created, updated, num_params, "
+    "nbytes, sha256, digest_extended, digest_paper"
+)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One trained network in a pool (its weights stay on disk until :meth:`ModelZoo.load`).
+
+    Attributes:
+        name: unique name in the pool.
+        spec: how to rebuild the module.
+        dataset: what it was trained on (free text, e.g. ``"digits"``), or None.
+        metrics: JSON metrics, e.g. ``{"accuracy": 0.93, "epochs": 4}``.
+        parent: the pool entry it was warm-started from, if any.
+        provenance: details of that warm start (similarity, coverage, ...).
+        created, updated: UNIX timestamps.
+        num_params: parameter elements.
+        nbytes, sha256: size and hash of the weights file.
+        digest: architecture digest (``layers="extended"``); equal digests mean equal structure.
+        uid: id of this version's weights file.
+        path: the weights file.
+    """
+
+    name: str
+    spec: ArchSpec
+    dataset: str | None
+    metrics: dict[str, Any]
+    parent: str | None
+    provenance: dict[str, Any]
+    created: float
+    updated: float
+    num_params: int
+    nbytes: int
+    sha256: str
+    digest: str
+    digest_paper: str
+    uid: str
+    path: Path = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "spec": self.spec.to_dict(),
+            "dataset": self.dataset,
+            "metrics": self.metrics,
+            "parent": self.parent,
+            "provenance": self.provenance,
+            "created": self.created,
+            "updated": self.updated,
+            "num_params": self.num_params,
+            "nbytes": self.nbytes,
+            "sha256": self.sha256,
+            "digest": self.digest,
+            "path": str(self.path),
+        }
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A pool entry and its similarity to the ranked target."""
+
+    name: str
+    similarity: float
+    entry: ZooEntry
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "similarity": self.similarity, "entry": self.entry.to_dict()}
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise InvalidArgumentError(
+            f"pool entry name {name!r} is not allowed: use 1-200 characters from letters, digits "
+            "and . _ - + = @, starting with a letter or digit, without '..' (names are index "
+            "keys, never file paths)"
+        )
+    return name
+
+
+def _plain(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"{what} must be plain JSON data without NaN/inf, got {value!r:.120} ({e})"
+        ) from None
+
+
+def _as_spec(spec: Any) -> ArchSpec:
+    if isinstance(spec, ArchSpec):
+        return spec
+    if isinstance(spec, str):
+        return ArchSpec.parse(spec)
+    if isinstance(spec, Mapping):
+        return ArchSpec.from_dict(spec)
+    raise InvalidArgumentError(
+        f"spec must be an ArchSpec, a reference such as 'timm:resnet18' or a spec dict, got "
+        f"{type(spec).__name__}; e.g. ArchSpec.timm('resnet18', num_classes=10)"
+    )
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+class ModelZoo:
+    """A pool of trained networks that searches rank, load from and add to.
+
+    Safe for concurrent use by threads and processes on one filesystem (see the module notes;
+    SQLite's WAL mode needs a local filesystem, so on NFS pass ``journal_mode="delete"``).
+
+    Args:
+        path: the pool directory (created if missing).
+        journal_mode: SQLite journal mode, ``"wal"`` (default) or ``"delete"``.
+        create: create the directory when it does not exist (else raise).
+
+    Example:
+        >>> zoo = ModelZoo("pool")                                     # doctest: +SKIP
+        >>> zoo.add("r18", model, spec=ArchSpec.timm("resnet18", num_classes=10),
+        ...         dataset="digits", metrics={"accuracy": 0.97})    # doctest: +SKIP
+        >>> zoo.rank(candidate, k=3)                                  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        journal_mode: Literal["wal", "delete"] = "wal",
+        create: bool = True,
+    ) -> None:
+        if journal_mode not in ("wal", "delete"):
+            raise InvalidArgumentError(f"journal_mode must be 'wal' or 'delete', got {journal_mode!r}")
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise InvalidArgumentError(f"pool path {str(self.path)!r} exists and is not a directory")
+        if not self.path.exists():
+            if not create:
+                raise ZooError(f"no pool at {str(self.path)!r}; create one with ModelZoo(path)")
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._weights = self.path / "weights"
+        self._tmp = self.path / "tmp"
+        self._weights.mkdir(exist_ok=True)
+        self._tmp.mkdir(exist_ok=True)
+        self._journal_mode = journal_mode
+        self._local = threading.local()
+        self._keys: dict[tuple[str, str], tuple[Any, ...]] = {}  # (digest, layers) -> key
+        self._init_schema()
+
+    # ------------------------------------------------------------------ connection
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            # One connection per thread and process: sqlite3 connections must not cross
+            # threads, and one inherited through fork() must never be used.
+            conn = sqlite3.connect(self.path / "index.sqlite", timeout=120.0, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 120000")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def _write(self) -> _Txn:
+        return _Txn(self._conn())
+
+    def _init_schema(self) -> None:
+        conn = self._conn()
+        for attempt in range(50):
+            try:
+                mode = conn.execute(f"PRAGMA journal_mode = {self._journal_mode}").fetchone()[0]
+                break
+            except sqlite3.OperationalError:  # another process is switching the mode
+                time.sleep(0.05 * (attempt + 1))
+        else:  # pragma: no cover
+            raise ZooError(f"could not open the pool index at {self.path} (database locked)")
+        if mode.lower() != self._journal_mode:
+            log.warning("pool %s: SQLite kept journal_mode=%s (asked %s)", self.path, mode, self._journal_mode)
+        with self._write() as c:
+            c.executescript_in_txn(_SCHEMA)
+            row = c.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
+            if row is None:
+                c.execute("INSERT INTO meta VALUES ('format', ?)", (json.dumps({"format": _FORMAT, "version": _VERSION}),))
+            else:
+                meta = json.loads(row[0])
+                if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+                    raise ZooError(
+                        f"{self.path} holds a pool of format {meta!r}; this release reads "
+                        f"{_FORMAT} version {_VERSION}"
+                    )
+
+    def close(self) -> None:
+        """Close this thread's index connection (others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def __enter__(self) -> ModelZoo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ModelZoo({str(self.path)!r}, entries={len(self)})"
+
+    # ------------------------------------------------------------------ reading
+
+    def _entry(self, row: Sequence[Any]) -> ZooEntry:
+        return ZooEntry(
+            name=row[0], uid=row[1], spec=ArchSpec.from_json(row[2]), dataset=row[3],
+            metrics=json.loads(row[4]), parent=row[5], provenance=json.loads(row[6]),
+            created=row[7], updated=row[8], num_params=row[9], nbytes=row[10], sha256=row[11],
+            digest=row[12], digest_paper=row[13], path=self._weights / f"{row[1]}.safetensors",
+        )
+
+    def __len__(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def __contains__(self, name: object) -> bool:
+        return self._conn().execute("SELECT 1 FROM entries WHERE name = ?", (name,)).fetchone() is not None
+
+    def __iter__(self) -> Iterator[ZooEntry]:
+        rows = self._conn().execute(f"SELECT {_ENTRY_COLS} FROM entries ORDER BY name").fetchall()
+        return (self._entry(r) for r in rows)
+
+    def names(self) -> list[str]:
+        """Entry names, sorted."""
+        return [r[0] for r in self._conn().execute("SELECT name FROM entries ORDER BY name")]
+
+    def get(self, name: str) -> ZooEntry:
+        """The entry called ``name``.
+
+        Raises:
+            ZooEntryNotFoundError: no such entry (the message suggests close names).
+        """
+        row = self._conn().execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            close = difflib.get_close_matches(str(name), self.names(), n=3)
+            raise ZooEntryNotFoundError(
+                f"the pool {str(self.path)!r} has no entry {name!r}"
+                + (f"; did you mean {', '.join(map(repr, close))}?" if close else f" ({len(self)} entries; list them with zoo.names())")
+            )
+        return self._entry(row)
+
+    def signature(self, name: str, *, layers: LayersMode = "extended") -> ArchSignature:
+        """The entry's architecture signature (rebuilt from its spec on the meta device)."""
+        return signature(self.get(name).spec.build(device="meta"), layers=layers)
+
+    def _read_verified(self, entry: ZooEntry) -> bytes:
+        try:
+            data = entry.path.read_bytes()
+        except FileNotFoundError:
+            raise ZooError(
+                f"pool entry {entry.name!r}: its weights file {entry.path} is missing; remove the "
+                f"entry with zoo.remove({entry.name!r}) (or `nas-warmstart zoo remove`) and add it again"
+            ) from None
+        if len(data) != entry.nbytes:
+            raise ZooError(
+                f"pool entry {entry.name!r}: weights file {entry.path} is truncated or altered "
+                f"({len(data)} bytes, expected {entry.nbytes}); remove the entry with "
+                f"zoo.remove({entry.name!r}) and add it again"
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.sha256:
+            raise ZooError(
+                f"pool entry {entry.name!r}: weights file {entry.path} is corrupt (SHA-256 "
+                f"{digest[:12]}…, expected {entry.sha256[:12]}…); remove the entry with "
+                f"zoo.remove({entry.name!r}) and add it again"
+            )
+        return data
+
+    def load_state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        """The entry's weights, verified against the stored size and SHA-256.
+
+        Raises:
+            ZooEntryNotFoundError: no such entry.
+            ZooError: the weights file is missing, truncated or corrupt.
+        """
+        from safetensors.torch import load as load_bytes
+
+        entry = self.get(name)
+        try:
+            data = self._read_verified(entry)
+        except ZooError:
+            # Replaced (new uid) by another writer between our read of the row and the file?
+            fresh = self.get(name)
+            if fresh.uid == entry.uid:
+                raise
+            entry, data = fresh, self._read_verified(fresh)
+        return load_bytes(data)
+
+    def load(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
+        """Rebuild the entry's module from its spec and load its weights (strict).
+
+        Raises:
+            ZooEntryNotFoundError: no such entry.
+            ZooError: the weights file is missing, truncated or corrupt.
+        """
+        state = self.load_state_dict(name)
+        entry = self.get(name)
+        model = entry.spec.build()
+        load_into(model, state, what=f"the weights of pool entry {name!r}")
+        return model.to(device)
+
+    # ------------------------------------------------------------------ writing
+
+    def add(
+        self,
+        name: str,
+        model: nn.Module,
+        *,
+        spec: ArchSpec | str | Mapping[str, Any],
+        dataset: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "error",
+        verify_spec: bool = True,
+    ) -> ZooEntry:
+        """Add a trained network.
+
+        The entry becomes visible only once its weights file is complete on disk.
+
+        Args:
+            name: unique entry name (letters, digits, ``. _ - + = @``).
+            model: the trained module; its state dict is stored.
+            spec: how to rebuild it (``ArchSpec``, ``"timm:<name>"`` or a spec dict).
+            dataset: what it was trained on.
+            metrics: JSON metrics (``{"accuracy": 0.9}``); used by ``rank(min_metric=...)``.
+            parent: the entry it was warm-started from.
+            provenance: details of that warm start (similarity, coverage, ...).
+            if_exists: ``"error"`` (default), ``"replace"`` (the newest write wins),
+                ``"rename"`` (add as ``name-2``, ``name-3``, ...: the smallest free suffix), or
+                ``"skip"`` (keep and return the existing entry).
+            verify_spec: check that ``spec`` rebuilds a module with this state dict's names
+                and shapes (built on the meta device: cheap), so ``load`` cannot fail later.
+
+        Returns:
+            The stored entry (with its final name).
+
+        Raises:
+            ZooEntryExistsError: the name is taken and ``if_exists="error"``.
+            InvalidArgumentError: a bad name, spec, metrics or a spec that does not fit.
+        """
+        _check_name(name)
+        if if_exists not in _IF_EXISTS:
+            raise InvalidArgumentError(f"if_exists must be one of {_IF_EXISTS}, got {if_exists!r}")
+        if not isinstance(model, nn.Module):
+            raise InvalidArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        spec = _as_spec(spec)
+        metrics_d = _plain(dict(metrics or {}), "metrics")
+        prov_d = _plain(dict(provenance or {}), "provenance")
+        if dataset is not None and not isinstance(dataset, str):
+            raise InvalidArgumentError(f"dataset must be a string or None, got {dataset!r}")
+        if parent is not None:
+            _check_name(parent)
+        if if_exists == "skip" and name in self:
+            return self.get(name)
+        if verify_spec:
+            rebuilt = _shapes(spec.build(device="meta"))
+            own = _shapes(model)
+            if rebuilt != own:
+                diff = sorted(set(rebuilt.items()) ^ set(own.items()))
+                raise InvalidArgumentError(
+                    f"spec {spec} does not rebuild this model: state dicts differ in "
+                    f"{len(diff)} entries (first {diff[0][0]!r}: spec {rebuilt.get(diff[0][0])} vs "
+                    f"model {own.get(diff[0][0])}); pass the spec the model was built from, with "
+                    "the same num_classes/in_chans"
+                )
+        sigs = {mode: signature(model, layers=mode) for mode in _MODES}
+        keys = {mode: sigs[mode].key for mode in _MODES}
+        digests = {mode: _rank.key_digest(keys[mode]) for mode in _MODES}
+        num_params = sum(p.numel() for p in model.parameters())
+
+        from safetensors.torch import save as save_bytes
+
+        meta = {"nas_warmstart": json.dumps({"name": name, "spec": spec.to_dict()})}
+        data = save_bytes(state_for_saving(model), metadata=meta)
+        uid = uuid.uuid4().hex
+        final = self._weights / f"{uid}.safetensors"
+        self._write_weights(data, self._tmp / f"{uid}.part", final)
+        now = time.time()
+        try:
+            stored, old_uid = self._insert(
+                name, if_exists,
+                (uid, spec.to_json(), dataset, json.dumps(metrics_d), parent, json.dumps(prov_d),
+                 now, now, num_params, len(data), hashlib.sha256(data).hexdigest(),
+                 digests["extended"], digests["paper"]),
+                [(digests[m], m, sigs[m].num_matchable, _rank.key_to_json(keys[m])) for m in _MODES],
+            )
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+        if stored is None:  # "skip" lost a race to another writer: keep theirs
+            final.unlink(missing_ok=True)
+            return self.get(name)
+        if old_uid is not None:
+            (self._weights / f"{old_uid}.safetensors").unlink(missing_ok=True)
+        for m in _MODES:
+            self._keys[(digests[m], m)] = keys[m]
+        log.info("pool %s: added %s (%s, %d params)", self.path, stored, spec, num_params)
+        return self.get(stored)
+
+    def _write_weights(self, data: bytes, tmp: Path, final: Path) -> None:
+        """Write-then-rename: ``final`` appears only with all of ``data`` durable on disk."""
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self._weights)
+
+    def _insert(
+        self, name: str, if_exists: IfExists, values: tuple[Any, ...], archs: list[tuple[Any, ...]]
+    ) -> tuple[str | None, str | None]:
+        """Insert the index row in one transaction; returns (stored name or None, replaced uid)."""
+        with self._write() as c:
+            old = c.execute("SELECT uid FROM entries WHERE name = ?", (name,)).fetchone()
+            old_uid = None
+            if old is not None:
+                if if_exists == "error":
+                    raise ZooEntryExistsError(
+                        f"the pool already has an entry {name!r}; pick another name or pass "
+                        "if_exists='replace', 'rename' or 'skip'"
+                    )
+                if if_exists == "skip":
+                    return None, None
+                if if_exists == "replace":
+                    old_uid = old[0]
+                    c.execute("DELETE FROM entries WHERE name = ?", (name,))
+                else:  # rename: the smallest free numeric suffix, decided inside the transaction
+                    k = 2
+                    while c.execute("SELECT 1 FROM entries WHERE name = ?", (f"{name}-{k}",)).fetchone():
+                        k += 1
+                    name = _check_name(f"{name}-{k}")
+            c.executemany("INSERT OR IGNORE INTO archs VALUES (?, ?, ?, ?)", archs)
+            c.execute(f"INSERT INTO entries ({_ENTRY_COLS}) VALUES ({', '.join('?' * 14)})", (name, *values))
+        return name, old_uid
+
+    def add_timm(
+        self,
+        model_name: str,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        dataset: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        if_exists: IfExists = "error",
+        **kwargs: Any,
+    ) -> ZooEntry:
+        """Seed the pool with a timm architecture and (optionally) a local weight file.
+
+        Args:
+            model_name: a timm model name (built with ``pretrained=False``).
+            checkpoint_path: ``.safetensors`` or a PyTorch checkpoint (read with
+                ``torch.load(weights_only=True)``; pickled objects are refused). Without it
+                the entry holds the random initialisation.
+            name: entry name (default: ``model_name``).
+            **kwargs: timm ``create_model`` arguments (stored in the spec).
+        """
+        spec = ArchSpec.timm(model_name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        model = spec.build()
+        if checkpoint_path is not None:
+            state = load_checkpoint(checkpoint_path)
+            load_into(model, state, what=f"the weights in {str(checkpoint_path)!r}")
+        return self.add(
+            name or model_name, model, spec=spec, dataset=dataset, metrics=metrics,
+            if_exists=if_exists, verify_spec=False,
+        )
+
+    def update_metrics(self, name: str, metrics: Mapping[str, Any]) -> ZooEntry:
+        """Merge ``metrics`` into an entry's metrics (e.g. after a longer evaluation)."""
+        new = _plain(dict(metrics), "metrics")
+        with self._write() as c:
+            row = c.execute("SELECT metrics FROM entries WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise ZooEntryNotFoundError(f"the pool {str(self.path)!r} has no entry {name!r}")
+            merged = {**json.loads(row[0]), **new}
+            c.execute("UPDATE entries SET metrics = ?, updated = ? WHERE name = ?", (json.dumps(merged), time.time(), name))
+        return self.get(name)
+
+    def remove(self, name: str, *, missing_ok: bool = False) -> bool:
+        """Remove an entry and its weights file. Returns whether an entry was removed.
+
+        Raises:
+            ZooEntryNotFoundError: no such entry and ``missing_ok`` is False.
+        """
+        with self._write() as c:
+            row = c.execute("SELECT uid FROM entries WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                c.execute("DELETE FROM entries WHERE name = ?", (name,))
+        if row is None:
+            if missing_ok:
+                return False
+            self.get(name)  # raises with suggestions
+        (self._weights / f"{row[0]}.safetensors").unlink(missing_ok=True)
+        return True
+
+    # ------------------------------------------------------------------ integrity
+
+    def check(self, *, full: bool = False) -> dict[str, list[str]]:
+        """Integrity report: entries with missing/damaged weights, unreferenced files.
+
+        Args:
+            full: also verify every file's SHA-256 (reads all weights), not only sizes.
+
+        Returns:
+            ``{"missing": [names], "damaged": [names], "orphans": [files], "partial": [files]}``.
+        """
+        out: dict[str, list[str]] = {"missing": [], "damaged": [], "orphans": [], "partial": []}
+        uids = set()
+        for e in self:
+            uids.add(e.uid)
+            problem = _file_problem(e.path, e.nbytes)
+            if problem is None and full:
+                try:
+                    self._read_verified(e)
+                except ZooError:
+                    problem = "damaged"
+            if problem == _MISSING:
+                out["missing"].append(e.name)
+            elif problem is not None:
+                out["damaged"].append(e.name)
+        for f in sorted(self._weights.glob("*.safetensors")):
+            if f.stem not in uids:
+                out["orphans"].append(str(f))
+        out["partial"] = sorted(str(f) for f in self._tmp.iterdir())
+        return out
+
+    def gc(self, *, older_than: float = 3600.0) -> list[str]:
+        """Delete unreferenced weight files and leftovers of interrupted writes.
+
+        Args:
+            older_than: only files not modified for this many seconds (an ``add`` in another
+                process may be between its rename and its index commit right now).
+
+        Returns:
+            The deleted paths.
+        """
+        cutoff = time.time() - older_than
+        report = self.check()
+        gone = []
+        for p in report["orphans"] + report["partial"]:
+            path = Path(p)
+            try:
+                if path.stat().st_mtime <= cutoff:
+                    path.unlink()
+                    gone.append(p)
+            except FileNotFoundError:
+                continue
+        return gone
+
+    # ------------------------------------------------------------------ ranking
+
+    def _target_key(self, target: Any, layers: LayersMode) -> tuple[Any, ...]:
+        if isinstance(target, ArchSignature):
+            if target.layers != layers:
+                raise InvalidArgumentError(
+                    f"the target signature was computed with layers={target.layers!r} but "
+                    f"layers={layers!r} was asked; recompute it with signature(model, layers={layers!r})"
+                )
+            return target.key
+        if isinstance(target, nn.Module):
+            return signature(target, layers=layers).key
+        if isinstance(target, str) and target.startswith("zoo:"):
+            entry = self.get(target[4:])
+            digest = entry.digest if layers == "extended" else entry.digest_paper
+            return self._load_keys([digest], layers)[digest]
+        if isinstance(target, (ArchSpec, str, Mapping)):
+            return signature(_as_spec(target).build(device="meta"), layers=layers).key
+        raise InvalidArgumentError(
+            f"rank target must be a module, an ArchSignature, an ArchSpec, a spec dict or a "
+            f"reference ('timm:<name>', 'space:<name>:<json>', 'zoo:<entry>'), got {type(target).__name__}"
+        )
+
+    def _load_keys(self, digests: Sequence[str], layers: LayersMode) -> dict[str, tuple[Any, ...]]:
+        out: dict[str, tuple[Any, ...]] = {}
+        todo = []
+        for d in digests:
+            k = self._keys.get((d, layers))
+            if k is None:
+                todo.append(d)
+            else:
+                out[d] = k
+        conn = self._conn()
+        for i in range(0, len(todo), 500):
+            part = todo[i : i + 500]
+            q = f"SELECT digest, key FROM archs WHERE layers = ? AND digest IN ({', '.join('?' * len(part))})"
+            for d, text in conn.execute(q, (layers, *part)):
+                key = _rank.key_from_json(text)
+                self._keys[(d, layers)] = key
+                out[d] = key
+        missing = [d for d in todo if d not in out]
+        if missing:  # pragma: no cover - the schema inserts archs with entries
+            raise ZooError(f"pool index is inconsistent: no architecture rows for {missing[:3]}")
+        return out
+
+    def rank(
+        self,
+        target: Any,
+        *,
+        k: int | None = 5,
+        dataset: str | None = None,
+        min_metric: float | Mapping[str, float] | None = None,
+        metric: str = "accuracy",
+        exclude: Sequence[str] = (),
+        layers: LayersMode = "extended",
+    ) -> list[Ranked]:
+        """The ``k`` pool entries most similar to ``target`` (DPIAT similarity, best first).
+
+        Ties are broken by name so the order is deterministic. Entries whose weights file is
+        missing or damaged are skipped with one :class:`NasWarmstartWarning`.
+
+        Args:
+            target: a module, an :class:`ArchSignature`, an :class:`ArchSpec` / spec dict, or a
+                reference: ``"timm:<name>"``, ``"space:<name>:<json>"``, ``"zoo:<entry>"``.
+            k: how many to return (None: all).
+            dataset: only entries trained on this data set.
+            min_metric: only entries with ``metrics[metric] >= min_metric``; a mapping applies
+                several thresholds (``{"accuracy": 0.9, "epochs": 4}``).
+            metric: the metric a plain number in ``min_metric`` refers to.
+            exclude: entry names to leave out (e.g. the candidate itself).
+            layers: similarity variant (see :func:`nas_warmstart.signature`).
+        """
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise InvalidArgumentError(f"k must be a positive integer or None, got {k!r}")
+        if layers not in _MODES:
+            raise InvalidArgumentError(f"layers must be one of {_MODES}, got {layers!r}")
+        thresholds: dict[str, float] = {}
+        if min_metric is not None:
+            thresholds = dict(min_metric) if isinstance(min_metric, Mapping) else {metric: float(min_metric)}
+        t_key = self._target_key(target, layers)
+        t_digest = _rank.key_digest(t_key)
+
+        sql = f"SELECT {_ENTRY_COLS} FROM entries"
+        args: tuple[Any, ...] = ()
+        if dataset is not None:
+            sql, args = sql + " WHERE dataset = ?", (dataset,)
+        rows = self._conn().execute(sql, args).fetchall()
+        skip = set(exclude)
+        damaged: list[str] = []
+        cands: list[tuple[str, str, Sequence[Any]]] = []  # (name, digest, row)
+        for row in rows:
+            if row[0] in skip:
+                continue
+            if thresholds:
+                m = json.loads(row[4])
+                if not all(_ge(m.get(key), v) for key, v in thresholds.items()):
+                    continue
+            problem = _file_problem(self._weights / f"{row[1]}.safetensors", row[10])
+            if problem is not None:
+                damaged.append(f"{row[0]} ({problem})")
+                continue
+            cands.append((row[0], row[12] if layers == "extended" else row[13], row))
+        if damaged:
+            warnings.warn(
+                f"rank skipped {len(damaged)} pool entr{'y' if len(damaged) == 1 else 'ies'} with "
+                f"missing or damaged weights: {', '.join(damaged[:5])}"
+                + (" ..." if len(damaged) > 5 else "")
+                + "; list them with zoo.check() and remove them with zoo.remove(name)",
+                NasWarmstartWarning,
+                stacklevel=2,
+            )
+        sims = self._similarities(t_key, t_digest, sorted({d for _, d, _ in cands}), layers)
+        order = sorted(cands, key=lambda c: (-sims[c[1]], c[0]))
+        if k is not None:
+            order = order[:k]
+        return [Ranked(name=n, similarity=sims[d], entry=self._entry(row)) for n, d, row in order]
+
+    def _similarities(
+        self, t_key: tuple[Any, ...], t_digest: str, digests: list[str], layers: LayersMode
+    ) -> dict[str, float]:
+        out: dict[str, float] = {}
+        todo = []
+        for d in digests:
+            v = _dp.SIM_CACHE.get((layers, *sorted((t_digest, d))))
+            if v is None:
+                todo.append(d)
+            else:
+                out[d] = v
+        if todo:
+            keys = self._load_keys(todo, layers)
+            values = _rank.pool_similarities(t_key, [keys[d] for d in todo])
+            for d, v in zip(todo, values.tolist(), strict=True):
+                _dp.SIM_CACHE.put((layers, *sorted((t_digest, d))), v)
+                out[d] = v
+        return out
+
+
+def _ge(value: Any, threshold: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= threshold
+
+
+_MISSING = "weights file missing"
+
+
+def _file_problem(path: Path, nbytes: int) -> str | None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return _MISSING
+    if size != nbytes:
+        return f"weights file has {size} of {nbytes} bytes"
+    return None
+
+
+class _Txn:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception).
+
+    IMMEDIATE takes the write lock up front, so two writers never both read "name is free" and
+    then collide at commit; the busy timeout makes the second one wait instead of failing.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> _Txn:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, args)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, rows)
+
+    def executescript_in_txn(self, script: str) -> None:
+        # executescript() would COMMIT first; run the statements one by one instead.
+        for stmt in script.split(";"):
+            if stmt.strip():
+                self.conn.execute(stmt)
