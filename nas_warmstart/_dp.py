@@ -26,6 +26,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ._signature import ArchSignature, LayerSig
 
@@ -116,36 +117,46 @@ def dp_batch(
         codes :data:`UP`, :data:`LEFT` or a run length d > 0 (None unless ``choices``).
     """
     B, N, M = sc.shape
-    dp = np.zeros((B, N + 1, M + 1), dtype=np.float64)
+    # Column-major DP table (M+1, B, N+1): each source column is one contiguous slab.
+    dp = np.zeros((M + 1, B, N + 1), dtype=np.float64)
     ch = np.zeros((B, N + 1, M + 1), dtype=np.int32) if choices else None
     if N and M:
         sqrt_d = _sqrt_table(N)
-        i_idx = np.arange(1, N + 1)[:, None]  # target position i (1-based)
-        d_idx = np.arange(1, N + 1)[None, :]  # run length d
-        valid = d_idx <= i_idx  # (N, N)
-        start = np.where(valid, i_idx - d_idx, 0)  # i - d: 0-based first member, also dp row k-1
+        # Padded copies read through strided views instead of gathers: for target position
+        # i (1..N) and run length d (1..N), ``members[b, i-1, d-1] = col[b, i-d]`` and
+        # ``prev_k[b, i-1, d-1] = dp[j-1][b, i-d]``. Runs longer than i read the padding: 0 for
+        # scores (adds nothing) and -inf for the DP value (never chosen), so no masks needed.
+        colp = np.zeros((B, 2 * N), dtype=np.float64)
+        prevp = np.full((B, 2 * N + 1), -np.inf, dtype=np.float64)
+        itemsize = colp.itemsize
+        members = as_strided(
+            colp[:, N:], shape=(B, N, N), strides=(colp.strides[0], itemsize, -itemsize), writeable=False
+        )
+        prev_k = as_strided(
+            prevp[:, N:], shape=(B, N, N), strides=(prevp.strides[0], itemsize, -itemsize), writeable=False
+        )
         for j in range(1, M + 1):
-            prev = dp[:, :, j - 1]  # (B, N+1)
-            col = sc[:, :, j - 1]  # (B, N)
+            colp[:, N:] = sc[:, :, j - 1]
+            prevp[:, N:] = dp[j - 1]
+            prev = dp[j - 1]  # (B, N+1)
             # run members in the reference's order i, i-1, ..., i-d+1, summed sequentially
-            members = np.where(valid, col[:, start], 0.0)  # (B, N, N)
             run_sum = np.cumsum(members, axis=2)
-            cand = run_sum / sqrt_d + prev[:, start]
-            cand = np.where(valid, cand, -np.inf)
+            cand = run_sum / sqrt_d
+            cand += prev_k
             left = prev[:, 1:]
             if ch is None:
                 # Values only: the maximum is the same number whichever run attains it.
                 cmax = cand.max(axis=2)
-                dp[:, 1:, j] = np.maximum.accumulate(np.maximum(left, cmax), axis=1)
+                dp[j, :, 1:] = np.maximum.accumulate(np.maximum(left, cmax), axis=1)
                 continue
             best_d = np.argmax(cand, axis=2)  # first maximum: the shortest run wins ties
             cmax = np.take_along_axis(cand, best_d[:, :, None], axis=2)[:, :, 0]
-            dp[:, 1:, j] = np.maximum.accumulate(np.maximum(left, cmax), axis=1)
-            up = dp[:, :-1, j]
+            dp[j, :, 1:] = np.maximum.accumulate(np.maximum(left, cmax), axis=1)
+            up = dp[j, :, :-1]
             base_up = up > left
             base = np.where(base_up, up, left)
             ch[:, 1:, j] = np.where(cmax > base, best_d + 1, np.where(base_up, UP, LEFT))
-    values = dp[np.arange(B), n, m]
+    values = dp[m, np.arange(B), n]
     return values, ch
 
 

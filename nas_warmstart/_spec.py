@@ -199,7 +199,8 @@ class ArchSpec:
                     )
             except (TypeError, ValueError, AssertionError, KeyError) as e:
                 raise InvalidArgumentError(
-                    f"timm could not build {self.name!r} with kwargs {dict(self.config)}: {e}"
+                    f"timm could not build {self.name!r} with kwargs {dict(self.config)}: "
+                    f"{type(e).__name__}{': ' + str(e) if str(e) else ' (the kwargs violate a rule of this model)'}"
                 ) from None
         from search_spaces import get_space
 
