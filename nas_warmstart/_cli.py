@@ -1,24 +1,45 @@
 """The ``nas-warmstart`` command.
 
-Model references: ``timm:<name>`` (built with ``pretrained=False``; weights from a local
-``.safetensors`` file with ``--source-weights``). Bad arguments print one line and exit 2.
+Model references, accepted wherever a command takes a model:
+
+* ``timm:<name>`` or ``timm:<name>:<json kwargs>``: a timm architecture, built with
+  ``pretrained=False`` (``--num-classes`` sets the classifier unless the JSON does);
+* ``space:<name>:<json config>``: a search-space architecture;
+* ``zoo:<entry>``: a network of the pool given with ``--zoo DIR``, with its trained weights.
+
+Tables are for people, ``--json`` prints JSON for scripts. Bad arguments print one line on
+stderr and exit 2. Progress bars go to stderr and stay quiet when it is not a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import sqlite3
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, NoReturn
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from torch import nn
+from ._errors import InvalidArgumentError, NasWarmstartError, OptionalDependencyError, ZooError
 
-from ._errors import InvalidArgumentError, NasWarmstartError
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from ._signature import ArchSignature
+    from ._spec import ArchSpec
+    from ._zoo import ModelZoo
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
+_BAR_MIN = 4  # show progress bars from this many models on
+_REF_HELP = "model reference: timm:<name>[:<json kwargs>], space:<name>:<json config> or zoo:<entry>"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,43 +48,130 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _build_model(ref: str, *, num_classes: int) -> nn.Module:
-    kind, _, name = ref.partition(":")
-    if kind != "timm" or not name:
-        raise InvalidArgumentError(
-            f"model reference {ref!r} is not understood; use timm:<name>, e.g. timm:resnet18"
-        )
-    import timm
-
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-        raise InvalidArgumentError(
-            f"timm has no model {name!r}" + (f"; similar names: {', '.join(close)}" if close else "")
-        )
-    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+# ------------------------------------------------------------------------------ references
 
 
-def _load_weights(model: nn.Module, path: str) -> None:
-    from safetensors.torch import load_file
+class _Refs:
+    """Resolves model references for one command (opens the ``--zoo`` pool at most once)."""
 
-    try:
-        state = load_file(path)
-    except (OSError, ValueError) as e:
-        raise InvalidArgumentError(f"cannot read weights {path!r}: {e}") from None
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise InvalidArgumentError(
-            f"weights {path!r} do not fit the model: {len(result.missing_keys)} missing and "
-            f"{len(result.unexpected_keys)} unexpected keys (first: "
-            f"{(result.missing_keys or result.unexpected_keys)[0]!r})"
-        )
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.zoo_dir: str | None = getattr(args, "zoo", None)
+        self.num_classes: int = getattr(args, "num_classes", 1000)
+        self.layers: Any = getattr(args, "layers", "extended")
+        self._zoo: ModelZoo | None = None
+
+    @staticmethod
+    def split(ref: str) -> tuple[str, str]:
+        kind, _, rest = ref.partition(":")
+        if kind not in ("timm", "space", "zoo") or not rest:
+            raise InvalidArgumentError(
+                f"model reference {ref!r} is not understood; use timm:<name> (e.g. timm:resnet18), "
+                "timm:<name>:<json kwargs>, space:<name>:<json config> or zoo:<entry> with --zoo DIR"
+            )
+        return kind, rest
+
+    def zoo(self, ref: str) -> ModelZoo:
+        if self.zoo_dir is None:
+            raise InvalidArgumentError(f"{ref!r} names a pool entry; give the pool with --zoo DIR")
+        if self._zoo is None:
+            self._zoo = _open_zoo(self.zoo_dir)
+        return self._zoo
+
+    def spec(self, ref: str) -> ArchSpec:
+        """The architecture: parsed for timm/space references, the entry's for zoo ones."""
+        from ._spec import ArchSpec
+
+        kind, rest = self.split(ref)
+        if kind == "zoo":
+            return self.zoo(ref).get(rest).spec
+        return ArchSpec.parse(ref, num_classes=self.num_classes)
+
+    def signature(self, ref: str) -> ArchSignature:
+        """Structure only: built on the meta device (no weights, fast)."""
+        from ._signature import signature
+
+        kind, rest = self.split(ref)
+        if kind == "zoo":
+            return self.zoo(ref).signature(rest, layers=self.layers)
+        return signature(self.spec(ref).build(device="meta"), layers=self.layers)
+
+    def weighted(self, ref: str) -> nn.Module:
+        """A pool entry with its trained weights; a timm/space model freshly initialised."""
+        kind, rest = self.split(ref)
+        if kind == "zoo":
+            return self.zoo(ref).load(rest)
+        return self.spec(ref).build()
+
+    def fresh(self, ref: str) -> nn.Module:
+        """A freshly initialised model (a pool entry's architecture without its weights)."""
+        return self.spec(ref).build()
+
+    def label(self, ref: str) -> str:
+        kind, rest = self.split(ref)
+        return rest if kind == "zoo" else rest.partition(":")[0]
+
+
+def _labels(refs: Sequence[str], resolve: _Refs) -> list[str]:
+    short = [resolve.label(r) for r in refs]
+    return [s if short.count(s) == 1 else r for s, r in zip(short, refs, strict=True)]
+
+
+def _open_zoo(path: str) -> ModelZoo:
+    """An existing pool; never turns a directory that holds no pool into one."""
+    from ._zoo import ModelZoo
+
+    return ModelZoo(Path(path), create=False)
+
+
+# ------------------------------------------------------------------------------ output helpers
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[int] = ()) -> None:
+    """Print an aligned table; columns whose index is in ``right`` are right-aligned."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for r in cells:
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        print("  ".join(parts).rstrip())
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def _date(ts: float) -> str:
+    return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="minutes")
+
+
+def _metric_text(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in metrics.items()) or "-"
+
+
+def _bar(items: Sequence[Any], desc: str, unit: str) -> Iterable[Any]:
+    from tqdm import tqdm
+
+    # disable=None: quiet when stderr is not a terminal (pipes, CI logs).
+    return tqdm(items, desc=desc, unit=unit, leave=False, disable=None if len(items) >= _BAR_MIN else True)
+
+
+def _writing(path: str) -> Path:
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise InvalidArgumentError(f"cannot write {path!r}: the directory {str(p.parent)!r} does not exist")
+    return p
+
+
+# ------------------------------------------------------------------------------ commands
 
 
 def _cmd_similarity(args: argparse.Namespace) -> dict[str, Any]:
     from ._similarity import similarity
 
-    a = _build_model(args.a, num_classes=args.num_classes)
-    b = _build_model(args.b, num_classes=args.num_classes)
+    refs = _Refs(args)
+    a, b = refs.signature(args.a), refs.signature(args.b)
     t0 = time.perf_counter()
     value = similarity(a, b, layers=args.layers)
     out = {"a": args.a, "b": args.b, "similarity": value, "layers": args.layers, "seconds": time.perf_counter() - t0}
@@ -76,17 +184,26 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     from ._transfer import transfer
+    from ._weights_io import load_checkpoint, load_into
 
-    src = _build_model(args.source, num_classes=args.num_classes)
+    refs = _Refs(args)
+    out_path = _writing(args.out)
+    if args.source_weights and refs.split(args.source)[0] == "zoo":
+        raise InvalidArgumentError(
+            "--source-weights applies to timm:/space: sources; a zoo: source brings its trained weights"
+        )
+    src = refs.weighted(args.source)
     if args.source_weights:
-        _load_weights(src, args.source_weights)
-    tgt = _build_model(args.target, num_classes=args.num_classes)
+        load_into(src, load_checkpoint(args.source_weights), what=f"the weights in {args.source_weights!r}")
+    tgt_spec = refs.spec(args.target)
+    tgt = tgt_spec.build()
     report = transfer(
         src, tgt, matching=args.matching, method=args.method, bn_stats=not args.no_bn_stats,
         layers=args.layers, seed=args.seed,
     )
     state = {k: v.detach().contiguous() for k, v in tgt.state_dict().items()}
-    save_file(state, args.out, metadata={"nas_warmstart": json.dumps({"source": args.source, "target": args.target})})
+    meta = {"source": args.source, "target": args.target, "target_spec": tgt_spec.to_dict()}
+    save_file(state, str(out_path), metadata={"nas_warmstart": json.dumps(meta)})
     if not args.json:
         print(report.summary())
         for c in report.copied[: args.show]:
@@ -99,10 +216,224 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
     return {**report.to_dict(), "out": args.out}
 
 
+def _cmd_rank(args: argparse.Namespace) -> list[dict[str, Any]]:
+    refs = _Refs(args)
+    zoo = _open_zoo(args.zoo)
+    kind, rest = refs.split(args.target)
+    target: Any = f"zoo:{rest}" if kind == "zoo" else refs.signature(args.target)
+    ranked = zoo.rank(
+        target, k=args.k, dataset=args.dataset, min_metric=args.min_metric, metric=args.metric,
+        exclude=args.exclude or (), layers=args.layers,
+    )
+    if not args.json:
+        if not ranked:
+            print(f"no pool entry matches (pool {args.zoo!r}, {len(zoo)} entries)")
+        rows = [
+            (i, r.name, f"{r.similarity:.4f}", r.entry.dataset or "-",
+             r.entry.metrics.get(args.metric, "-"), _count(r.entry.num_params))
+            for i, r in enumerate(ranked, 1)
+        ]
+        if rows:
+            _table(("rank", "name", "similarity", "dataset", args.metric, "params"), rows, right=(0, 2, 4, 5))
+    return [r.to_dict() for r in ranked]
+
+
+def _cmd_matrix(args: argparse.Namespace) -> dict[str, Any]:
+    from ._similarity import similarity, similarity_matrix
+
+    if len(args.models) < 2:
+        raise InvalidArgumentError(f"matrix needs at least two model references, got {len(args.models)}")
+    if args.png:
+        _need_matplotlib()
+    refs = _Refs(args)
+    labels = _labels(args.models, refs)
+    png = _writing(args.png) if args.png else None
+    csv_path = _writing(args.csv) if args.csv else None
+    sigs = [refs.signature(r) for r in _bar(args.models, "building", "model")]
+    n = len(sigs)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    for i, j in _bar(pairs, "similarity", "pair") if n >= _BAR_MIN else ():
+        similarity(sigs[i], sigs[j], layers=args.layers)  # memoised: the matrix below reuses it
+    m = similarity_matrix(sigs, layers=args.layers)
+    if csv_path is not None:
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["", *labels])
+            for label, row in zip(labels, m.tolist(), strict=True):
+                w.writerow([label, *(repr(float(v)) for v in row)])
+    if png is not None:
+        _heatmap(m, labels, png, layers=args.layers)
+    if not args.json:
+        _table(("", *labels), ([label, *(f"{v:.4f}" for v in row)] for label, row in zip(labels, m.tolist(), strict=True)),
+               right=tuple(range(1, n + 1)))
+        for p in (csv_path, png):
+            if p is not None:
+                print(f"wrote {p}")
+    return {"models": list(args.models), "labels": labels, "layers": args.layers, "matrix": m.tolist(),
+            "png": args.png, "csv": args.csv}
+
+
+def _need_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise OptionalDependencyError(
+            '--png needs matplotlib; install it with: pip install "nas-warmstart[viz]"'
+        ) from None
+
+
+def _heatmap(m: np.ndarray, labels: Sequence[str], path: Path, *, layers: str) -> None:
+    """The similarity heatmap: annotated cells, model names on both axes, a colorbar."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    n = len(labels)
+    side = max(4.0, 0.65 * n + 2.5)
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n), labels=labels, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels=labels)
+    size = max(5, 11 - n // 4)
+    for i in range(n):
+        for j in range(n):
+            v = float(m[i, j])
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=size,
+                    color="black" if v > 0.6 else "white")
+    ax.set_title(f"DPIAT architecture similarity (layers={layers})")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="similarity")
+    fig.savefig(path, dpi=150)
+
+
+# ------------------------------------------------------------------------------ zoo commands
+
+
+def _metric_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--metric takes key=value (e.g. accuracy=0.93), got {text!r}")
+    for conv in (int, float):
+        try:
+            return key, conv(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _cmd_zoo_add(args: argparse.Namespace) -> dict[str, Any]:
+    from ._spec import ArchSpec
+    from ._zoo import ModelZoo, _check_name
+
+    spec = ArchSpec.parse(args.ref, num_classes=args.num_classes, in_chans=args.in_chans)
+    if spec.kind != "timm":
+        raise InvalidArgumentError(
+            f"zoo add takes a timm:<name>[:<json kwargs>] reference, got {args.ref!r}; add "
+            "search-space models from Python with ModelZoo.add(name, model, spec=...)"
+        )
+    name = _check_name(args.name if args.name is not None else spec.name)
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise InvalidArgumentError(f"checkpoint {args.checkpoint!r} does not exist or is not a file")
+    p = Path(args.dir)
+    if p.is_dir() and not (p / "index.sqlite").is_file() and any(p.iterdir()):
+        raise ZooError(f"{args.dir!r} is a non-empty directory that holds no pool; give a new or empty directory")
+    zoo = ModelZoo(p)
+    entry = zoo.add_timm(
+        spec.name, args.checkpoint, name=name, num_classes=spec.num_classes, in_chans=spec.in_chans,
+        dataset=args.dataset, metrics=dict(args.metric or ()), if_exists=args.if_exists, **spec.config,
+    )
+    if not args.json:
+        weights = f"weights from {args.checkpoint}" if args.checkpoint else "random initialisation"
+        print(f"added {entry.name}: {entry.spec} ({_count(entry.num_params)} params, {weights}) to {args.dir}")
+    return entry.to_dict()
+
+
+def _cmd_zoo_list(args: argparse.Namespace) -> list[dict[str, Any]]:
+    zoo = _open_zoo(args.dir)
+    entries = [e for e in zoo if args.dataset is None or e.dataset == args.dataset]
+    if not args.json:
+        if not entries:
+            print(f"no entries in {args.dir}" + (f" with dataset {args.dataset!r}" if args.dataset else ""))
+        else:
+            _table(
+                ("name", "architecture", "dataset", "metrics", "params", "created"),
+                [(e.name, str(e.spec), e.dataset or "-", _metric_text(e.metrics), _count(e.num_params), _date(e.created))
+                 for e in entries],
+                right=(4,),
+            )
+    return [e.to_dict() for e in entries]
+
+
+def _cmd_zoo_show(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = _open_zoo(args.dir)
+    e = zoo.get(args.name)
+    out = {
+        **e.to_dict(), "uid": e.uid, "digest_paper": e.digest_paper, "ref": e.spec.to_ref(),
+        "signature": zoo.signature(e.name).describe(),
+    }
+    if not args.json:
+        rows = [
+            ("name", e.name),
+            ("architecture", f"{e.spec} (num_classes={e.spec.num_classes}, in_chans={e.spec.in_chans})"),
+            ("reference", e.spec.to_ref()),
+            ("dataset", e.dataset or "-"),
+            ("metrics", _metric_text(e.metrics)),
+            ("params", f"{e.num_params:,}"),
+            ("parent", e.parent or "-"),
+            ("provenance", json.dumps(e.provenance) if e.provenance else "-"),
+            ("created", _date(e.created)),
+            ("updated", _date(e.updated)),
+            ("weights", f"{e.path} ({e.nbytes:,} bytes, sha256 {e.sha256})"),
+            ("digest", e.digest),
+            ("signature", out["signature"]),
+        ]
+        for k, v in rows:
+            print(f"{k + ':':<14}{v}")
+    return out
+
+
+def _cmd_zoo_remove(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = _open_zoo(args.dir)
+    for name in args.names:  # all or nothing: check every name before removing any
+        zoo.get(name)
+    removed = [n for n in dict.fromkeys(args.names) if zoo.remove(n, missing_ok=True)]
+    if not args.json:
+        for n in removed:
+            print(f"removed {n}")
+    return {"removed": removed}
+
+
+def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = _open_zoo(args.dir)
+    report = zoo.check(full=args.full)
+    out: dict[str, Any] = {"path": args.dir, "entries": len(zoo), **report}
+    if args.gc:
+        out["deleted"] = zoo.gc()
+    bad = bool(report["missing"] or report["damaged"])
+    args.exit_status = EXIT_FAILURE if bad else 0
+    if not args.json:
+        print(f"pool {args.dir}: {len(zoo)} entries, " + ("PROBLEMS FOUND" if bad else "ok"))
+        for key, what in (("missing", "entries whose weights file is missing"),
+                          ("damaged", "entries whose weights file is damaged"),
+                          ("orphans", "unreferenced weight files"),
+                          ("partial", "leftovers of interrupted writes")):
+            print(f"  {key}: {len(report[key])} {what}")
+            for item in report[key]:
+                print(f"    {item}")
+        if bad:
+            print("  remove damaged entries with `nas-warmstart zoo remove DIR NAME` and add them again")
+        if args.gc:
+            print(f"gc deleted {len(out['deleted'])} files")
+            for p in out["deleted"]:
+                print(f"  {p}")
+    return out
+
+
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from ._demo import run_demo
 
     return run_demo(quiet=args.json)
+
+
+# ------------------------------------------------------------------------------ parser
 
 
 def _parser() -> _Parser:
@@ -111,23 +442,36 @@ def _parser() -> _Parser:
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def common(sp: argparse.ArgumentParser, *, zoo_required: bool = False) -> None:
+        sp.add_argument("--zoo", metavar="DIR", required=zoo_required,
+                        help="pool directory" + ("" if zoo_required else " for zoo:<entry> references"))
         sp.add_argument("--layers", choices=("extended", "paper"), default="extended",
                         help="'paper' matches only conv/BN/linear as the DPIAT authors (default: extended)")
-        sp.add_argument("--num-classes", type=int, default=1000, help="classifier size of timm models")
-        sp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+        sp.add_argument("--num-classes", type=int, default=1000,
+                        help="classifier size of timm/space models (default: 1000)")
+        sp.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     s = sub.add_parser("similarity", help="DPIAT similarity of two architectures")
-    s.add_argument("a", help="model reference, e.g. timm:resnet18")
+    s.add_argument("a", help=_REF_HELP)
     s.add_argument("b", help="model reference")
     common(s)
     s.set_defaults(func=_cmd_similarity)
 
+    r = sub.add_parser("rank", help="the pool entries most similar to TARGET")
+    r.add_argument("target", help=_REF_HELP)
+    r.add_argument("-k", type=int, default=5, help="how many entries to show (default: 5)")
+    r.add_argument("--dataset", help="only entries trained on this data set")
+    r.add_argument("--min-metric", type=float, help="only entries with METRIC >= this")
+    r.add_argument("--metric", default="accuracy", help="metric shown and used by --min-metric (default: accuracy)")
+    r.add_argument("--exclude", action="append", metavar="NAME", help="leave this entry out (repeatable)")
+    common(r, zoo_required=True)
+    r.set_defaults(func=_cmd_rank)
+
     t = sub.add_parser("transfer", help="transfer parameters from SOURCE into a fresh TARGET")
-    t.add_argument("source")
-    t.add_argument("target")
+    t.add_argument("source", help=_REF_HELP + " (a zoo: source brings its trained weights)")
+    t.add_argument("target", help="model reference (a zoo: target is built fresh from its spec)")
     t.add_argument("--out", required=True, help="where to write the target's weights (.safetensors)")
-    t.add_argument("--source-weights", help="local .safetensors file with the source's trained weights")
+    t.add_argument("--source-weights", help="local weights file for a timm:/space: source")
     t.add_argument("--matching", default="dp", help="dp, bipartite, nbipartite or random")
     t.add_argument("--method", default="clip", help="clip, clip_norm, full or magnitude")
     t.add_argument("--no-bn-stats", action="store_true", help="leave BatchNorm running stats at init (paper)")
@@ -135,6 +479,55 @@ def _parser() -> _Parser:
     t.add_argument("--show", type=int, default=10, help="copied tensors to list")
     common(t)
     t.set_defaults(func=_cmd_transfer)
+
+    m = sub.add_parser("matrix", help="pairwise similarity of several models (table, heatmap, CSV)")
+    m.add_argument("models", nargs="+", metavar="MODEL", help="two or more model references")
+    m.add_argument("--png", metavar="FILE", help="draw an annotated heatmap (needs matplotlib)")
+    m.add_argument("--csv", metavar="FILE", help="write the matrix with a header row and row labels")
+    common(m)
+    m.set_defaults(func=_cmd_matrix)
+
+    z = sub.add_parser("zoo", help="manage a pool of trained networks")
+    zsub = z.add_subparsers(dest="zoo_command", required=True, parser_class=_Parser)
+
+    za = zsub.add_parser("add", help="add a timm architecture (with local weights) to a pool, creating it")
+    za.add_argument("dir", help="pool directory (created if missing)")
+    za.add_argument("ref", help="timm:<name>[:<json kwargs>]")
+    za.add_argument("--name", help="entry name (default: the timm model name)")
+    za.add_argument("--checkpoint", metavar="FILE", help=".safetensors (or weights-only PyTorch) file; default: random init")
+    za.add_argument("--dataset", help="what it was trained on")
+    za.add_argument("--metric", type=_metric_arg, action="append", metavar="KEY=VALUE",
+                    help="a metric, e.g. accuracy=0.93 (repeatable; numbers are stored as numbers)")
+    za.add_argument("--if-exists", choices=("error", "replace", "rename", "skip"), default="error")
+    za.add_argument("--num-classes", type=int, default=1000, help="classifier size (default: 1000)")
+    za.add_argument("--in-chans", type=int, default=3, help="input channels (default: 3)")
+    za.add_argument("--json", action="store_true", help="print the entry as JSON")
+    za.set_defaults(func=_cmd_zoo_add)
+
+    zl = zsub.add_parser("list", help="list the entries of a pool")
+    zl.add_argument("dir")
+    zl.add_argument("--dataset", help="only entries trained on this data set")
+    zl.add_argument("--json", action="store_true", help="print a JSON list")
+    zl.set_defaults(func=_cmd_zoo_list)
+
+    zs = zsub.add_parser("show", help="all fields of one entry")
+    zs.add_argument("dir")
+    zs.add_argument("name")
+    zs.add_argument("--json", action="store_true")
+    zs.set_defaults(func=_cmd_zoo_show)
+
+    zr = zsub.add_parser("remove", help="remove entries and their weights")
+    zr.add_argument("dir")
+    zr.add_argument("names", nargs="+", metavar="NAME")
+    zr.add_argument("--json", action="store_true")
+    zr.set_defaults(func=_cmd_zoo_remove)
+
+    zc = zsub.add_parser("check", help="integrity report (exit 1 if entries have missing/damaged weights)")
+    zc.add_argument("dir")
+    zc.add_argument("--full", action="store_true", help="verify every file's SHA-256 (reads all weights)")
+    zc.add_argument("--gc", action="store_true", help="delete unreferenced files older than an hour")
+    zc.add_argument("--json", action="store_true")
+    zc.set_defaults(func=_cmd_zoo_check)
 
     d = sub.add_parser("demo", help="rank a small pool, transfer from the nearest, check an exact copy")
     d.add_argument("--json", action="store_true")
@@ -148,6 +541,10 @@ def _version() -> str:
     return __version__
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    print(f"nas-warmstart: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -155,16 +552,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "out", None) is not None and not str(args.out).endswith(".safetensors"):
         parser.error(f"--out must name a .safetensors file, got {args.out!r}")
-    if getattr(args, "num_classes", 1) < 1:
-        parser.error(f"--num-classes must be >= 1, got {args.num_classes}")
+    for opt, flag in (("num_classes", "--num-classes"), ("in_chans", "--in-chans"), ("k", "-k")):
+        if getattr(args, opt, 1) < 1:
+            parser.error(f"{flag} must be >= 1, got {getattr(args, opt)}")
+    func: Callable[[argparse.Namespace], Any] = args.func
     try:
-        result = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one line, not file:line plus source
+            result = func(args)
     except NasWarmstartError as e:
-        print(f"nas-warmstart: error: {e}", file=sys.stderr)
+        print(f"nas-warmstart: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
+    except (OSError, sqlite3.Error) as e:
+        print(f"nas-warmstart: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("nas-warmstart: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result, default=str))
-    return 0
+    return int(getattr(args, "exit_status", 0))
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

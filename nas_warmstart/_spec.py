@@ -205,5 +205,18 @@ class ArchSpec:
         from search_spaces import get_space
 
         space = get_space(self.name)
-        with ctx:
-            return space.build(dict(self.config), num_classes=self.num_classes, in_chans=self.in_chans)  # type: ignore[no-any-return]
+        try:
+            with ctx:
+                model = space.build(dict(self.config), num_classes=self.num_classes, in_chans=self.in_chans)
+        except (TypeError, ValueError, KeyError) as e:
+            if isinstance(e, InvalidArgumentError):
+                raise
+            raise InvalidArgumentError(
+                f"search space {self.name!r} could not build config {dict(self.config)}: "
+                f"{type(e).__name__}: {e}"
+            ) from None
+        if not isinstance(model, nn.Module):
+            raise InvalidArgumentError(
+                f"search space {self.name!r} built a {type(model).__name__}, not a torch.nn.Module"
+            )
+        return model

@@ -145,6 +145,8 @@ class ZooEntry:
             "nbytes": self.nbytes,
             "sha256": self.sha256,
             "digest": self.digest,
+            "digest_paper": self.digest_paper,
+            "uid": self.uid,
             "path": str(self.path),
         }
 
@@ -227,14 +229,18 @@ class ModelZoo:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise InvalidArgumentError(f"pool path {str(self.path)!r} exists and is not a directory")
-        if not self.path.exists():
+        if not (self.path / "index.sqlite").exists():
             if not create:
-                raise ZooError(f"no pool at {str(self.path)!r}; create one with ModelZoo(path)")
+                raise ZooError(
+                    f"no pool at {str(self.path)!r} (no index.sqlite); create one with "
+                    "ModelZoo(path) or `nas-warmstart zoo add`"
+                )
             self.path.mkdir(parents=True, exist_ok=True)
         self._weights = self.path / "weights"
         self._tmp = self.path / "tmp"
-        self._weights.mkdir(exist_ok=True)
-        self._tmp.mkdir(exist_ok=True)
+        if create:
+            self._weights.mkdir(exist_ok=True)
+            self._tmp.mkdir(exist_ok=True)
         self._journal_mode = journal_mode
         self._local = threading.local()
         self._keys: dict[tuple[str, str], tuple[Any, ...]] = {}  # (digest, layers) -> key
@@ -269,18 +275,28 @@ class ModelZoo:
             raise ZooError(f"could not open the pool index at {self.path} (database locked)")
         if mode.lower() != self._journal_mode:
             log.warning("pool %s: SQLite kept journal_mode=%s (asked %s)", self.path, mode, self._journal_mode)
+        try:  # an existing pool is opened without writing to it
+            row = conn.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
+        except sqlite3.OperationalError:  # no meta table yet: a new pool
+            row = None
+        if row is not None:
+            self._check_format(row[0])
+            return
         with self._write() as c:
             c.executescript_in_txn(_SCHEMA)
             row = c.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
             if row is None:
                 c.execute("INSERT INTO meta VALUES ('format', ?)", (json.dumps({"format": _FORMAT, "version": _VERSION}),))
             else:
-                meta = json.loads(row[0])
-                if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
-                    raise ZooError(
-                        f"{self.path} holds a pool of format {meta!r}; this release reads "
-                        f"{_FORMAT} version {_VERSION}"
-                    )
+                self._check_format(row[0])
+
+    def _check_format(self, text: str) -> None:
+        meta = json.loads(text)
+        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+            raise ZooError(
+                f"{self.path} holds a pool of format {meta!r}; this release reads "
+                f"{_FORMAT} version {_VERSION}"
+            )
 
     def close(self) -> None:
         """Close this thread's index connection (others close when their threads end)."""
@@ -333,7 +349,7 @@ class ModelZoo:
             close = difflib.get_close_matches(str(name), self.names(), n=3)
             raise ZooEntryNotFoundError(
                 f"the pool {str(self.path)!r} has no entry {name!r}"
-                + (f"; did you mean {', '.join(map(repr, close))}?" if close else f" ({len(self)} entries; list them with zoo.names())")
+                + (f"; did you mean {', '.join(map(repr, close))}?" if close else f" (it has {len(self)} entries)")
             )
         return self._entry(row)
 
@@ -371,6 +387,9 @@ class ModelZoo:
             ZooEntryNotFoundError: no such entry.
             ZooError: the weights file is missing, truncated or corrupt.
         """
+        return self._load_entry(name)[1]
+
+    def _load_entry(self, name: str) -> tuple[ZooEntry, dict[str, torch.Tensor]]:
         from safetensors.torch import load as load_bytes
 
         entry = self.get(name)
@@ -382,7 +401,7 @@ class ModelZoo:
             if fresh.uid == entry.uid:
                 raise
             entry, data = fresh, self._read_verified(fresh)
-        return load_bytes(data)
+        return entry, load_bytes(data)
 
     def load(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
         """Rebuild the entry's module from its spec and load its weights (strict).
@@ -391,8 +410,7 @@ class ModelZoo:
             ZooEntryNotFoundError: no such entry.
             ZooError: the weights file is missing, truncated or corrupt.
         """
-        state = self.load_state_dict(name)
-        entry = self.get(name)
+        entry, state = self._load_entry(name)  # spec and weights of the same version
         model = entry.spec.build()
         load_into(model, state, what=f"the weights of pool entry {name!r}")
         return model.to(device)
@@ -559,13 +577,16 @@ class ModelZoo:
             name: entry name (default: ``model_name``).
             **kwargs: timm ``create_model`` arguments (stored in the spec).
         """
+        entry_name = _check_name(name or model_name)
+        if if_exists == "skip" and entry_name in self:
+            return self.get(entry_name)
         spec = ArchSpec.timm(model_name, num_classes=num_classes, in_chans=in_chans, **kwargs)
         model = spec.build()
         if checkpoint_path is not None:
             state = load_checkpoint(checkpoint_path)
             load_into(model, state, what=f"the weights in {str(checkpoint_path)!r}")
         return self.add(
-            name or model_name, model, spec=spec, dataset=dataset, metrics=metrics,
+            entry_name, model, spec=spec, dataset=dataset, metrics=metrics,
             if_exists=if_exists, verify_spec=False,
         )
 
@@ -729,7 +750,14 @@ class ModelZoo:
             raise InvalidArgumentError(f"layers must be one of {_MODES}, got {layers!r}")
         thresholds: dict[str, float] = {}
         if min_metric is not None:
-            thresholds = dict(min_metric) if isinstance(min_metric, Mapping) else {metric: float(min_metric)}
+            raw = dict(min_metric) if isinstance(min_metric, Mapping) else {metric: min_metric}
+            for key, v in raw.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise InvalidArgumentError(
+                        f"min_metric thresholds must be numbers, got {key}={v!r}; e.g. "
+                        "min_metric=0.9 or min_metric={'accuracy': 0.9}"
+                    )
+                thresholds[str(key)] = float(v)
         t_key = self._target_key(target, layers)
         t_digest = _rank.key_digest(t_key)
 

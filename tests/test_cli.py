@@ -73,3 +73,163 @@ def test_demo_runs():
     assert data["identical_outputs_equal"] is True
     sims = [r["similarity"] for r in data["ranking"]]
     assert sims == sorted(sims, reverse=True)
+
+
+# ------------------------------------------------------------------------------ pool commands
+
+TINY_A = 'timm:resnet18:{"layers":[1,1,1,1],"channels":[8,16,16,16]}'
+TINY_B = 'timm:resnet18:{"layers":[2,1,1,1],"channels":[8,16,16,32]}'
+
+
+def one_error_line(proc_or_err: subprocess.CompletedProcess[str] | str) -> str:
+    err = proc_or_err if isinstance(proc_or_err, str) else proc_or_err.stderr
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """A pool with entries a (TINY_A, checkpoint weights, digits) and b (TINY_B, cifar10)."""
+    import timm
+
+    root = tmp_path_factory.mktemp("cli-pool")
+    torch.manual_seed(7)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10,
+                              layers=[1, 1, 1, 1], channels=[8, 16, 16, 16])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # differs from any fresh initialisation
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    ckpt = root / "a.safetensors"
+    save_file(state, str(ckpt))
+    d = root / "pool"
+    added = json.loads(run("zoo", "add", str(d), TINY_A, "--name", "a", "--checkpoint", str(ckpt),
+                           "--dataset", "digits", "--metric", "accuracy=0.93", "--metric", "epochs=4",
+                           "--num-classes", "10", "--json").stdout)
+    assert added["name"] == "a" and added["metrics"] == {"accuracy": 0.93, "epochs": 4}
+    proc = run("zoo", "add", str(d), TINY_B, "--name", "b", "--dataset", "cifar10",
+               "--metric", "accuracy=0.8", "--num-classes", "10", "--if-exists", "error")
+    assert proc.stdout.startswith("added b:")
+    return d, state
+
+
+def test_zoo_list_json_and_show_json(pool):
+    d, _ = pool
+    entries = json.loads(run("zoo", "list", str(d), "--json").stdout)
+    assert [e["name"] for e in entries] == ["a", "b"]
+    a = entries[0]
+    assert a["dataset"] == "digits" and a["spec"]["config"] == {"channels": [8, 16, 16, 16], "layers": [1, 1, 1, 1]}
+    assert isinstance(a["metrics"]["epochs"], int) and a["spec"]["num_classes"] == 10
+    shown = json.loads(run("zoo", "show", str(d), "a", "--json").stdout)
+    assert shown["sha256"] == a["sha256"] and shown["num_params"] == a["num_params"] > 0
+    assert "matchable layers" in shown["signature"] and shown["uid"] and shown["ref"].startswith("timm:resnet18:")
+
+
+def test_rank_text_and_json(pool):
+    d, _ = pool
+    lines = run("rank", TINY_A, "--zoo", str(d), "--num-classes", "10").stdout.splitlines()
+    assert lines[0].split() == ["rank", "name", "similarity", "dataset", "accuracy", "params"]
+    first, second = (ln.split() for ln in lines[1:3])
+    assert first[:5] == ["1", "a", "1.0000", "digits", "0.93"]
+    assert second[:2] == ["2", "b"] and 0 < float(second[2]) < 1
+    ranked = json.loads(run("rank", TINY_A, "--zoo", str(d), "--num-classes", "10", "--json",
+                            "--dataset", "digits", "--min-metric", "0.9", "-k", "3").stdout)
+    assert [r["name"] for r in ranked] == ["a"] and ranked[0]["similarity"] == 1.0
+    assert ranked[0]["entry"]["metrics"]["accuracy"] == 0.93
+
+
+def test_similarity_and_transfer_from_pool_entry(pool, tmp_path):
+    d, state = pool
+    data = json.loads(run("similarity", "zoo:a", TINY_A, "--zoo", str(d), "--num-classes", "10", "--json").stdout)
+    assert data["similarity"] == 1.0
+    out = tmp_path / "warm.safetensors"
+    report = json.loads(run("transfer", "zoo:a", TINY_A, "--zoo", str(d), "--num-classes", "10",
+                            "--out", str(out), "--json").stdout)
+    assert report["identical"] and report["coverage"] == 1.0
+    got = load_file(str(out))  # the entry's trained weights, not a fresh initialisation
+    assert got.keys() == state.keys() and all(torch.equal(got[k], v) for k, v in state.items())
+
+
+def test_matrix_png_and_csv(pool, tmp_path):
+    import csv
+
+    d, _ = pool
+    png, table = tmp_path / "sim.png", tmp_path / "sim.csv"
+    proc = run("matrix", "zoo:a", "zoo:b", TINY_A, "--zoo", str(d), "--num-classes", "10",
+               "--png", str(png), "--csv", str(table))
+    assert proc.stdout.splitlines()[0].split() == ["a", "b", "resnet18"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.reader(table.open()))
+    assert rows[0] == ["", "a", "b", "resnet18"] and [r[0] for r in rows[1:]] == ["a", "b", "resnet18"]
+    m = [[float(v) for v in r[1:]] for r in rows[1:]]
+    assert all(m[i][i] == 1.0 and m[i][j] == m[j][i] for i in range(3) for j in range(3))
+    assert m[0][2] == 1.0 and 0 < m[0][1] < 1
+
+
+def test_zoo_remove_then_list(pool, tmp_path):
+    import shutil
+
+    d, _ = pool
+    copy = tmp_path / "pool"
+    shutil.copytree(d, copy)
+    assert run("zoo", "remove", str(copy), "b").stdout.strip() == "removed b"
+    lines = run("zoo", "list", str(copy)).stdout.splitlines()
+    assert lines[0].split() == ["name", "architecture", "dataset", "metrics", "params", "created"]
+    assert len(lines) == 2 and lines[1].split()[:3] == ["a", 'timm:resnet18:{"channels":[8,16,16,16],"layers":[1,1,1,1]}', "digits"]
+    assert "accuracy=0.93" in lines[1]
+
+
+def test_rank_on_missing_pool_is_one_line(tmp_path):
+    proc = run("rank", "timm:resnet18", "--zoo", str(tmp_path / "nope"), check=False)
+    assert proc.returncode == 2 and "no pool at" in one_error_line(proc)
+    assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("rank", "timm:resnet18"), "the following arguments are required: --zoo"),
+        (("rank", "timm:resnet18", "--zoo", "{empty}"), "no index.sqlite"),
+        (("zoo", "list", "{empty}"), "no index.sqlite"),
+        (("similarity", "zoo:a", "timm:resnet18"), "give the pool with --zoo DIR"),
+        (("similarity", "space:mlp:{depth: 4", "timm:resnet18"), "does not parse"),
+        (("similarity", "zoo:aa", "timm:resnet18", "--zoo", "{pool}"), "has no entry 'aa'; did you mean 'a'?"),
+        (("zoo", "show", "{pool}", "nope"), "has no entry 'nope'"),
+        (("zoo", "remove", "{pool}", "a", "nope"), "has no entry 'nope'"),
+        (("zoo", "add", "{new}", "timm:resnet18", "--name", "../x"), "is not allowed"),
+        (("zoo", "add", "{new}", "space:mlp:{}"), "takes a timm:"),
+        (("zoo", "add", "{new}", "timm:resnet18", "--metric", "accuracy"), "key=value"),
+        (("zoo", "add", "{new}", "timm:resnet18", "--checkpoint", "{new}/w.safetensors"), "does not exist"),
+        (("zoo", "add", "{empty}", "timm:resnet18", "--name", "x", "--if-exists", "clobber"), "invalid choice"),
+        (("matrix", "timm:resnet18"), "at least two"),
+        (("rank", "zoo:a", "--zoo", "{pool}", "-k", "0"), "-k must be >= 1"),
+    ],
+)
+def test_pool_bad_arguments_exit_2(pool, tmp_path, capsys, args, needle):
+    # In-process (the subprocess path is covered above): same code, no 4 s torch import each.
+    from nas_warmstart._cli import main
+
+    (tmp_path / "empty").mkdir()
+    subs = {"{pool}": str(pool[0]), "{empty}": str(tmp_path / "empty"), "{new}": str(tmp_path / "new")}
+    argv = [next((a.replace(k, v) for k, v in subs.items() if k in a), a) for a in args]
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 2
+    assert needle in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists() and not any((tmp_path / "empty").iterdir())
+    from nas_warmstart import ModelZoo
+
+    with ModelZoo(pool[0], create=False) as zoo:  # failed commands leave the pool as it was
+        assert zoo.names() == ["a", "b"]
+
+
+def test_matrix_png_without_matplotlib_is_one_line(monkeypatch, capsys, tmp_path):
+    from nas_warmstart._cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    rc = main(["matrix", "timm:resnet18", "timm:resnet34", "--png", str(tmp_path / "m.png")])
+    assert rc == 2 and 'pip install "nas-warmstart[viz]"' in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "m.png").exists()

@@ -162,6 +162,11 @@ def test_remove_and_update_metrics(tmp_path):
         zoo.remove("a")
     with pytest.raises(nw.ZooError, match="no pool at"):
         ModelZoo(tmp_path / "nope", create=False)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(nw.ZooError, match="no index.sqlite"):
+        ModelZoo(plain, create=False)
+    assert not list(plain.iterdir())  # nothing was written into a directory that is not a pool
 
 
 def test_get_unknown_suggests_close_names(tmp_path):
@@ -419,6 +424,8 @@ def test_rank_filters_and_target_forms(ranked_pool):
 def test_rank_bad_arguments(ranked_pool):
     with pytest.raises(nw.InvalidArgumentError, match="k must be a positive integer"):
         ranked_pool.rank(POOL[0][1], k=0)
+    with pytest.raises(nw.InvalidArgumentError, match="thresholds must be numbers"):
+        ranked_pool.rank(POOL[0][1], min_metric={"accuracy": "high"})
     with pytest.raises(nw.InvalidArgumentError, match="rank target must be"):
         ranked_pool.rank(42)
     with pytest.raises(nw.InvalidArgumentError, match="computed with layers='paper'"):
