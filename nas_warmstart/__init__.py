@@ -29,6 +29,7 @@ from ._matching import MATCHINGS, LayerPair, Matching, match, register_matching
 from ._signature import PAPER_LEAF_CLASSES, ArchSignature, LayerSig, signature
 from ._similarity import similarity, similarity_matrix
 from ._spec import ArchSpec
+from ._train import FitResult, evaluate, fit
 from ._transfer import (
     TRANSFER_METHODS,
     CopiedTensor,
@@ -37,7 +38,9 @@ from ._transfer import (
     register_transfer_method,
     transfer,
 )
+from ._warmstart import WarmStart, warm_start
 from ._zoo import ModelZoo, Ranked, ZooEntry
+from .guidance import GuidanceLoss, linear_cka
 
 __version__ = "0.1.0"
 
@@ -59,6 +62,8 @@ __all__ = [
     "ArchSignature",
     "ArchSpec",
     "CopiedTensor",
+    "FitResult",
+    "GuidanceLoss",
     "IncompatibleModelsError",
     "InvalidArgumentError",
     "LayerPair",
@@ -74,6 +79,7 @@ __all__ = [
     "TransferReport",
     "UnsafeFileError",
     "UntouchedTensor",
+    "WarmStart",
     "ZooEntry",
     "ZooEntryExistsError",
     "ZooEntryNotFoundError",
@@ -81,6 +87,9 @@ __all__ = [
     "__version__",
     "cache_info",
     "clear_caches",
+    "evaluate",
+    "fit",
+    "linear_cka",
     "list_matchings",
     "list_transfer_methods",
     "match",
@@ -90,4 +99,5 @@ __all__ = [
     "similarity",
     "similarity_matrix",
     "transfer",
+    "warm_start",
 ]

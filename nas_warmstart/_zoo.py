@@ -44,6 +44,7 @@ from . import _dp, _rank
 from ._errors import (
     InvalidArgumentError,
     NasWarmstartWarning,
+    NoMatchableLayersError,
     ZooEntryExistsError,
     ZooEntryNotFoundError,
     ZooError,
@@ -759,6 +760,12 @@ class ModelZoo:
                     )
                 thresholds[str(key)] = float(v)
         t_key = self._target_key(target, layers)
+        if _rank.num_matchable(t_key) == 0:
+            raise NoMatchableLayersError(
+                "the rank target has no layer DPIAT can match; it needs at least one conv, "
+                "conv-transpose, batch-norm or linear layer (or, with layers='extended', a "
+                "norm/embedding/parameter layer)"
+            )
         t_digest = _rank.key_digest(t_key)
 
         sql = f"SELECT {_ENTRY_COLS} FROM entries"

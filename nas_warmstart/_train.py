@@ -1,0 +1,317 @@
+"""The small training loop used by searches and benchmarks.
+
+Adam + a cosine learning-rate decay to 0.1× as in the DPIAT experiments (the authors use Adam
+at lr 4e-3 with ``lr·(0.1 + 0.9·(1+cos(π·epoch/100))/2)`` over 100 "mocked" epochs; we decay over
+the run's own steps, so a 4-epoch run ends at 0.1× instead of ~1×: pass
+``schedule_epochs=100`` for the authors' schedule). Optional label smoothing, guidance
+(:class:`nas_warmstart.guidance.GuidanceLoss`), bf16 autocast and channels-last on CUDA, a
+per-epoch callback (Optuna pruning, Ray reporting), a progress bar, and NaN/inf detection: the
+DPIAT paper reports exploding gradients after some transfers, so a non-finite loss stops the
+attempt, the run restarts once from the initial weights with gradient clipping and a 10× lower
+learning rate, and a second divergence ends the run with ``status="diverged"`` and the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._data import DataSplits
+from ._errors import InvalidArgumentError
+
+__all__ = ["FitResult", "evaluate", "fit"]
+
+log = logging.getLogger(__name__)
+
+#: ``callback(epoch, metrics) -> bool | None``; returning True stops training early. An
+#: exception (e.g. ``optuna.TrialPruned``) propagates to the caller.
+EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        status: ``"ok"``, ``"stopped"`` (the callback asked) or ``"diverged"``.
+        history: one dict per finished epoch: epoch, train_loss, train_accuracy, val_loss,
+            val_accuracy, lr, seconds (and guidance, the mean alignment term, when guided).
+        reason: why a run diverged (None otherwise).
+        retried: whether the divergence retry ran.
+        notes: what happened beyond the plain run (the retry's settings, ...).
+    """
+
+    status: Literal["ok", "stopped", "diverged"]
+    history: list[dict[str, float]] = field(default_factory=list)
+    reason: str | None = None
+    retried: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "diverged"
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last epoch's metrics (empty when no epoch finished)."""
+        return self.history[-1] if self.history else {}
+
+    @property
+    def best_val_accuracy(self) -> float:
+        return max((h["val_accuracy"] for h in self.history), default=float("nan"))
+
+    def accuracy_at(self, epoch: int) -> float:
+        """Validation accuracy after ``epoch`` epochs (1-based)."""
+        for h in self.history:
+            if int(h["epoch"]) == epoch:
+                return h["val_accuracy"]
+        raise InvalidArgumentError(f"no epoch {epoch} in this run (it has {len(self.history)})")
+
+
+class _Diverged(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _loader(data: DataSplits | Iterable[Any], split: str, batch_size: int, seed: int) -> Iterable[Any]:
+    if isinstance(data, DataSplits):
+        return data.loader(split, batch_size=batch_size, seed=seed)
+    return data
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: DataSplits | Iterable[Any],
+    *,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` on a split (or any ``(x, y)`` iterable).
+
+    The model is put in eval mode and left there.
+    """
+    dev = torch.device(device) if device is not None else _device_of(model)
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    loss_sum = 0.0
+    for x, y in _loader(data, split, batch_size, 0):
+        x, y = x.to(dev), torch.as_tensor(y).to(dev)
+        logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        total += y.numel()
+    del was_training
+    if total == 0:
+        raise InvalidArgumentError(f"the {split} split is empty; nothing to evaluate")
+    return {"accuracy": correct / total, "loss": loss_sum / total, "n": float(total)}
+
+
+def _shape_error(e: RuntimeError, x: torch.Tensor, data: Any) -> InvalidArgumentError:
+    hint = ""
+    if isinstance(data, DataSplits):
+        hint = (f"; build the model with in_chans={data.in_chans} and num_classes={data.num_classes} "
+                f"for images of {data.image_size}×{data.image_size}")
+    return InvalidArgumentError(
+        f"the model cannot take this data: a batch of shape {tuple(x.shape)} failed in the forward "
+        f"pass ({str(e).splitlines()[0][:200]}){hint}"
+    )
+
+
+def fit(
+    model: nn.Module,
+    data: DataSplits,
+    *,
+    epochs: int = 4,
+    lr: float = 4e-3,
+    batch_size: int = 128,
+    weight_decay: float = 0.0,
+    label_smoothing: float = 0.0,
+    guidance: Any = None,
+    callback: EpochCallback | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    grad_clip: float | None = None,
+    schedule_epochs: int | None = None,
+    retry_on_divergence: bool = True,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train ``model`` in place on ``data.train``, validating on ``data.val`` after each epoch.
+
+    Args:
+        model: the network (any ``nn.Module`` mapping (B, C, H, W) to (B, classes) logits).
+        data: splits from :func:`nas_warmstart.data.load_dataset`.
+        epochs: training epochs.
+        lr: Adam learning rate (the DPIAT experiments use 4e-3).
+        label_smoothing: cross-entropy label smoothing.
+        guidance: a :class:`~nas_warmstart.guidance.GuidanceLoss` built for ``model``; its term
+            is added to the task loss and its step counter advanced per optimizer step.
+        callback: called after every epoch with the epoch's metrics; return True to stop.
+        seed: seeds initialisation-independent randomness (shuffling, dropout): the same
+            seed, model and data give the same run on CPU.
+        device: where to train (default: where the model's parameters are).
+        amp: bf16 autocast (default: on for CUDA, off on CPU).
+        channels_last: NHWC memory format (default: on for CUDA).
+        grad_clip: max gradient norm (None: no clipping, until a divergence retry sets 1.0).
+        schedule_epochs: length of the cosine in epochs (default: this run's epochs).
+        retry_on_divergence: retry once after a non-finite loss (see the module notes).
+        progress: show a progress bar (None: only on a terminal).
+
+    Returns:
+        A :class:`FitResult`; on divergence the model holds its initial weights again.
+    """
+    for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise InvalidArgumentError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise InvalidArgumentError(f"lr must be a positive finite number, got {lr!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise InvalidArgumentError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if not isinstance(data, DataSplits):
+        raise InvalidArgumentError(
+            f"data must be DataSplits from nas_warmstart.data.load_dataset, got {type(data).__name__}"
+        )
+    dev = torch.device(device) if device is not None else _device_of(model)
+    model.to(dev)
+    cuda = dev.type == "cuda"
+    amp = cuda if amp is None else amp
+    channels_last = cuda if channels_last is None else channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    initial = copy.deepcopy(model.state_dict())
+    guidance_state = guidance.state_dict() if guidance is not None else None
+    result = FitResult(status="ok")
+    attempt_lr, attempt_clip = float(lr), grad_clip
+    for attempt in range(2 if retry_on_divergence else 1):
+        if attempt:
+            model.load_state_dict(initial)
+            if guidance is not None:
+                guidance.load_state_dict(guidance_state)  # "guidance as init" restarts too
+            attempt_lr, attempt_clip = attempt_lr / 10, attempt_clip or 1.0
+            result.retried = True
+            result.history = []
+            result.notes.append(
+                f"retrying from the initial weights with gradient clipping {attempt_clip} and lr {attempt_lr:g}"
+            )
+            log.warning("fit: %s; %s", result.reason, result.notes[-1])
+        try:
+            status = _run(
+                model, data, epochs=epochs, lr=attempt_lr, batch_size=batch_size,
+                weight_decay=weight_decay, label_smoothing=label_smoothing, guidance=guidance,
+                callback=callback, seed=seed, dev=dev, amp=amp, channels_last=channels_last,
+                grad_clip=attempt_clip, schedule_epochs=schedule_epochs or epochs,
+                progress=progress, history=result.history,
+            )
+        except _Diverged as d:
+            result.status, result.reason = "diverged", d.reason
+            continue
+        result.status = status
+        if attempt:
+            result.reason = None
+        return result
+    model.load_state_dict(initial)
+    result.notes.append("the model was reset to its initial weights")
+    return result
+
+
+def _run(
+    model: nn.Module, data: DataSplits, *, epochs: int, lr: float, batch_size: int,
+    weight_decay: float, label_smoothing: float, guidance: Any, callback: EpochCallback | None,
+    seed: int, dev: torch.device, amp: bool, channels_last: bool, grad_clip: float | None,
+    schedule_epochs: int, progress: bool | None, history: list[dict[str, float]],
+) -> Literal["ok", "stopped"]:
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    loader = data.loader("train", batch_size=batch_size, seed=seed)
+    steps_per_epoch = max(1, len(loader))
+    total = steps_per_epoch * schedule_epochs
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: 0.1 + 0.9 * (1 + math.cos(math.pi * min(t, total) / total)) / 2
+    )
+    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", leave=False,
+               disable=None if progress is None else not progress)
+    step = 0
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum = correct = seen = 0.0
+        guide_sum = 0.0
+        for x, y in loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            try:
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    if guidance is not None:
+                        with guidance.capture():
+                            logits = model(x)
+                    else:
+                        logits = model(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+                    if guidance is not None:
+                        g = guidance(x)
+                        loss = loss + g
+                        guide_sum += float(g.detach()) * y.numel()
+            except RuntimeError as e:
+                if step == 0 and "nan" not in str(e).lower():
+                    raise _shape_error(e, x, data) from e
+                raise
+            if not torch.isfinite(loss):
+                raise _Diverged(
+                    f"the loss became {loss.item()} at epoch {epoch}, step {step + 1} (lr {lr:g}"
+                    + (f", gradient clipping {grad_clip}" if grad_clip else ", no gradient clipping") + ")"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                if not torch.isfinite(norm):
+                    raise _Diverged(f"the gradient norm became {norm.item()} at epoch {epoch}, step {step + 1}")
+            opt.step()
+            sched.step()
+            if guidance is not None:
+                guidance.step()
+            step += 1
+            loss_sum += loss.item() * y.numel()
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += y.numel()
+        val = evaluate(model, data, split="val", device=dev)
+        metrics = {
+            "epoch": float(epoch),
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
+        if guidance is not None:
+            metrics["guidance"] = guide_sum / seen
+        if not math.isfinite(metrics["val_loss"]):
+            raise _Diverged(f"the validation loss became {metrics['val_loss']} after epoch {epoch}")
+        history.append(metrics)
+        bar.set_postfix(val_acc=f"{val['accuracy']:.3f}", loss=f"{metrics['train_loss']:.3f}")
+        if callback is not None and callback(epoch, dict(metrics)):
+            return "stopped"
+    return "ok"

@@ -1,0 +1,135 @@
+"""One call for a search trial: rank the pool, transfer from the nearest, set up guidance."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ._errors import InvalidArgumentError, NasWarmstartWarning, ZooError
+from ._signature import LayersMode, signature
+from ._transfer import TransferReport, transfer
+from ._zoo import ModelZoo, Ranked
+
+__all__ = ["WarmStart", "warm_start"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WarmStart:
+    """The outcome of :func:`warm_start`.
+
+    Attributes:
+        source: the pool entry the weights came from (None when a module was given).
+        similarity: DPIAT similarity of source and target.
+        report: the :class:`TransferReport` (every copied tensor, coverage, ...).
+        guide: the source network (trained, frozen use only), e.g. for guidance.
+        guidance: a :class:`~nas_warmstart.guidance.GuidanceLoss` to pass to ``fit``, or None.
+        candidates: the ranked pool entries that were considered.
+    """
+
+    source: str | None
+    similarity: float
+    report: TransferReport
+    guide: nn.Module
+    guidance: Any = None
+    candidates: list[Ranked] = field(default_factory=list)
+
+    def provenance(self) -> dict[str, Any]:
+        """JSON facts for bookkeeping (pool ``provenance``, Optuna ``user_attrs``)."""
+        return {
+            "source": self.source,
+            "similarity": self.similarity,
+            "coverage": self.report.coverage,
+            "matching": self.report.matching,
+            "method": self.report.method,
+            "guided": self.guidance is not None,
+        }
+
+
+def _guidance(guide: nn.Module, target: nn.Module, spec: Any) -> Any:
+    if spec is None or spec is False:
+        return None
+    from ._guidance import GuidanceLoss
+
+    if spec is True:
+        return GuidanceLoss(guide, target)
+    if isinstance(spec, str):
+        return GuidanceLoss(guide, target, pairs=spec)
+    if isinstance(spec, Mapping):
+        return GuidanceLoss(guide, target, **dict(spec))
+    raise InvalidArgumentError(
+        f"guidance must be None, True, a pairing name ('uniform', 'dpiat', 'paper') or a dict of "
+        f"GuidanceLoss arguments (e.g. {{'steps': 300}}), got {type(spec).__name__}"
+    )
+
+
+def warm_start(
+    target: nn.Module,
+    pool_or_source: ModelZoo | nn.Module,
+    *,
+    k: int = 1,
+    guidance: bool | str | Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    min_metric: float | Mapping[str, float] | None = None,
+    exclude: Sequence[str] = (),
+    matching: str = "dp",
+    method: str = "clip",
+    bn_stats: bool = True,
+    layers: LayersMode = "extended",
+) -> WarmStart | None:
+    """Initialise ``target`` in place from the most similar trained network.
+
+    Args:
+        target: the candidate network (changed in place under no_grad).
+        pool_or_source: a :class:`ModelZoo` (ranked by similarity) or one trained module.
+        k: how many of the top-ranked entries to try, in order, if loading one fails (a
+            damaged entry is skipped with a warning).
+        guidance: also build a :class:`~nas_warmstart.guidance.GuidanceLoss` with the source
+            as a frozen guide: True (defaults), a pairing name, or a dict of its arguments.
+        dataset, min_metric, exclude: pool filters, as in :meth:`ModelZoo.rank`.
+        matching, method, bn_stats, layers: as in :func:`nas_warmstart.transfer`.
+
+    Returns:
+        The :class:`WarmStart`, or None when the pool has no eligible entry (the target keeps
+        its initialisation: a cold start).
+    """
+    if not isinstance(target, nn.Module):
+        raise InvalidArgumentError(f"target must be a torch.nn.Module, got {type(target).__name__}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
+    device = next(target.parameters(), None)
+    if isinstance(pool_or_source, nn.Module):
+        source = pool_or_source
+        report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers)
+        return WarmStart(
+            source=None, similarity=report.similarity, report=report, guide=source,
+            guidance=_guidance(source, target, guidance),
+        )
+    if not isinstance(pool_or_source, ModelZoo):
+        raise InvalidArgumentError(
+            f"pool_or_source must be a ModelZoo or a trained nn.Module, got {type(pool_or_source).__name__}"
+        )
+    zoo = pool_or_source
+    sig = signature(target, layers=layers)
+    ranked = zoo.rank(sig, k=k, dataset=dataset, min_metric=min_metric, exclude=exclude, layers=layers)
+    for r in ranked:
+        try:
+            source = zoo.load(r.name)
+        except ZooError as e:
+            warnings.warn(f"warm start: skipping pool entry {r.name!r}: {e}", NasWarmstartWarning, stacklevel=2)
+            continue
+        if device is not None:
+            source = source.to(device.device)
+        report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers)
+        log.info("warm start from %s (similarity %.3f): %s", r.name, r.similarity, report.summary())
+        return WarmStart(
+            source=r.name, similarity=r.similarity, report=report, guide=source,
+            guidance=_guidance(source, target, guidance), candidates=ranked,
+        )
+    return None

@@ -1,0 +1,13 @@
+"""Data sets with fixed-seed train/val/test splits; nothing is downloaded.
+
+``load_dataset("digits")`` is the embedded default (scikit-learn's handwritten digits,
+upsampled bilinearly to 32×32); CIFAR-10/100, MNIST and Fashion-MNIST are read from a local
+root, and ``imagefolder:<path>`` from a folder of class sub-folders. See
+:func:`load_dataset` for the exact rules.
+"""
+
+from __future__ import annotations
+
+from ._data import DatasetNotFoundError, DataSplits, list_datasets, load_dataset
+
+__all__ = ["DataSplits", "DatasetNotFoundError", "list_datasets", "load_dataset"]

@@ -1,0 +1,241 @@
+"""Data sets, the training loop (fit/evaluate, NaN handling) and warm_start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nas_warmstart as nw
+from nas_warmstart import ArchSpec, ModelZoo
+from nas_warmstart.data import DatasetNotFoundError, load_dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add overhead on a busy 2-core box
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_dataset("synthetic")
+
+
+def small_cnn(in_chans: int = 1, num_classes: int = 4, width: int = 8) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(in_chans, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1, stride=2), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes),
+    )
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def test_digits_splits_are_fixed_stratified_and_normalised():
+    from sklearn.datasets import load_digits
+
+    d = load_dataset("digits", image_size=8)
+    sizes = [len(d.train), len(d.val), len(d.test)]
+    assert sum(sizes) == 1797 and d.num_classes == 10 and d.in_chans == 1 and d.image_size == 8
+    assert sizes[2] == pytest.approx(0.2 * 1797, abs=10)
+    idx = d.indices
+    assert sorted(np.concatenate([idx["train"], idx["val"], idx["test"]]).tolist()) == list(range(1797))
+    raw = load_digits()
+    assert set(raw.target[idx["test"]].tolist()) == set(range(10))  # stratified: every class
+    # oracle of the stated rule at native size: value/16, normalised by the train split's stats
+    x = raw.images.astype(np.float64) / 16.0
+    mean, std = x[idx["train"]].mean(), x[idx["train"]].std(ddof=1)
+    for split in ("train", "val", "test"):
+        got = getattr(d, split).tensors[0].numpy()[:, 0].astype(np.float64)
+        assert np.allclose(got, (x[idx[split]] - mean) / std, atol=1e-5)
+        assert np.array_equal(getattr(d, split).tensors[1].numpy(), raw.target[idx[split]])
+    again = load_dataset("digits", image_size=8)
+    assert torch.equal(again.train.tensors[0], d.train.tensors[0])
+    other = load_dataset("digits", image_size=8, seed=1)
+    assert not np.array_equal(other.indices["train"], idx["train"])
+
+
+def test_digits_upsampling_rule():
+    d8 = load_dataset("digits", image_size=8)
+    d32 = load_dataset("digits")
+    assert d32.image_size == 32 and d32.train.tensors[0].shape[1:] == (1, 32, 32)
+    # same split, same order: the 32×32 image is the bilinear resize of the 8×8 one (up to
+    # the per-split normalisation, an affine map)
+    a = torch.nn.functional.interpolate(d8.train.tensors[0][:5], size=(32, 32), mode="bilinear", align_corners=False)
+    b = d32.train.tensors[0][:5]
+    corr = np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1]
+    assert corr > 0.9999
+
+
+@pytest.mark.parametrize("size", [0, 4, 2000, "32", 32.0, True])
+def test_bad_image_size(size):
+    with pytest.raises(nw.InvalidArgumentError, match="image_size must be an integer between 8 and 1024"):
+        load_dataset("digits", image_size=size)
+
+
+def test_missing_local_dataset_says_where_to_put_it(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"nothing is downloaded.*cifar-10-batches-py"):
+        load_dataset("cifar10", root=tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="MNIST/raw"):
+        load_dataset("mnist", root=tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        load_dataset(f"imagefolder:{tmp_path / 'nope'}")
+    with pytest.raises(nw.InvalidArgumentError, match="unknown data set 'imagenet'"):
+        load_dataset("imagenet")
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog", "eel"):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    d = load_dataset(f"imagefolder:{tmp_path}", image_size=16)
+    assert (len(d.train), len(d.val), len(d.test)) == (21, 3, 6)
+    assert d.num_classes == 3 and d.in_chans == 3
+    x, y = d.train[0]
+    assert x.shape == (3, 16, 16) and 0 <= y < 3
+
+
+# ------------------------------------------------------------------------------------ fit
+
+
+def test_fit_learns_is_deterministic_and_reports_each_epoch(synthetic):
+    calls = []
+    torch.manual_seed(0)
+    a = small_cnn()
+    res = nw.fit(a, synthetic, epochs=3, batch_size=16, seed=3, callback=lambda e, m: calls.append((e, m)))
+    assert res.status == "ok" and res.ok and not res.retried and len(res.history) == 3
+    assert [e for e, _ in calls] == [1, 2, 3] and calls[-1][1] == res.final
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert res.final["val_accuracy"] > 1.5 / synthetic.num_classes  # well above chance
+    assert res.history[0]["lr"] > res.history[-1]["lr"] >= 0.1 * 4e-3 - 1e-12  # cosine to 0.1×
+    torch.manual_seed(0)
+    b = small_cnn()
+    res_b = nw.fit(b, synthetic, epochs=3, batch_size=16, seed=3)
+    assert [h["train_loss"] for h in res_b.history] == [h["train_loss"] for h in res.history]
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert res.accuracy_at(2) == res.history[1]["val_accuracy"]
+
+
+def test_evaluate_matches_a_manual_count(synthetic):
+    torch.manual_seed(1)
+    m = small_cnn().eval()
+    x, y = synthetic.test.tensors
+    with torch.no_grad():
+        logits = m(x)
+    expect = (logits.argmax(1) == y).float().mean().item()
+    got = nw.evaluate(m, synthetic, split="test", batch_size=7)
+    assert got["accuracy"] == pytest.approx(expect) and got["n"] == len(y)
+    assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+def test_callback_stops_and_exceptions_propagate(synthetic):
+    res = nw.fit(small_cnn(), synthetic, epochs=5, batch_size=32, callback=lambda e, m: e == 2)
+    assert res.status == "stopped" and len(res.history) == 2
+
+    class Pruned(Exception):
+        pass
+
+    def prune(epoch, metrics):
+        raise Pruned
+
+    with pytest.raises(Pruned):
+        nw.fit(small_cnn(), synthetic, epochs=2, batch_size=32, callback=prune)
+
+
+def test_divergence_is_detected_retried_then_reported(synthetic):
+    torch.manual_seed(0)
+    m = small_cnn()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    res = nw.fit(m, synthetic, epochs=2, batch_size=16, lr=1e30)
+    assert res.status == "diverged" and not res.ok and res.retried
+    assert "became nan" in res.reason or "became inf" in res.reason
+    assert "gradient clipping 1.0" in res.reason and "lr 1e+29" in res.reason
+    assert any("retrying" in n for n in res.notes)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # reset, no NaN weights
+
+
+class _NanAtFirst(nn.Module):
+    """Returns NaN logits for its first ``n`` calls (a transient blow-up), then behaves."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.net = small_cnn()
+        self.left = n
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.left > 0:
+            self.left -= 1
+            return out * float("nan")
+        return out
+
+
+def test_one_retry_recovers_from_a_transient_divergence(synthetic):
+    res = nw.fit(_NanAtFirst(1), synthetic, epochs=1, batch_size=32)
+    assert res.status == "ok" and res.retried and res.reason is None and len(res.history) == 1
+    res = nw.fit(_NanAtFirst(1), synthetic, epochs=1, batch_size=32, retry_on_divergence=False)
+    assert res.status == "diverged" and not res.retried
+
+
+def test_fit_bad_inputs(synthetic):
+    with pytest.raises(nw.InvalidArgumentError, match=r"in_chans=1 and num_classes=4"):
+        nw.fit(small_cnn(in_chans=3), synthetic, epochs=1)
+    with pytest.raises(nw.InvalidArgumentError, match="epochs must be an integer"):
+        nw.fit(small_cnn(), synthetic, epochs=0)
+    with pytest.raises(nw.InvalidArgumentError, match="lr must be"):
+        nw.fit(small_cnn(), synthetic, lr=float("nan"))
+    with pytest.raises(nw.InvalidArgumentError, match="DataSplits"):
+        nw.fit(small_cnn(), [(torch.zeros(1, 1, 16, 16), torch.zeros(1, dtype=torch.long))])
+
+
+# ------------------------------------------------------------------------------------ warm_start
+
+
+def _spec(layers, width=8):
+    return ArchSpec.timm("resnet18", num_classes=4, in_chans=1, layers=layers, channels=[width, 2 * width, 2 * width, 2 * width])
+
+
+@pytest.fixture
+def pool(tmp_path, synthetic):
+    zoo = ModelZoo(tmp_path)
+    for name, spec in (("near", _spec([1, 1, 1, 1])), ("far", ArchSpec.timm("mobilenetv3_small_050", num_classes=4, in_chans=1))):
+        torch.manual_seed(0)
+        m = spec.build()
+        nw.fit(m, synthetic, epochs=1, batch_size=32)
+        zoo.add(name, m, spec=spec, dataset="synthetic", metrics={"accuracy": 0.5})
+    return zoo
+
+
+def test_warm_start_from_pool_transfers_from_the_nearest(pool, synthetic):
+    target = _spec([2, 1, 1, 1]).build()
+    ws = nw.warm_start(target, pool, guidance={"steps": 5})
+    assert ws is not None and ws.source == "near" and ws.similarity == pool.rank(target, k=1)[0].similarity
+    assert ws.report.coverage > 0.5 and ws.provenance()["source"] == "near"
+    near = pool.load("near")
+    assert torch.equal(target.conv1.weight, near.conv1.weight)  # identical stem copied exactly
+    guide_state = {k: v.clone() for k, v in ws.guide.state_dict().items()}
+    res = nw.fit(target, synthetic, epochs=1, batch_size=32, guidance=ws.guidance)
+    assert res.ok and "guidance" in res.final and ws.guidance.steps_done == len(synthetic.train) // 32 + 1
+    assert all(torch.equal(guide_state[k], v) for k, v in ws.guide.state_dict().items())
+
+
+def test_warm_start_skips_damaged_entries_and_handles_empty_pools(pool, tmp_path):
+    path = pool.get("near").path
+    path.write_bytes(path.read_bytes()[:-10])
+    target = _spec([2, 1, 1, 1]).build()
+    with pytest.warns(nw.NasWarmstartWarning, match="skipped 1 pool entry"):
+        assert nw.warm_start(target, pool, k=2).source == "far"
+    assert nw.warm_start(target, ModelZoo(tmp_path / "empty")) is None
+    with pytest.raises(nw.NoMatchableLayersError):
+        nw.warm_start(nn.Sequential(nn.ReLU()), pool)
+    with pytest.raises(nw.InvalidArgumentError, match="guidance must be"):
+        nw.warm_start(target, pool.load("far"), guidance=3)
