@@ -113,12 +113,15 @@ def _batched_dp(
     return out
 
 
-def pool_similarities(target: ArchSignature | Key, pool: Sequence[Key]) -> np.ndarray:
+def pool_similarities(
+    target: ArchSignature | Key, pool: Sequence[Key], *, pool_num_matchable: Sequence[int] | None = None
+) -> np.ndarray:
     """``similarity(target, entry)`` for every key in ``pool`` (bit-identical), shape (len(pool),).
 
     Args:
         target: a signature, or the ``key`` of one.
         pool: ``ArchSignature.key`` of each entry (distinct keys avoid repeated work).
+        pool_num_matchable: each entry's ``num_matchable`` if known (saves recomputing it).
 
     Entries without any matchable layer get 0.
 
@@ -169,7 +172,9 @@ def pool_similarities(target: ArchSignature | Key, pool: Sequence[Key]) -> np.nd
         table_tp[np.ix_(ei, ui)] = _dp._leaf_table([e for _, e in u_leaves], [e for _, e in e_leaves])
     d_pt = _batched_dp(p_ids, t_ids, table_pt, pool_is_target=False)  # D(entry→target)
     d_tp = _batched_dp(p_ids, t_ids, table_tp, pool_is_target=True)  # D(target→entry)
-    nm_p = np.array([num_matchable(k) for k in pool], dtype=np.float64)
+    if pool_num_matchable is None:
+        pool_num_matchable = [num_matchable(k) for k in pool]
+    nm_p = np.asarray(pool_num_matchable, dtype=np.float64)
     out = np.zeros(len(pool))
     ok = nm_p > 0
     # Same expression and order as similarity(a=target, b=entry).
