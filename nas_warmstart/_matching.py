@@ -63,8 +63,17 @@ class Matching:
         for e in self.pairs:
             if isinstance(e, list):
                 yield from e
-            else:
-                yield e
+                continue
+            src, tgt = e
+            if isinstance(src, tuple) or isinstance(tgt, tuple):
+                # A top-level block left unmatched (or facing a single layer it cannot match):
+                # each of its layers is unmatched.
+                for x in src if isinstance(src, tuple) else ([src] if src is not None else []):
+                    yield (x, None)
+                for y in tgt if isinstance(tgt, tuple) else ([tgt] if tgt is not None else []):
+                    yield (None, y)
+                continue
+            yield e
 
     def matched(self) -> list[tuple[LayerSig, LayerSig]]:
         """Only the pairs with both sides present (the ones a transfer copies)."""

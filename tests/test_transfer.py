@@ -217,3 +217,19 @@ def test_source_is_not_modified_and_no_grad_graph(timm_model):
     nw.transfer(src, tgt)
     assert all(torch.equal(v, src.state_dict()[k]) for k, v in before.items())
     assert all(p.grad_fn is None and p.requires_grad for p in tgt.parameters())
+
+
+def test_unmatched_top_level_blocks_are_expanded_into_layers():
+    """Regression: a target block left unmatched at the top level (ConvNeXt → ResNet) was
+    passed on as a tuple and crashed transfer()."""
+    from nas_warmstart import ArchSpec
+
+    src = ArchSpec.timm("convnext_atto", num_classes=10, in_chans=1, depths=[1, 1, 2, 1], dims=[24, 48, 96, 192]).build()
+    tgt = ArchSpec.timm("resnet34", num_classes=10, in_chans=1, layers=[2, 3, 3, 2], channels=[16, 32, 64, 96]).build()
+    m = nw.match(src, tgt)
+    pairs = list(m.layer_pairs())
+    assert all(not isinstance(x, tuple) for p in pairs for x in p)
+    t_names = [t.name for _, t in pairs if t is not None]
+    assert sorted(t_names) == sorted(x.name for x in nw.signature(tgt).layers_flat())  # each once
+    report = nw.transfer(src, tgt)
+    assert 0 < report.coverage < 1 and report.untouched
