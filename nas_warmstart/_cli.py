@@ -430,7 +430,7 @@ def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from ._demo import run_demo
 
-    return run_demo(quiet=args.json)
+    return run_demo(quiet=args.json, pool_dir=args.pool, epochs=args.epochs)
 
 
 # ------------------------------------------------------------------------------ parser
@@ -529,7 +529,9 @@ def _parser() -> _Parser:
     zc.add_argument("--json", action="store_true")
     zc.set_defaults(func=_cmd_zoo_check)
 
-    d = sub.add_parser("demo", help="rank a small pool, transfer from the nearest, check an exact copy")
+    d = sub.add_parser("demo", help="train a pool on digits, warm-start a candidate from it, compare with random init")
+    d.add_argument("--pool", default=None, help="pool directory to create or reuse (default: a temporary one)")
+    d.add_argument("--epochs", type=int, default=2, help="training epochs of each pool network")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=_cmd_demo)
     return p

@@ -1,54 +1,91 @@
-"""``nas-warmstart demo`` / ``make demo``: the core job end to end on real timm architectures.
+"""``nas-warmstart demo`` / ``make demo``: the main job end to end on the embedded digits data.
 
-Ranks a small pool of (freshly built) timm networks by DPIAT similarity to a new candidate,
-transfers parameters from the nearest one, and checks that transferring between identical
-architectures yields an exact functional copy.
+1. trains a small pool of networks (three timm families) on scikit-learn's digits and stores
+   them in a :class:`ModelZoo`;
+2. ranks the pool for a new candidate architecture by DPIAT similarity;
+3. warm-starts the candidate from the nearest entry (transfer + guidance for the first steps)
+   and trains it for one epoch, next to the same candidate from random init;
+4. registers the trained candidate in the pool with its provenance;
+5. checks that a transfer between identical architectures is an exact functional copy.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-POOL = ["resnet18", "resnet34", "mobilenetv2_100", "efficientnet_b0", "tf_efficientnet_b2", "mixnet_s"]
-CANDIDATE = "efficientnet_b1"
+from ._spec import ArchSpec
+
+POOL = {
+    "resnet-small": ArchSpec.timm("resnet18", num_classes=10, in_chans=1, layers=[1, 1, 1, 1], channels=[16, 32, 64, 128]),
+    "convnext-small": ArchSpec.timm("convnext_atto", num_classes=10, in_chans=1, depths=[1, 1, 2, 1], dims=[16, 32, 64, 128]),
+    "mobilenetv3": ArchSpec.timm("mobilenetv3_small_050", num_classes=10, in_chans=1),
+}
+CANDIDATE = ArchSpec.timm("resnet18", num_classes=10, in_chans=1, layers=[2, 2, 1, 1], channels=[16, 32, 64, 128])
 
 
-def run_demo(*, quiet: bool = False) -> dict[str, Any]:
-    import timm
-
-    from ._similarity import similarity
+def run_demo(*, quiet: bool = False, pool_dir: str | Path | None = None, epochs: int = 2) -> dict[str, Any]:
+    from ._data import load_dataset
+    from ._train import evaluate, fit
     from ._transfer import transfer
+    from ._warmstart import warm_start
+    from ._zoo import ModelZoo
 
     say = (lambda *a: None) if quiet else print
-    torch.manual_seed(0)
     t0 = time.perf_counter()
-    pool = {n: timm.create_model(n, pretrained=False, num_classes=10).eval() for n in POOL}
-    candidate = timm.create_model(CANDIDATE, pretrained=False, num_classes=10).eval()
-    say(f"pool: {', '.join(POOL)}\ncandidate: {CANDIDATE}\n")
+    data = load_dataset("digits")
+    say(f"data: {data}")
+    zoo = ModelZoo(pool_dir or tempfile.mkdtemp(prefix="nas-warmstart-demo-"))
+    say(f"pool: {zoo.path}\n")
+    for name, spec in POOL.items():
+        if name in zoo:
+            continue
+        torch.manual_seed(0)
+        model = spec.build()
+        res = fit(model, data, epochs=epochs, batch_size=32, progress=False)
+        acc = evaluate(model, data)["accuracy"]
+        zoo.add(name, model, spec=spec, dataset="digits", metrics={"accuracy": acc, "epochs": epochs})
+        say(f"trained {name:<15} {epochs} epochs  test accuracy {acc:.3f}  ({res.final['seconds']:.1f} s/epoch)")
 
-    ranked = sorted(((similarity(m, candidate), n) for n, m in pool.items()), reverse=True)
-    say(f"{'rank':<6}{'pool entry':<22}{'similarity':>10}")
-    for r, (s, n) in enumerate(ranked, 1):
-        say(f"{r:<6}{n:<22}{s:>10.3f}")
-    best = ranked[0][1]
-    report = transfer(pool[best], candidate)
-    say(f"\nwarm start from {best}: {report.summary()}")
-    for c in report.copied[:5]:
-        say(f"  {c.target:<32} <- {c.source:<32} [{c.target_index}]")
-    say(f"  ... {len(report.copied) - 5} more tensors")
+    say(f"\ncandidate: {CANDIDATE}")
+    say(f"{'rank':<6}{'pool entry':<18}{'similarity':>10}{'accuracy':>10}")
+    ranked = zoo.rank(CANDIDATE, k=None, dataset="digits")
+    for i, r in enumerate(ranked, 1):
+        say(f"{i:<6}{r.name:<18}{r.similarity:>10.3f}{r.entry.metrics['accuracy']:>10.3f}")
 
-    twin = timm.create_model(best, pretrained=False, num_classes=10).eval()
-    exact = transfer(pool[best], twin)
-    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(1)
+    warm = CANDIDATE.build()
+    torch.manual_seed(1)
+    cold = CANDIDATE.build()
+    ws = warm_start(warm, zoo, dataset="digits", guidance={"steps": 20})
+    assert ws is not None
+    say(f"\nwarm start from {ws.source}: {ws.report.summary()}")
+    fit(warm, data, epochs=1, batch_size=32, guidance=ws.guidance, progress=False)
+    fit(cold, data, epochs=1, batch_size=32, progress=False)
+    acc_warm, acc_cold = evaluate(warm, data)["accuracy"], evaluate(cold, data)["accuracy"]
+    say(f"after 1 epoch: warm-started {acc_warm:.3f} vs random init {acc_cold:.3f} "
+        f"(effectiveness {acc_warm / acc_cold:.2f})")
+    entry = zoo.add("candidate", warm, spec=CANDIDATE, dataset="digits", metrics={"accuracy": acc_warm, "epochs": 1},
+                    parent=ws.source, provenance=ws.provenance(), if_exists="replace")
+    say(f"registered {entry.name!r} (parent {entry.parent!r}); the pool has {len(zoo)} entries")
+
+    best = ranked[0].name
+    source = zoo.load(best).eval()
+    twin = zoo.get(best).spec.build().eval()
+    exact = transfer(source, twin)
+    x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
-        same = torch.equal(pool[best](x), twin(x))
-    say(f"\nidentical architecture ({best} -> {best}): exact copy = {exact.identical}, outputs equal = {same}")
+        same = torch.equal(source(x), twin(x))
+    say(f"identical architecture ({best} -> {best}): exact copy = {exact.identical}, outputs equal = {same}")
     say(f"done in {time.perf_counter() - t0:.1f} s")
     return {
-        "ranking": [{"name": n, "similarity": s} for s, n in ranked],
-        "warm_start": report.to_dict(),
+        "pool": str(zoo.path),
+        "ranking": [{"name": r.name, "similarity": r.similarity} for r in ranked],
+        "warm_start": ws.provenance(),
+        "accuracy_after_1_epoch": {"warm": acc_warm, "random_init": acc_cold},
         "identical_outputs_equal": same,
     }

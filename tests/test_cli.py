@@ -68,11 +68,13 @@ def test_bad_arguments_exit_2_with_one_line(args, needle):
     assert len(lines) == 1 and needle in lines[0], proc.stderr
 
 
-def test_demo_runs():
-    data = json.loads(run("demo", "--json").stdout)
+def test_demo_runs(tmp_path):
+    data = json.loads(run("demo", "--json", "--epochs", "1", "--pool", str(tmp_path / "pool")).stdout)
     assert data["identical_outputs_equal"] is True
     sims = [r["similarity"] for r in data["ranking"]]
-    assert sims == sorted(sims, reverse=True)
+    assert sims == sorted(sims, reverse=True) and len(sims) == 3
+    assert data["warm_start"]["source"] == data["ranking"][0]["name"]
+    assert 0 < data["accuracy_after_1_epoch"]["warm"] <= 1
 
 
 # ------------------------------------------------------------------------------ pool commands
