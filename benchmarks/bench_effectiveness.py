@@ -65,29 +65,36 @@ SEEDS = [0, 1, 2]
 class DeepMLP(nn.Sequential):
     """A deep plain MLP (the guidance paper's "untrainable" Deep FCN, scaled to digits)."""
 
-    def __init__(self, depth: int = 12, width: int = 128) -> None:
-        layers: list[nn.Module] = [nn.Flatten(), nn.Linear(32 * 32, width), nn.ReLU()]
+    def __init__(self, in_features: int, num_classes: int, depth: int = 12, width: int = 128) -> None:
+        layers: list[nn.Module] = [nn.Flatten(), nn.Linear(in_features, width), nn.ReLU()]
         for _ in range(depth - 2):
             layers += [nn.Linear(width, width), nn.ReLU()]
-        layers.append(nn.Linear(width, 10))
+        layers.append(nn.Linear(width, num_classes))
         super().__init__(*layers)
 
 
 class PlainCNN(nn.Sequential):
     """A deep conv stack without skip connections or normalisation."""
 
-    def __init__(self, depth: int = 10, width: int = 32) -> None:
-        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+    def __init__(self, in_chans: int, num_classes: int, depth: int = 10, width: int = 32) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(in_chans, width, 3, padding=1), nn.ReLU()]
         for i in range(depth - 1):
             layers += [nn.Conv2d(width, width, 3, padding=1, stride=2 if i in (2, 5) else 1), nn.ReLU()]
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10)]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)]
         super().__init__(*layers)
 
 
-def build(s: dict[str, Any]) -> nn.Module:
+def dataset() -> Any:
+    """The benchmark's data set: digits, or ``--dataset`` (e.g. cifar10 from a local root)."""
+    from nas_warmstart.data import load_dataset
+
+    return load_dataset(os.environ.get("BENCH_DATASET", "digits"), os.environ.get("BENCH_DATA_ROOT"))
+
+
+def build(s: dict[str, Any], data: Any) -> nn.Module:
     from nas_warmstart import ArchSpec
 
-    return ArchSpec.from_dict(s).build()
+    return ArchSpec.from_dict({**s, "num_classes": data.num_classes, "in_chans": data.in_chans}).build()
 
 
 def _source_path(cache: Path, name: str) -> Path:
@@ -98,22 +105,21 @@ def train_source(name: str, cache: str, epochs: int) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     import nas_warmstart as nw
-    from nas_warmstart.data import load_dataset
 
     torch.set_num_threads(1)
-    data = load_dataset("digits")
+    data = dataset()
     torch.manual_seed(1234)
-    model = build(SOURCES[name])
+    model = build(SOURCES[name], data)
     res = nw.fit(model, data, epochs=epochs, batch_size=BATCH, lr=LR, seed=1234, progress=False)
     acc = nw.evaluate(model, data)["accuracy"]
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, _source_path(Path(cache), name))
     return {"name": name, "test_accuracy": acc, "status": res.status, "epochs": epochs}
 
 
-def _load_source(name: str, cache: Path) -> nn.Module:
+def _load_source(name: str, cache: Path, data: Any) -> nn.Module:
     from safetensors.torch import load_file
 
-    m = build(SOURCES[name])
+    m = build(SOURCES[name], data)
     m.load_state_dict(load_file(str(_source_path(cache, name))))
     return m
 
@@ -121,22 +127,21 @@ def _load_source(name: str, cache: Path) -> nn.Module:
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train one target under one condition; test accuracy after every epoch."""
     import nas_warmstart as nw
-    from nas_warmstart.data import load_dataset
 
     torch.set_num_threads(1)
-    data = load_dataset("digits")
+    data = dataset()
     cache = Path(job["cache"])
     torch.manual_seed(job["seed"])
     if job["target"] == "deep-mlp":
-        target: nn.Module = DeepMLP()
+        target: nn.Module = DeepMLP(data.in_chans * data.image_size**2, data.num_classes)
     elif job["target"] == "plain-cnn":
-        target = PlainCNN()
+        target = PlainCNN(data.in_chans, data.num_classes)
     else:
-        target = build(TARGETS[job["target"]])
+        target = build(TARGETS[job["target"]], data)
     out: dict[str, Any] = dict(job)
     guidance = None
     if job["source"] is not None:
-        source = _load_source(job["source"], cache)
+        source = _load_source(job["source"], cache, data)
         if job["transfer"]:
             report = nw.transfer(source, target, matching=job["matching"], method=job["method"], seed=job["seed"])
             out["coverage"] = report.coverage
@@ -301,9 +306,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--source-epochs", type=int, default=8)
+    ap.add_argument("--dataset", default="digits", help="digits (default) or a local set: cifar10, cifar100, ...")
+    ap.add_argument("--root", default=None, help="root of a local torchvision data set")
     ap.add_argument("--cache", default=str(Path(__file__).resolve().parent / ".cache" / "effectiveness"))
     args = ap.parse_args()
-    cache = Path(args.cache)
+    os.environ["BENCH_DATASET"] = args.dataset  # read by the worker processes
+    if args.root:
+        os.environ["BENCH_DATA_ROOT"] = args.root
+    from nas_warmstart import NasWarmstartError
+
+    try:
+        dataset()  # fail early, with the message that says where to put missing files
+    except NasWarmstartError as e:  # a missing local data set: one line, not a traceback
+        raise SystemExit(f"bench_effectiveness: {e}") from None
+    cache = Path(args.cache) / args.dataset.replace(":", "_").replace("/", "_")
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as ex:
@@ -334,8 +350,10 @@ def main() -> None:
             f"acc@{n} {g[f'acc@{n}'][0]:.3f} ± {g[f'acc@{n}'][1]:.3f}" for n in (1, 2, 4) if f"acc@{n}" in g))
     RESULTS.mkdir(exist_ok=True)
     name = "bench_effectiveness_quick" if args.quick else "bench_effectiveness"
+    if args.dataset != "digits":
+        name += f"_{args.dataset}"
     payload = {"date": dt.date.today().isoformat(), "machine": machine(), "seconds": time.perf_counter() - t0,
-               "config": {"epochs": epochs, "batch": BATCH, "lr": LR, "seeds": args.seeds, "data": "digits 32x32",
+               "config": {"epochs": epochs, "batch": BATCH, "lr": LR, "seeds": args.seeds, "data": repr(dataset()),
                           "source_epochs": args.source_epochs, "sources": SOURCES, "targets": TARGETS},
                "sources": sources, "summary": summary, "runs": results}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str))
