@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-rank bench-effectiveness clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,18 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q
 
+# Quick benchmarks (~3 min): DPIAT core + ranking on 10/100-entry pools.
 bench: setup
 	$(BIN)/python benchmarks/bench_dpiat.py
+	$(BIN)/python benchmarks/bench_rank.py --quick --out benchmarks/.cache/rank_quick
+
+# Full ranking benchmark: builds 10..5,000-entry pools (~13 min, ~18 GB in benchmarks/.cache/).
+bench-rank: setup
+	$(BIN)/python benchmarks/bench_rank.py
+
+# Warm-start effectiveness on digits: 213 training runs (~25 min on 2 cores).
+bench-effectiveness: setup
+	$(BIN)/python benchmarks/bench_effectiveness.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -154,8 +154,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         accs.append(nw.evaluate(target, data)["accuracy"])
 
     t0 = time.perf_counter()
+    # Every run follows the same 4-epoch cosine, so the 1-epoch ablation runs see exactly the
+    # learning rates of the first epoch of the main runs (and are comparable with them).
     res = nw.fit(target, data, epochs=job["epochs"], batch_size=BATCH, lr=LR, seed=job["seed"],
-                 guidance=guidance, callback=after_epoch, progress=False)
+                 guidance=guidance, callback=after_epoch, progress=False, schedule_epochs=EPOCHS)
     out.update(test_accuracy=accs, status=res.status, reason=res.reason, seconds=time.perf_counter() - t0)
     return out
 
