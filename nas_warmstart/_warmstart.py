@@ -78,6 +78,7 @@ def warm_start(
     dataset: str | None = None,
     min_metric: float | Mapping[str, float] | None = None,
     exclude: Sequence[str] = (),
+    min_similarity: float = 0.0,
     matching: str = "dp",
     method: str = "clip",
     bn_stats: bool = True,
@@ -93,6 +94,9 @@ def warm_start(
         guidance: also build a :class:`~nas_warmstart.guidance.GuidanceLoss` with the source
             as a frozen guide: True (defaults), a pairing name, or a dict of its arguments.
         dataset, min_metric, exclude: pool filters, as in :meth:`ModelZoo.rank`.
+        min_similarity: cold-start instead of transferring from a pool entry less similar than
+            this. On digits, transfers from sources of similarity below ~0.3 often trained
+            worse than random init after one epoch (BENCHMARKS.md), so 0.3 is a sensible value.
         matching, method, bn_stats, layers: as in :func:`nas_warmstart.transfer`.
 
     Returns:
@@ -103,6 +107,8 @@ def warm_start(
         raise InvalidArgumentError(f"target must be a torch.nn.Module, got {type(target).__name__}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
+    if not isinstance(min_similarity, (int, float)) or not 0.0 <= min_similarity <= 1.0:
+        raise InvalidArgumentError(f"min_similarity must be a number in [0, 1], got {min_similarity!r}")
     device = next(target.parameters(), None)
     if isinstance(pool_or_source, nn.Module):
         source = pool_or_source
@@ -119,6 +125,10 @@ def warm_start(
     sig = signature(target, layers=layers)
     ranked = zoo.rank(sig, k=k, dataset=dataset, min_metric=min_metric, exclude=exclude, layers=layers)
     for r in ranked:
+        if r.similarity < min_similarity:
+            log.info("warm start: nearest eligible entry %s has similarity %.3f < %.3f; cold start",
+                     r.name, r.similarity, min_similarity)
+            break
         try:
             source = zoo.load(r.name)
         except ZooError as e:

@@ -235,6 +235,12 @@ def test_warm_start_skips_damaged_entries_and_handles_empty_pools(pool, tmp_path
     with pytest.warns(nw.NasWarmstartWarning, match="skipped 1 pool entry"):
         assert nw.warm_start(target, pool, k=2).source == "far"
     assert nw.warm_start(target, ModelZoo(tmp_path / "empty")) is None
+    with pytest.warns(nw.NasWarmstartWarning):
+        far_sim = pool.rank(target, k=None)[-1].similarity
+    with pytest.warns(nw.NasWarmstartWarning):
+        assert nw.warm_start(target, pool, k=2, min_similarity=far_sim + 1e-9) is None  # too far: cold
+    with pytest.raises(nw.InvalidArgumentError, match="min_similarity"):
+        nw.warm_start(target, pool, min_similarity=2)
     with pytest.raises(nw.NoMatchableLayersError):
         nw.warm_start(nn.Sequential(nn.ReLU()), pool)
     with pytest.raises(nw.InvalidArgumentError, match="guidance must be"):
