@@ -82,25 +82,16 @@ def _batched_dp(
         pool_is_target: True for D(target→entry) (entries are the DP's targets, the rows).
     """
     out = np.zeros(len(ids))
-    lengths = [len(x) for x in ids]
-    order = sorted(range(len(ids)), key=lengths.__getitem__)
     pad = table.shape[0] - 1 if pool_is_target else table.shape[1] - 1  # an all-zero row/column
     k = len(fixed)
-    start = 0
-    while start < len(order):
-        # Grow the chunk while B·N·N stays within the budget (N = rows of the DP).
-        stop = start + 1
-        while stop < len(order):
-            n_rows = lengths[order[stop]] if pool_is_target else k
-            if (stop - start + 1) * n_rows * n_rows > _dp.DP_BATCH_BUDGET:
-                break
-            stop += 1
-        chunk = order[start:stop]
-        width = max(lengths[c] for c in chunk)
-        padded = np.full((len(chunk), width), pad, dtype=np.int64)
+    # The DP's rows are the entry's elements (pool_is_target) or the target's (fixed k).
+    n_of = (lambda c: len(ids[c])) if pool_is_target else (lambda c: k)
+    m_of = (lambda c: k) if pool_is_target else (lambda c: len(ids[c]))
+    for chunk in _dp._chunks(list(range(len(ids))), n_of, m_of):
+        var = np.array([len(ids[c]) for c in chunk], dtype=np.int64)
+        padded = np.full((len(chunk), int(var.max())), pad, dtype=np.int64)
         for r, c in enumerate(chunk):
-            padded[r, : lengths[c]] = ids[c]
-        var = np.array([lengths[c] for c in chunk], dtype=np.int64)
+            padded[r, : var[r]] = ids[c]
         const = np.full(len(chunk), k, dtype=np.int64)
         if pool_is_target:  # rows: entry elements, columns: target elements
             sc = table[padded[:, :, None], fixed[None, None, :]]
@@ -109,7 +100,6 @@ def _batched_dp(
             sc = table[fixed[None, :, None], padded[:, None, :]]
             vals, _ = _dp.dp_batch(sc, const, var, choices=False)
         out[chunk] = vals
-        start = stop
     return out
 
 

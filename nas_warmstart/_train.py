@@ -108,7 +108,6 @@ def evaluate(
     The model is put in eval mode and left there.
     """
     dev = torch.device(device) if device is not None else _device_of(model)
-    was_training = model.training
     model.eval()
     correct = total = 0
     loss_sum = 0.0
@@ -118,7 +117,6 @@ def evaluate(
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         total += y.numel()
-    del was_training
     if total == 0:
         raise InvalidArgumentError(f"the {split} split is empty; nothing to evaluate")
     return {"accuracy": correct / total, "loss": loss_sum / total, "n": float(total)}

@@ -109,7 +109,7 @@ def warm_start(
         raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
     if not isinstance(min_similarity, (int, float)) or not 0.0 <= min_similarity <= 1.0:
         raise InvalidArgumentError(f"min_similarity must be a number in [0, 1], got {min_similarity!r}")
-    device = next(target.parameters(), None)
+    first_param = next(target.parameters(), None)  # the guide goes where the target is
     if isinstance(pool_or_source, nn.Module):
         source = pool_or_source
         report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers)
@@ -134,8 +134,8 @@ def warm_start(
         except ZooError as e:
             warnings.warn(f"warm start: skipping pool entry {r.name!r}: {e}", NasWarmstartWarning, stacklevel=2)
             continue
-        if device is not None:
-            source = source.to(device.device)
+        if first_param is not None:
+            source = source.to(first_param.device)
         report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers)
         log.info("warm start from %s (similarity %.3f): %s", r.name, r.similarity, report.summary())
         return WarmStart(
