@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import _dp
-from ._errors import NoMatchableLayersError
+from ._errors import InvalidArgumentError, NoMatchableLayersError
 from ._signature import ArchSignature
 
-__all__ = ["key_digest", "key_from_json", "key_to_json", "num_matchable", "pool_similarities"]
+__all__ = [
+    "cached_similarities", "key_digest", "key_from_json", "key_to_json", "meets", "num_matchable",
+    "parse_thresholds", "pool_similarities",
+]
 
 Key = tuple[Any, ...]
 
@@ -169,4 +172,60 @@ def pool_similarities(
     ok = nm_p > 0
     # Same expression and order as similarity(a=target, b=entry).
     out[ok] = np.sqrt(d_tp[ok] / nm_p[ok] * (d_pt[ok] / nm_t))
+    return out
+
+
+# ---------------------------------------------------------------------- shared by the pools
+
+
+def parse_thresholds(min_metric: float | Mapping[str, float] | None, metric: str) -> dict[str, float]:
+    """``rank(min_metric=...)`` as ``{metric: threshold}`` (a number applies to ``metric``)."""
+    if min_metric is None:
+        return {}
+    raw = dict(min_metric) if isinstance(min_metric, Mapping) else {metric: min_metric}
+    out: dict[str, float] = {}
+    for key, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InvalidArgumentError(
+                f"min_metric thresholds must be numbers, got {key}={v!r}; e.g. "
+                "min_metric=0.9 or min_metric={'accuracy': 0.9}"
+            )
+        out[str(key)] = float(v)
+    return out
+
+
+def meets(metrics: Mapping[str, Any], thresholds: Mapping[str, float]) -> bool:
+    """Every thresholded metric is a number at least its threshold."""
+    for key, threshold in thresholds.items():
+        v = metrics.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < threshold:
+            return False
+    return True
+
+
+def cached_similarities(
+    t_key: Key,
+    digests: Sequence[str],
+    layers: str,
+    keys_of: Callable[[list[str]], tuple[list[Key], list[int]]],
+) -> dict[str, float]:
+    """Similarity of ``t_key`` to each architecture digest, through :data:`_dp.SIM_CACHE`.
+
+    ``keys_of(digests)`` returns the keys and ``num_matchable`` of the digests not cached yet.
+    """
+    t_digest = key_digest(t_key)
+    out: dict[str, float] = {}
+    todo = []
+    for d in digests:
+        v = _dp.SIM_CACHE.get((layers, *sorted((t_digest, d))))
+        if v is None:
+            todo.append(d)
+        else:
+            out[d] = v
+    if todo:
+        keys, nms = keys_of(todo)
+        values = pool_similarities(t_key, keys, pool_num_matchable=nms)
+        for d, v in zip(todo, values.tolist(), strict=True):
+            _dp.SIM_CACHE.put((layers, *sorted((t_digest, d))), v)
+            out[d] = v
     return out

@@ -4,20 +4,45 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import nn
 
 from ._errors import InvalidArgumentError, NasWarmstartWarning, ZooError
 from ._signature import LayersMode, signature
 from ._transfer import TransferReport, transfer
-from ._zoo import ModelZoo, Ranked
+from ._zoo import Ranked
 
-__all__ = ["WarmStart", "warm_start"]
+__all__ = ["Pool", "WarmStart", "warm_start"]
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Pool(Protocol):
+    """What a pool of trained networks offers (:class:`ModelZoo`; the Optuna-artifact pool).
+
+    ``rank`` returns :class:`Ranked` items best first; ``load`` rebuilds an entry's module with
+    its weights; ``add`` stores a trained module under a name with its spec and metrics;
+    ``remove`` deletes one; iteration yields entries (``name``, ``spec``, ``dataset``, ...).
+    """
+
+    def rank(self, target: Any, *, k: int | None = ..., dataset: str | None = ...,
+             min_metric: float | Mapping[str, float] | None = ..., metric: str = ...,
+             exclude: Sequence[str] = ..., layers: LayersMode = ...) -> list[Ranked]: ...
+
+    def load(self, name: str, *, device: str | torch.device = ...) -> nn.Module: ...
+
+    def add(self, name: str, model: nn.Module, *, spec: Any, dataset: str | None = ...,
+            metrics: Mapping[str, Any] | None = ..., parent: str | None = ...,
+            provenance: Mapping[str, Any] | None = ..., if_exists: Any = ...) -> Any: ...
+
+    def remove(self, name: str, *, missing_ok: bool = ...) -> bool: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 @dataclass
@@ -71,7 +96,7 @@ def _guidance(guide: nn.Module, target: nn.Module, spec: Any) -> Any:
 
 def warm_start(
     target: nn.Module,
-    pool_or_source: ModelZoo | nn.Module,
+    pool_or_source: Pool | nn.Module,
     *,
     k: int = 1,
     guidance: bool | str | Mapping[str, Any] | None = None,
@@ -88,7 +113,8 @@ def warm_start(
 
     Args:
         target: the candidate network (changed in place under no_grad).
-        pool_or_source: a :class:`ModelZoo` (ranked by similarity) or one trained module.
+        pool_or_source: a pool (:class:`ModelZoo`, or anything with its ``rank``/``load``, such
+            as the Optuna-artifact pool), ranked by similarity, or one trained module.
         k: how many of the top-ranked entries to try, in order, if loading one fails (a
             damaged entry is skipped with a warning).
         guidance: also build a :class:`~nas_warmstart.guidance.GuidanceLoss` with the source
@@ -117,9 +143,10 @@ def warm_start(
             source=None, similarity=report.similarity, report=report, guide=source,
             guidance=_guidance(source, target, guidance),
         )
-    if not isinstance(pool_or_source, ModelZoo):
+    if not isinstance(pool_or_source, Pool):
         raise InvalidArgumentError(
-            f"pool_or_source must be a ModelZoo or a trained nn.Module, got {type(pool_or_source).__name__}"
+            f"pool_or_source must be a pool (ModelZoo, OptunaArtifactPool) or a trained nn.Module, "
+            f"got {type(pool_or_source).__name__}"
         )
     zoo = pool_or_source
     sig = signature(target, layers=layers)

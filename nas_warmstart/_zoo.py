@@ -41,7 +41,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from . import _dp, _rank
+from . import _rank
 from ._errors import (
     InvalidArgumentError,
     NasWarmstartWarning,
@@ -155,11 +155,16 @@ class ZooEntry:
 
 @dataclass(frozen=True)
 class Ranked:
-    """A pool entry and its similarity to the ranked target."""
+    """A pool entry and its similarity to the ranked target.
+
+    ``entry`` is the pool's record of it: a :class:`ZooEntry` for a :class:`ModelZoo` (an
+    ``ArtifactEntry`` for the Optuna-artifact pool); both have ``name``, ``spec``, ``dataset``,
+    ``metrics``, ``parent`` and ``provenance``.
+    """
 
     name: str
     similarity: float
-    entry: ZooEntry
+    entry: Any
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "similarity": self.similarity, "entry": self.entry.to_dict()}
@@ -199,6 +204,24 @@ def _as_spec(spec: Any) -> ArchSpec:
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_spec_rebuilds(spec: ArchSpec, model: nn.Module) -> None:
+    """Raise unless ``spec`` builds a module with ``model``'s state-dict names and shapes.
+
+    Built on the meta device, so it is cheap; a pool checks this before storing, so that
+    loading the entry later cannot fail.
+    """
+    rebuilt = _shapes(spec.build(device="meta"))
+    own = _shapes(model)
+    if rebuilt != own:
+        diff = sorted(set(rebuilt.items()) ^ set(own.items()))
+        raise InvalidArgumentError(
+            f"spec {spec} does not rebuild this model: state dicts differ in "
+            f"{len(diff)} entries (first {diff[0][0]!r}: spec {rebuilt.get(diff[0][0])} vs "
+            f"model {own.get(diff[0][0])}); pass the spec the model was built from, with "
+            "the same num_classes/in_chans"
+        )
 
 
 class ModelZoo:
@@ -473,16 +496,7 @@ class ModelZoo:
         if if_exists == "skip" and name in self:
             return self.get(name)
         if verify_spec:
-            rebuilt = _shapes(spec.build(device="meta"))
-            own = _shapes(model)
-            if rebuilt != own:
-                diff = sorted(set(rebuilt.items()) ^ set(own.items()))
-                raise InvalidArgumentError(
-                    f"spec {spec} does not rebuild this model: state dicts differ in "
-                    f"{len(diff)} entries (first {diff[0][0]!r}: spec {rebuilt.get(diff[0][0])} vs "
-                    f"model {own.get(diff[0][0])}); pass the spec the model was built from, with "
-                    "the same num_classes/in_chans"
-                )
+            check_spec_rebuilds(spec, model)
         sigs = {mode: signature(model, layers=mode) for mode in _MODES}
         keys = {mode: sigs[mode].key for mode in _MODES}
         digests = {mode: _rank.key_digest(keys[mode]) for mode in _MODES}
@@ -762,16 +776,7 @@ class ModelZoo:
             raise InvalidArgumentError(f"k must be a positive integer or None, got {k!r}")
         if layers not in _MODES:
             raise InvalidArgumentError(f"layers must be one of {_MODES}, got {layers!r}")
-        thresholds: dict[str, float] = {}
-        if min_metric is not None:
-            raw = dict(min_metric) if isinstance(min_metric, Mapping) else {metric: min_metric}
-            for key, v in raw.items():
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise InvalidArgumentError(
-                        f"min_metric thresholds must be numbers, got {key}={v!r}; e.g. "
-                        "min_metric=0.9 or min_metric={'accuracy': 0.9}"
-                    )
-                thresholds[str(key)] = float(v)
+        thresholds = _rank.parse_thresholds(min_metric, metric)
         t_key = self._target_key(target, layers)
         if _rank.num_matchable(t_key) == 0:
             raise NoMatchableLayersError(
@@ -779,7 +784,6 @@ class ModelZoo:
                 "conv-transpose, batch-norm or linear layer (or, with layers='extended', a "
                 "norm/embedding/parameter layer)"
             )
-        t_digest = _rank.key_digest(t_key)
 
         sql = f"SELECT {_ENTRY_COLS} FROM entries"
         args: tuple[Any, ...] = ()
@@ -792,10 +796,8 @@ class ModelZoo:
         for row in rows:
             if row[0] in skip:
                 continue
-            if thresholds:
-                m = json.loads(row[4])
-                if not all(_ge(m.get(key), v) for key, v in thresholds.items()):
-                    continue
+            if thresholds and not _rank.meets(json.loads(row[4]), thresholds):
+                continue
             problem = _file_problem(self._weights / f"{row[1]}.safetensors", row[10])
             if problem is not None:
                 damaged.append(f"{row[0]} ({problem})")
@@ -810,37 +812,17 @@ class ModelZoo:
                 NasWarmstartWarning,
                 stacklevel=2,
             )
-        sims = self._similarities(t_key, t_digest, sorted({d for _, d, _ in cands}), layers)
+        sims = _rank.cached_similarities(
+            t_key, sorted({d for _, d, _ in cands}), layers, lambda ds: self._keys_of(ds, layers)
+        )
         order = sorted(cands, key=lambda c: (-sims[c[1]], c[0]))
         if k is not None:
             order = order[:k]
         return [Ranked(name=n, similarity=sims[d], entry=self._entry(row)) for n, d, row in order]
 
-    def _similarities(
-        self, t_key: tuple[Any, ...], t_digest: str, digests: list[str], layers: LayersMode
-    ) -> dict[str, float]:
-        out: dict[str, float] = {}
-        todo = []
-        for d in digests:
-            v = _dp.SIM_CACHE.get((layers, *sorted((t_digest, d))))
-            if v is None:
-                todo.append(d)
-            else:
-                out[d] = v
-        if todo:
-            keys = self._load_keys(todo, layers)
-            values = _rank.pool_similarities(
-                t_key, [keys[d] for d in todo],
-                pool_num_matchable=[self._num_matchable[(d, layers)] for d in todo],
-            )
-            for d, v in zip(todo, values.tolist(), strict=True):
-                _dp.SIM_CACHE.put((layers, *sorted((t_digest, d))), v)
-                out[d] = v
-        return out
-
-
-def _ge(value: Any, threshold: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= threshold
+    def _keys_of(self, digests: list[str], layers: LayersMode) -> tuple[list[tuple[Any, ...]], list[int]]:
+        keys = self._load_keys(digests, layers)
+        return [keys[d] for d in digests], [self._num_matchable[(d, layers)] for d in digests]
 
 
 _MISSING = "weights file missing"
