@@ -1,0 +1,69 @@
+"""A search worker run in child processes by the Optuna tests, as a user runs one.
+
+``python -m tests._optuna_workers <storage> <study> <pool> <n_trials> [artifacts_dir]``
+
+* ``storage``: an RDB URL (``sqlite:///...``), ``heartbeat:<sqlite url>`` (RDBStorage with a
+  1 s heartbeat, so a killed worker's trial is failed by the next worker; ModelZoo pools), or
+  ``journal:<file>`` (JournalFileBackend);
+* ``pool``: a ModelZoo directory, or ``artifacts`` to keep the pool in the study's storage +
+  a FileSystemArtifactStore at ``artifacts_dir``.
+
+Prints ``TRIAL <number> DONE`` after each finished trial, flushed, so a test can kill it
+mid-search.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import optuna
+import torch
+
+from nas_warmstart import ModelZoo
+from nas_warmstart.integrations.optuna import OptunaArtifactPool, PoolCallback, make_objective
+
+SPACE = "mlp"
+EPOCHS = 1
+
+
+def open_storage(spec: str, pool: str):
+    if spec.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(spec[len("journal:"):]))
+    if spec.startswith("heartbeat:"):
+        # The stale trial of a killed worker is failed when the next worker starts; the
+        # callback removes a pool entry it may have registered before dying.
+        return optuna.storages.RDBStorage(spec[len("heartbeat:"):], heartbeat_interval=1, grace_period=3,
+                                          failed_trial_callback=PoolCallback(ModelZoo(pool)))
+    return spec
+
+
+def open_pool(study, pool: str, artifacts: str | None):
+    if pool == "artifacts":
+        from optuna.artifacts import FileSystemArtifactStore
+
+        assert artifacts is not None
+        return OptunaArtifactPool(study, FileSystemArtifactStore(artifacts))
+    return ModelZoo(pool)
+
+
+def main(argv: list[str]) -> None:
+    storage, study_name, pool_arg, n_trials = argv[0], argv[1], argv[2], int(argv[3])
+    artifacts = argv[4] if len(argv) > 4 else None
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=open_storage(storage, pool_arg), study_name=study_name, direction="maximize",
+                                load_if_exists=True, sampler=optuna.samplers.RandomSampler())
+    pool = open_pool(study, pool_arg, artifacts)
+    objective = make_objective(SPACE, "digits", pool, epochs=EPOCHS, pruning=False)
+
+    def announce(study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> None:
+        print(f"TRIAL {trial.number} DONE", flush=True)
+
+    study.optimize(objective, n_trials=n_trials, callbacks=[PoolCallback(pool), announce])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
