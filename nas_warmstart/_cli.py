@@ -427,6 +427,55 @@ def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    import optuna
+
+    from ._spec import ArchSpec
+    from ._zoo import ModelZoo
+    from .integrations.optuna import ENTRY_ATTR, PoolCallback, make_objective
+
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    objective = make_objective(  # checks every argument before the pool directory is created
+        args.space, args.dataset, None, epochs=args.epochs, objectives=objectives,
+        pruning=not args.no_pruning, guidance=True if args.guidance else None, seed=args.seed,
+        data_root=args.root, device=args.device,
+    )
+    pool = None if args.cold else ModelZoo(args.pool)
+    objective.pool = pool
+    if not args.verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=args.storage, study_name=args.study_name or f"{args.space}-{args.dataset}".replace(":", "_"),
+        directions=objective.directions, load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=args.seed),
+    )
+    before = len(study.trials)
+    study.optimize(objective, n_trials=args.trials, n_jobs=args.n_jobs,
+                   callbacks=[PoolCallback(pool)] if pool is not None else None,
+                   show_progress_bar=sys.stderr.isatty() and not args.json)
+    rows = []
+    for t in study.trials[before:]:
+        a = t.user_attrs
+        rows.append({"number": t.number, "state": t.state.name, "values": t.values,
+                     "architecture": (objective.space.describe(ArchSpec.from_dict(a["spec"]).config)
+                                      if "spec" in a else None),
+                     "source": a.get("warm_start_source"), "similarity": a.get("warm_start_similarity"),
+                     "pool_entry": a.get(ENTRY_ATTR), "fail_reason": a.get("fail_reason")})
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = [t.number for t in study.best_trials] if done else []
+    if not args.json:
+        _table(["trial", "state", "/".join(objectives), "warm start from (similarity)", "architecture"],
+               [(r["number"], r["state"],
+                 " / ".join(f"{v:.4g}" for v in r["values"]) if r["values"] else (r["fail_reason"] or "")[:60],
+                 f"{r['source']} ({r['similarity']:.3f})" if r["source"] else "-", r["architecture"] or "")
+                for r in rows], right=[0])
+        label = "best trial" if len(objectives) == 1 else "Pareto front"
+        print(f"\nstudy {study.study_name!r} in {args.storage}: {len(study.trials)} trials; {label}: {best}")
+        if pool is not None:
+            print(f"pool {args.pool}: {len(pool)} entries")
+    return {"study": study.study_name, "storage": args.storage, "trials": rows, "best": best}
+
+
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from ._demo import run_demo
 
@@ -529,6 +578,27 @@ def _parser() -> _Parser:
     zc.add_argument("--json", action="store_true")
     zc.set_defaults(func=_cmd_zoo_check)
 
+    se = sub.add_parser("search", help="run (or continue) a warm-started Optuna search over a search space")
+    se.add_argument("space", help="search space: convnet, efficientnet, mlp, mobilenetv3, resnet or vit")
+    se.add_argument("--pool", default="nas-warmstart-pool", help="pool directory (default: ./nas-warmstart-pool)")
+    se.add_argument("--dataset", default="digits", help="digits (default), cifar10, ... or imagefolder:<path>")
+    se.add_argument("--root", help="root of a local torchvision data set")
+    se.add_argument("--trials", type=int, default=20, help="trials to run now (default: 20)")
+    se.add_argument("--epochs", type=int, default=2, help="training epochs per trial (default: 2)")
+    se.add_argument("--objectives", default="accuracy",
+                    help="comma-separated: accuracy[,params][,flops][,latency] (default: accuracy)")
+    se.add_argument("--storage", default="sqlite:///nas-warmstart.db",
+                    help="Optuna storage URL; a rerun with the same study continues it (default: sqlite:///nas-warmstart.db)")
+    se.add_argument("--study-name", help="default: <space>-<dataset>")
+    se.add_argument("--guidance", action="store_true", help="also guide training by the source network (CKA)")
+    se.add_argument("--cold", action="store_true", help="no pool: train every trial from random init (baseline)")
+    se.add_argument("--no-pruning", action="store_true", help="ignore the pruner (default: MedianPruner)")
+    se.add_argument("--n-jobs", type=int, default=1, help="trials in parallel threads (default: 1)")
+    se.add_argument("--seed", type=int, default=0, help="sampler and initialisation seed (default: 0)")
+    se.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(func=_cmd_search)
+
     d = sub.add_parser("demo", help="train a pool on digits, warm-start a candidate from it, compare with random init")
     d.add_argument("--pool", default=None, help="pool directory to create or reuse (default: a temporary one)")
     d.add_argument("--epochs", type=int, default=2, help="training epochs of each pool network")
@@ -554,7 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "out", None) is not None and not str(args.out).endswith(".safetensors"):
         parser.error(f"--out must name a .safetensors file, got {args.out!r}")
-    for opt, flag in (("num_classes", "--num-classes"), ("in_chans", "--in-chans"), ("k", "-k")):
+    for opt, flag in (("num_classes", "--num-classes"), ("in_chans", "--in-chans"), ("k", "-k"),
+                      ("trials", "--trials"), ("epochs", "--epochs"), ("n_jobs", "--n-jobs")):
         if getattr(args, opt, 1) < 1:
             parser.error(f"{flag} must be >= 1, got {getattr(args, opt)}")
     func: Callable[[argparse.Namespace], Any] = args.func

@@ -235,3 +235,46 @@ def test_matrix_png_without_matplotlib_is_one_line(monkeypatch, capsys, tmp_path
     rc = main(["matrix", "timm:resnet18", "timm:resnet34", "--png", str(tmp_path / "m.png")])
     assert rc == 2 and 'pip install "nas-warmstart[viz]"' in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "m.png").exists()
+
+
+def test_search_runs_and_a_rerun_continues(tmp_path, capsys):
+    from nas_warmstart import ModelZoo
+    from nas_warmstart._cli import main
+
+    torch.set_num_threads(1)
+    db = f"sqlite:///{tmp_path}/s.db"
+    argv = ["search", "mlp", "--pool", str(tmp_path / "pool"), "--trials", "2", "--epochs", "1",
+            "--storage", db, "--no-pruning"]
+    assert main([*argv, "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert [r["state"] for r in first["trials"]] == ["COMPLETE", "COMPLETE"] and first["study"] == "mlp-digits"
+    assert main(argv) == 0  # the same study, continued
+    text = capsys.readouterr().out
+    assert "study 'mlp-digits'" in text and "4 trials" in text and "pool " in text
+    import optuna
+
+    study = optuna.load_study(study_name="mlp-digits", storage=db)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert sorted(ModelZoo(tmp_path / "pool").names()) == [f"mlp-digits-t{i}" for i in range(4)]
+    assert all(t.user_attrs["warm_started"] for t in study.trials[1:])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("search", "nope"), "unknown search space 'nope'"),
+        (("search", "mlp", "--trials", "0"), "--trials must be >= 1"),
+        (("search", "mlp", "--objectives", "accuracy,speed"), "objectives"),
+    ],
+)
+def test_search_bad_arguments_exit_2(tmp_path, capsys, args, needle):
+    from nas_warmstart._cli import main
+
+    argv = [*args, "--pool", str(tmp_path / "pool"), "--storage", f"sqlite:///{tmp_path}/s.db"]
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 2
+    assert needle in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "pool").exists()

@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import optuna
 import torch
@@ -59,7 +59,7 @@ from .._errors import (
     ZooEntryNotFoundError,
     ZooError,
 )
-from .._signature import LayersMode, signature
+from .._signature import ArchSignature, LayersMode, signature
 from .._spec import ArchSpec
 from .._train import evaluate, fit
 from .._warmstart import Pool, WarmStart, warm_start
@@ -84,7 +84,7 @@ SEED_ATTR = "warm_start_seed"
 #: user attribute holding the name of the pool entry a trial registered.
 ENTRY_ATTR = "pool_entry"
 
-_DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "flops": "minimize", "latency": "minimize"}
+_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {"accuracy": "maximize", "params": "minimize", "flops": "minimize", "latency": "minimize"}
 _NOT_NAME = re.compile(r"[^A-Za-z0-9._+=@-]+")
 
 
@@ -801,7 +801,12 @@ class OptunaArtifactPool:
         thresholds = _rank.parse_thresholds(min_metric, metric)
         if isinstance(target, nn.Module):
             t_key = signature(target, layers=layers).key
-        elif hasattr(target, "key") and getattr(target, "layers", None) == layers:
+        elif isinstance(target, ArchSignature):
+            if target.layers != layers:
+                raise InvalidArgumentError(
+                    f"the target signature was computed with layers={target.layers!r} but "
+                    f"layers={layers!r} was asked; recompute it with signature(model, layers={layers!r})"
+                )
             t_key = target.key
         else:
             t_key = self._key(_as_spec(target), layers)[0]
