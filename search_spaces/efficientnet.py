@@ -9,7 +9,7 @@ from torch import nn
 
 from ._base import Picker, Space, _int_choices, _int_range, _list, _positive_int
 
-__all__ = ["SE_RATIO", "EfficientNetSpace"]
+__all__ = ["SE_RATIO", "EfficientNetSpace", "MBConvStages"]
 
 #: Squeeze-excite ratio of a stage with ``se_i = True`` (EfficientNet's and MobileNetV3's).
 SE_RATIO = 0.25
@@ -37,18 +37,6 @@ def _block_string(config: dict[str, Any], stage: int, *, relu: bool = False) -> 
     return text + (f"_se{SE_RATIO}" if config[f"se_{stage}"] else "") + ("_nre" if relu else "")
 
 
-def _draw_stage(
-    pick: Picker, i: int, *, kernels: Sequence[int], expands: Sequence[int], max_repeats: int,
-    widths: Sequence[int],
-) -> None:
-    """The parameters of MBConv stage ``i`` (shared with the mobilenetv3 space)."""
-    pick.categorical(f"kernel_{i}", kernels)
-    pick.categorical(f"expand_{i}", expands)
-    pick.int(f"repeats_{i}", 1, max_repeats)
-    pick.categorical(f"width_{i}", widths)
-    pick.categorical(f"se_{i}", (False, True))
-
-
 def _describe_stages(config: dict[str, Any]) -> str:
     """``k=[3,5] e=[1,6] r=[1,2] w=[16,24] se=[0,1]`` for describe()."""
     keys = {"kernel": "k", "expand": "e", "repeats": "r", "width": "w", "se": "se"}
@@ -61,7 +49,35 @@ def _stage_list(config: dict[str, Any], key: str) -> list[Any]:
     return [int(v) if isinstance(v, bool) else v for v in values]
 
 
-class EfficientNetSpace(Space):
+class MBConvStages(Space):
+    """What the efficientnet and mobilenetv3 spaces share: ``num_stages`` MBConv stages.
+
+    Each stage ``i`` draws ``kernel_i``, ``expand_i``, ``repeats_i``, ``width_i`` and ``se_i``
+    from the choices given to the constructor; ``stem_size`` and ``num_features`` are constants.
+    """
+
+    def __init__(
+        self, *, name: str | None, widths: Sequence[int], kernels: Sequence[int], expands: Sequence[int],
+        max_repeats: int, min_stages: int, max_stages: int, stem_size: int, num_features: int,
+    ) -> None:
+        super().__init__(name=name)
+        self.widths = _int_choices(widths, "widths")
+        self.kernels = _int_choices(kernels, "kernels")
+        self.expands = _int_choices(expands, "expands")
+        self.max_repeats = _int_range(1, max_repeats, "the blocks per stage")[1]
+        self.min_stages, self.max_stages = _int_range(min_stages, max_stages, "the stage count")
+        self.stem_size = _positive_int(stem_size, "stem_size")
+        self.num_features = _positive_int(num_features, "num_features")
+
+    def _draw_stage(self, pick: Picker, i: int) -> None:
+        pick.categorical(f"kernel_{i}", self.kernels)
+        pick.categorical(f"expand_{i}", self.expands)
+        pick.int(f"repeats_{i}", 1, self.max_repeats)
+        pick.categorical(f"width_{i}", self.widths)
+        pick.categorical(f"se_{i}", (False, True))
+
+
+class EfficientNetSpace(MBConvStages):
     """EfficientNet-style networks (Tan & Le 2019) built by timm's ``EfficientNet``.
 
     Parameters: ``num_stages`` and, for each stage ``i < num_stages``, ``kernel_i`` (depthwise
@@ -91,20 +107,14 @@ class EfficientNetSpace(Space):
         kernels: Sequence[int] = (3, 5), expands: Sequence[int] = (1, 4, 6), max_repeats: int = 2,
         min_stages: int = 2, max_stages: int = 4, stem_size: int = 16, num_features: int = 128,
     ) -> None:
-        super().__init__(name=name)
-        self.widths = _int_choices(widths, "widths")
-        self.kernels = _int_choices(kernels, "kernels")
-        self.expands = _int_choices(expands, "expands")
-        self.max_repeats = _int_range(1, max_repeats, "the blocks per stage")[1]
-        self.min_stages, self.max_stages = _int_range(min_stages, max_stages, "the stage count")
-        self.stem_size = _positive_int(stem_size, "stem_size")
-        self.num_features = _positive_int(num_features, "num_features")
+        super().__init__(
+            name=name, widths=widths, kernels=kernels, expands=expands, max_repeats=max_repeats,
+            min_stages=min_stages, max_stages=max_stages, stem_size=stem_size, num_features=num_features,
+        )
 
     def _draw(self, pick: Picker) -> None:
-        n = pick.int("num_stages", self.min_stages, self.max_stages)
-        for i in range(n):
-            _draw_stage(pick, i, kernels=self.kernels, expands=self.expands,
-                        max_repeats=self.max_repeats, widths=self.widths)
+        for i in range(pick.int("num_stages", self.min_stages, self.max_stages)):
+            self._draw_stage(pick, i)
         pick.const("stem_size", self.stem_size)
         pick.const("num_features", self.num_features)
 

@@ -8,15 +8,21 @@ from typing import Any
 
 from torch import nn
 
-from ._base import Picker, Space, _int_choices, _int_range, _list, _positive_int, _str_choices
-from .efficientnet import _block_string, _describe_stages, _draw_stage, _exact_channels, _stage_list
+from ._base import Picker, _list, _positive_int, _str_choices
+from .efficientnet import (
+    MBConvStages,
+    _block_string,
+    _describe_stages,
+    _exact_channels,
+    _stage_list,
+)
 
 __all__ = ["MobileNetV3Space"]
 
 _ACTS = ("relu", "hard_swish")
 
 
-class MobileNetV3Space(Space):
+class MobileNetV3Space(MBConvStages):
     """MobileNetV3-style networks (Howard et al. 2019) built by timm's ``MobileNetV3``.
 
     Parameters: ``num_stages`` and, for each stage ``i < num_stages``, ``kernel_i``,
@@ -52,22 +58,16 @@ class MobileNetV3Space(Space):
         min_stages: int = 2, max_stages: int = 4, acts: Sequence[str] = _ACTS,
         stem_size: int = 16, head_expand: int = 6, num_features: int = 256,
     ) -> None:
-        super().__init__(name=name)
-        self.widths = _int_choices(widths, "widths")
-        self.kernels = _int_choices(kernels, "kernels")
-        self.expands = _int_choices(expands, "expands")
-        self.max_repeats = _int_range(1, max_repeats, "the blocks per stage")[1]
-        self.min_stages, self.max_stages = _int_range(min_stages, max_stages, "the stage count")
+        super().__init__(
+            name=name, widths=widths, kernels=kernels, expands=expands, max_repeats=max_repeats,
+            min_stages=min_stages, max_stages=max_stages, stem_size=stem_size, num_features=num_features,
+        )
         self.acts = _str_choices(acts, "acts", _ACTS)
-        self.stem_size = _positive_int(stem_size, "stem_size")
         self.head_expand = _positive_int(head_expand, "head_expand")
-        self.num_features = _positive_int(num_features, "num_features")
 
     def _draw(self, pick: Picker) -> None:
-        n = pick.int("num_stages", self.min_stages, self.max_stages)
-        for i in range(n):
-            _draw_stage(pick, i, kernels=self.kernels, expands=self.expands,
-                        max_repeats=self.max_repeats, widths=self.widths)
+        for i in range(pick.int("num_stages", self.min_stages, self.max_stages)):
+            self._draw_stage(pick, i)
             pick.categorical(f"act_{i}", self.acts)
         pick.const("stem_size", self.stem_size)
         pick.const("head_expand", self.head_expand)
