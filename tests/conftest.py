@@ -46,3 +46,13 @@ def timm_model():
         return timm.create_model(name, pretrained=False, **kw)
 
     return build
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: more threads only add overhead (up to
+    10x on a busy 2-core machine). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -237,11 +237,10 @@ def test_matrix_png_without_matplotlib_is_one_line(monkeypatch, capsys, tmp_path
     assert not (tmp_path / "m.png").exists()
 
 
-def test_search_runs_and_a_rerun_continues(tmp_path, capsys):
+def test_search_runs_and_a_rerun_continues(tmp_path, capsys, one_thread):
     from nas_warmstart import ModelZoo
     from nas_warmstart._cli import main
 
-    torch.set_num_threads(1)
     db = f"sqlite:///{tmp_path}/s.db"
     argv = ["search", "mlp", "--pool", str(tmp_path / "pool"), "--trials", "2", "--epochs", "1",
             "--storage", db, "--no-pruning"]

@@ -31,14 +31,7 @@ from nas_warmstart.guidance import (
     uniform_pairs,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are tiny tensors: intra-op threads only add overhead (10x on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------- NumPy oracles

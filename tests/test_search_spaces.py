@@ -25,12 +25,7 @@ STAGE_KEY = re.compile(r"^(.*)_(\d+)$")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _shapes(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:

@@ -11,13 +11,7 @@ import nas_warmstart as nw
 from nas_warmstart import ArchSpec, ModelZoo
 from nas_warmstart.data import DatasetNotFoundError, load_dataset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead on a busy 2-core box
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
