@@ -171,7 +171,6 @@ class WarmStarter:
         self.transfer_kwargs = transfer_kwargs
         self.spec: ArchSpec | None = None
         self.result: WarmStart | None = None
-        self.initialized = False
 
     @property
     def guidance(self) -> Any:
@@ -204,7 +203,7 @@ class WarmStarter:
                 )
             except NoMatchableLayersError as e:
                 log.warning("trial %d: cold start, the candidate cannot be matched: %s", self.trial.number, e)
-        self.result, self.initialized = ws, True
+        self.result = ws
         t = self.trial
         t.set_user_attr("warm_started", ws is not None)
         t.set_user_attr("warm_start_source", ws.source if ws else None)
@@ -621,7 +620,7 @@ class ArtifactEntry:
     Attributes:
         name, spec, dataset, metrics, parent, provenance, num_params: as in ``ZooEntry``.
         nbytes, sha256: size and hash of the safetensors blob.
-        digest: architecture digest (``layers="extended"``).
+        digest, digest_paper: architecture digests (``layers="extended"`` / ``"paper"``).
         artifact_id: the Optuna artifact holding the weights.
         trial_number: the trial that registered it (None: added to the study directly).
         created: UNIX time.
@@ -637,6 +636,7 @@ class ArtifactEntry:
     nbytes: int
     sha256: str
     digest: str
+    digest_paper: str
     artifact_id: str
     trial_number: int | None = None
     created: float = 0.0
@@ -649,7 +649,7 @@ class ArtifactEntry:
             metrics=dict(rec.get("metrics") or {}), parent=rec.get("parent"),
             provenance=dict(rec.get("provenance") or {}), num_params=int(rec["num_params"]),
             nbytes=int(rec["nbytes"]), sha256=rec["sha256"], digest=rec["digest"],
-            artifact_id=rec["artifact_id"], trial_number=trial_number, created=float(rec.get("created", 0.0)),
+            digest_paper=rec["digest_paper"], artifact_id=rec["artifact_id"], trial_number=trial_number, created=float(rec.get("created", 0.0)),
             record=dict(rec),
         )
 
@@ -821,7 +821,7 @@ class OptunaArtifactPool:
         by_digest: dict[str, ArtifactEntry] = {}
         digest_of: dict[str, str] = {}
         for e in cands:
-            d = e.digest if layers == "extended" else e.record.get("digest_paper") or e.digest + ":paper"
+            d = e.digest if layers == "extended" else e.digest_paper
             digest_of[e.name] = d
             by_digest.setdefault(d, e)
 
