@@ -1,6 +1,6 @@
 """A search worker run in child processes by the Optuna tests, as a user runs one.
 
-``python -m tests._optuna_workers <storage> <study> <pool> <n_trials> [artifacts_dir]``
+``python -m tests._optuna_workers <storage> <study> <pool> <n_trials> [artifacts_dir] [--hang-after N]``
 
 * ``storage``: an RDB URL (``sqlite:///...``), ``heartbeat:<sqlite url>`` (RDBStorage with a
   1 s heartbeat, so a killed worker's trial is failed by the next worker; ModelZoo pools), or
@@ -8,13 +8,16 @@
 * ``pool``: a ModelZoo directory, or ``artifacts`` to keep the pool in the study's storage +
   a FileSystemArtifactStore at ``artifacts_dir``.
 
-Prints ``TRIAL <number> DONE`` after each finished trial, flushed, so a test can kill it
-mid-search.
+Prints ``TRIAL <number> DONE`` after each finished trial, flushed. With ``--hang-after N``
+the process's trial N+1 trains and registers its network, prints ``TRIAL <number> REGISTERED``
+and then hangs before Optuna can mark it complete, so a test can kill the worker at that point
+(the worst one: an entry in the pool for a trial that never completes) at a known moment.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import optuna
 import torch
@@ -50,6 +53,11 @@ def open_pool(study, pool: str, artifacts: str | None):
 
 
 def main(argv: list[str]) -> None:
+    hang_after = None
+    if "--hang-after" in argv:
+        i = argv.index("--hang-after")
+        hang_after = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
     storage, study_name, pool_arg, n_trials = argv[0], argv[1], argv[2], int(argv[3])
     artifacts = argv[4] if len(argv) > 4 else None
     torch.set_num_threads(1)
@@ -58,11 +66,21 @@ def main(argv: list[str]) -> None:
                                 load_if_exists=True, sampler=optuna.samplers.RandomSampler())
     pool = open_pool(study, pool_arg, artifacts)
     objective = make_objective(SPACE, "digits", pool, epochs=EPOCHS, pruning=False)
+    started = 0
+
+    def run(trial: optuna.trial.Trial) -> float:
+        nonlocal started
+        value = objective(trial)  # trains and registers the network
+        started += 1
+        if hang_after is not None and started > hang_after:
+            print(f"TRIAL {trial.number} REGISTERED", flush=True)
+            time.sleep(600)  # the test kills the process here
+        return value
 
     def announce(study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> None:
         print(f"TRIAL {trial.number} DONE", flush=True)
 
-    study.optimize(objective, n_trials=n_trials, callbacks=[PoolCallback(pool), announce])
+    study.optimize(run, n_trials=n_trials, callbacks=[PoolCallback(pool), announce])
 
 
 if __name__ == "__main__":

@@ -281,33 +281,43 @@ def test_two_processes_journal_storage_artifact_pool(tmp_path):
 def test_killed_search_resumes_with_pool_intact(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     pool_dir = tmp_path / "pool"
-    proc = _worker([f"heartbeat:{url}", "resumable", pool_dir, 100])
+    # The worker completes 3 trials, then its 4th trial trains and registers its network and the
+    # worker is SIGKILLed before Optuna can mark that trial complete. (Killed at a random moment
+    # instead, it could die between creating a trial and that trial's first heartbeat; Optuna
+    # never fails such a trial: it stays RUNNING, and holds no pool entry.)
+    proc = _worker([f"heartbeat:{url}", "resumable", pool_dir, 100, "--hang-after", 3])
     try:
-        finished = 0
+        lines: list[str] = []
         deadline = time.monotonic() + 240
-        while finished < 3 and time.monotonic() < deadline:
+        while not (lines and lines[-1].endswith("REGISTERED")) and time.monotonic() < deadline:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             if not line:
                 break
-            finished += line.startswith("TRIAL ")
-        assert finished == 3, proc.stderr.read() if proc.poll() is not None else "too slow"  # type: ignore[union-attr]
-        time.sleep(0.5)  # let it get into the next trial
+            lines.append(line.strip())
+        assert lines and lines[-1].endswith("REGISTERED"), (
+            proc.stderr.read() if proc.poll() is not None else "too slow")  # type: ignore[union-attr]
+        time.sleep(1.5)  # > the 1 s heartbeat interval: the hanging trial has a heartbeat
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+    assert lines == ["TRIAL 0 DONE", "TRIAL 1 DONE", "TRIAL 2 DONE", "TRIAL 3 REGISTERED"]
     before = optuna.load_study(study_name="resumable", storage=url)
     done_before = {t.number: t.user_attrs["pool_entry"] for t in before.get_trials(states=(TrialState.COMPLETE,))}
-    assert len(done_before) >= 3
+    assert len(done_before) == 3
+    killed = before.trials[3]
+    assert killed.state == TrialState.RUNNING and killed.user_attrs["pool_entry"] in ModelZoo(pool_dir)
     time.sleep(3.5)  # past the grace period: the killed trial is stale
     _run_workers([[f"heartbeat:{url}", "resumable", pool_dir, 2]])
     study = optuna.load_study(study_name="resumable", storage=url)
-    states = [t.state for t in study.trials]
-    assert TrialState.RUNNING not in states  # the killed worker's trial was failed on restart
+    assert study.trials[3].state == TrialState.FAIL  # failed by the restarted worker's heartbeat check
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == len(done_before) + 2
     zoo = ModelZoo(pool_dir)
-    assert sorted(zoo.names()) == sorted(t.user_attrs["pool_entry"] for t in done)  # nothing lost, nothing extra
+    # nothing lost, nothing extra: the killed trial's entry was removed by PoolCallback
+    assert sorted(zoo.names()) == sorted(t.user_attrs["pool_entry"] for t in done)
+    assert killed.user_attrs["pool_entry"] not in zoo
     for number, name in done_before.items():
         assert zoo.get(name).provenance["trial"] == number
         zoo.load(name)
