@@ -432,7 +432,7 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
 
     from ._spec import ArchSpec
     from ._zoo import ModelZoo
-    from .integrations.optuna import ENTRY_ATTR, PoolCallback, make_objective
+    from .integrations.optuna import ENTRY_ATTR, PoolCallback, make_objective, open_study
 
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     objective = make_objective(  # checks every argument before the pool directory is created
@@ -444,10 +444,9 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     objective.pool = pool
     if not args.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
+    study = open_study(  # several `search` workers may start together on a new storage
         storage=args.storage, study_name=args.study_name or f"{args.space}-{args.dataset}".replace(":", "_"),
-        directions=objective.directions, load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=args.seed),
+        directions=objective.directions, sampler=optuna.samplers.TPESampler(seed=args.seed),
     )
     before = len(study.trials)
     study.optimize(objective, n_trials=args.trials, n_jobs=args.n_jobs,

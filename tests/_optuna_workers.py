@@ -1,6 +1,7 @@
 """A search worker run in child processes by the Optuna tests, as a user runs one.
 
 ``python -m tests._optuna_workers <storage> <study> <pool> <n_trials> [artifacts_dir] [--hang-after N]``
+(or ``open-study ...``, see :func:`open_together`)
 
 * ``storage``: an RDB URL (``sqlite:///...``), ``heartbeat:<sqlite url>`` (RDBStorage with a
   1 s heartbeat, so a killed worker's trial is failed by the next worker; ModelZoo pools), or
@@ -18,12 +19,18 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import torch
 
 from nas_warmstart import ModelZoo
-from nas_warmstart.integrations.optuna import OptunaArtifactPool, PoolCallback, make_objective
+from nas_warmstart.integrations.optuna import (
+    OptunaArtifactPool,
+    PoolCallback,
+    make_objective,
+    open_study,
+)
 
 SPACE = "mlp"
 EPOCHS = 1
@@ -52,7 +59,25 @@ def open_pool(study, pool: str, artifacts: str | None):
     return ModelZoo(pool)
 
 
+def open_together(directory: str, worker: int, workers: int, rounds: int) -> None:
+    """``open-study <dir> <worker> <workers> <rounds>``: in each round every worker waits for the
+    others (a file barrier), then all open one study on the same new SQLite file at once."""
+    root = Path(directory)
+    for r in range(rounds):
+        (root / f"ready-{r}-{worker}").touch()
+        deadline = time.monotonic() + 60
+        while len(list(root.glob(f"ready-{r}-*"))) < workers:
+            if time.monotonic() > deadline:
+                sys.exit(f"round {r}: another worker never arrived (it failed)")
+            time.sleep(0.001)
+        open_study(storage=f"sqlite:///{root}/round{r}.db", study_name="together", direction="maximize")
+    print("OPENED", rounds, flush=True)
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "open-study":
+        open_together(argv[1], *map(int, argv[2:5]))
+        return
     hang_after = None
     if "--hang-after" in argv:
         i = argv.index("--hang-after")
@@ -62,8 +87,8 @@ def main(argv: list[str]) -> None:
     artifacts = argv[4] if len(argv) > 4 else None
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=open_storage(storage, pool_arg), study_name=study_name, direction="maximize",
-                                load_if_exists=True, sampler=optuna.samplers.RandomSampler())
+    study = open_study(storage=open_storage(storage, pool_arg), study_name=study_name, direction="maximize",
+                       sampler=optuna.samplers.RandomSampler())
     pool = open_pool(study, pool_arg, artifacts)
     objective = make_objective(SPACE, "digits", pool, epochs=EPOCHS, pruning=False)
     started = 0

@@ -26,6 +26,7 @@ from nas_warmstart.integrations.optuna import (
     WarmStarter,
     enqueue_pool,
     make_objective,
+    open_study,
     trial_entry_name,
 )
 from search_spaces import get_space
@@ -276,6 +277,21 @@ def test_two_processes_journal_storage_artifact_pool(tmp_path):
             assert t.user_attrs["warm_start_source"] in pool
     assert sum(t.user_attrs["warm_started"] for t in done) >= 4
     assert len(list(arts.iterdir())) == 6  # one blob per entry, nothing left behind
+
+
+def test_workers_started_together_on_a_new_sqlite_file_all_open_the_study(tmp_path):
+    # 3 processes open each of 10 new SQLite files at the same moment. With plain
+    # optuna.create_study(load_if_exists=True), 4 of 30 such opens failed here (Optuna's schema
+    # set-up races); open_study retries those errors.
+    rounds, n = 10, 3
+    _run_workers([["open-study", tmp_path, i, n, rounds] for i in range(n)])
+    for r in range(rounds):
+        summaries = optuna.get_all_study_summaries(storage=f"sqlite:///{tmp_path}/round{r}.db")
+        assert [s.study_name for s in summaries] == ["together"]
+    with pytest.raises(InvalidArgumentError, match="load_if_exists"):
+        open_study(storage=f"sqlite:///{tmp_path}/x.db", study_name="x", load_if_exists=False)
+    with pytest.raises(InvalidArgumentError, match="attempts"):
+        open_study(storage=f"sqlite:///{tmp_path}/x.db", study_name="x", attempts=0)
 
 
 def test_killed_search_resumes_with_pool_intact(tmp_path):

@@ -17,8 +17,9 @@ Three ways in, from least to most ready-made:
   share an RDB or Journal storage and the artifact store share one pool.
 
 Plus :class:`PoolCallback` (``study.optimize(callbacks=[...])``: removes pool entries of trials
-that did not complete) and :func:`enqueue_pool` (seed a study with the architectures of a pool;
-their trials start as exact copies of the trained entries).
+that did not complete), :func:`enqueue_pool` (seed a study with the architectures of a pool;
+their trials start as exact copies of the trained entries) and :func:`open_study` (create or
+continue a study from several workers started at the same moment).
 
 User attributes written on every trial that went through a :class:`WarmStarter`:
 ``warm_started`` (bool), ``warm_start_source`` (pool entry or None), ``warm_start_similarity``,
@@ -35,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import re
 import tempfile
 import threading
@@ -75,6 +77,7 @@ __all__ = [
     "enqueue_pool",
     "make_objective",
     "measure_latency",
+    "open_study",
 ]
 
 log = logging.getLogger(__name__)
@@ -608,6 +611,46 @@ def enqueue_pool(
         missing = sorted(wanted - set(out))
         raise ZooEntryNotFoundError(f"no pool entries named {missing}")
     return out
+
+
+def open_study(
+    *, storage: str | optuna.storages.BaseStorage, study_name: str, attempts: int = 5, **kwargs: Any
+) -> optuna.study.Study:
+    """``optuna.create_study(..., load_if_exists=True)`` for one of several workers started together.
+
+    Optuna's RDB schema set-up is not safe against processes opening a *new* database file at
+    the same moment: one of them can fail with ``IntegrityError: UNIQUE constraint failed:
+    alembic_version.version_num`` or ``OperationalError: table ... already exists`` (4 of 30
+    processes, started 3 at a time on fresh SQLite files, failed so here). This function retries
+    exactly those SQLAlchemy errors, after a short random wait, up to ``attempts`` times in all;
+    every other error is raised at once. With it every worker may run the same start-up code,
+    and none has to create the study before the others start.
+
+    Args:
+        storage: an Optuna storage URL (``sqlite:///search.db``) or storage object.
+        study_name: the study to create or continue.
+        attempts: how many times to try.
+        **kwargs: any other ``optuna.create_study`` argument (``direction(s)``, ``sampler``, ...).
+    """
+    import sqlalchemy.exc
+
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise InvalidArgumentError(f"attempts must be a positive integer, got {attempts!r}")
+    if "load_if_exists" in kwargs:
+        raise InvalidArgumentError(
+            "open_study always continues an existing study; for load_if_exists=False call "
+            "optuna.create_study directly"
+        )
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+            if attempt == attempts:
+                raise
+            log.info("opening study %r: %s (another worker is setting up the storage); retrying",
+                     study_name, str(e).splitlines()[0])
+            time.sleep(random.uniform(0.1, 0.3) * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ---------------------------------------------------------------------- pool on Optuna artifacts
