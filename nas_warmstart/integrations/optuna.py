@@ -624,7 +624,10 @@ def open_study(
     processes, started 3 at a time on fresh SQLite files, failed so here). This function retries
     exactly those SQLAlchemy errors, after a short random wait, up to ``attempts`` times in all;
     every other error is raised at once. With it every worker may run the same start-up code,
-    and none has to create the study before the others start.
+    and none has to create the study before the others start. A storage *object* you build
+    yourself (``RDBStorage(url, heartbeat_interval=...)``) sets up its schema in its own
+    constructor, before this function sees it: pass the URL, or build it only once the database
+    exists.
 
     Args:
         storage: an Optuna storage URL (``sqlite:///search.db``) or storage object.
