@@ -29,7 +29,7 @@ from ._matching import MATCHINGS, LayerPair, Matching, match, register_matching
 from ._signature import PAPER_LEAF_CLASSES, ArchSignature, LayerSig, signature
 from ._similarity import similarity, similarity_matrix
 from ._spec import ArchSpec
-from ._train import FitResult, evaluate, fit
+from ._train import FitResult, evaluate, fit, recalibrate_bn
 from ._transfer import (
     TRANSFER_METHODS,
     CopiedTensor,
@@ -93,6 +93,7 @@ __all__ = [
     "list_matchings",
     "list_transfer_methods",
     "match",
+    "recalibrate_bn",
     "register_matching",
     "register_transfer_method",
     "signature",

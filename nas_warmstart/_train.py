@@ -9,6 +9,15 @@ per-epoch callback (Optuna pruning, Ray reporting), a progress bar, and NaN/inf 
 DPIAT paper reports exploding gradients after some transfers, so a non-finite loss stops the
 attempt, the run restarts once from the initial weights with gradient clipping and a 10× lower
 learning rate, and a second divergence ends the run with ``status="diverged"`` and the reason.
+
+BatchNorm running statistics. In train mode a BatchNorm layer normalises by the batch's own
+statistics and only *tracks* running averages (momentum 0.1) for eval mode. After a short run
+(a search trial of one or two epochs: a few dozen optimiser steps) those averages still mostly
+hold their initial or transferred values while the weights have moved, so an eval-mode score
+can sit at chance for a network that is 0.94 accurate in train mode. :func:`fit` therefore
+re-estimates them (:func:`recalibrate_bn`) on a bounded sample of the training split before
+every validation, so every score it reports, and the model it returns, use statistics that
+match the weights.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from torch import nn
 from ._data import DataSplits
 from ._errors import InvalidArgumentError
 
-__all__ = ["FitResult", "evaluate", "fit"]
+__all__ = ["FitResult", "evaluate", "fit", "recalibrate_bn"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +103,86 @@ def _loader(data: DataSplits | Iterable[Any], split: str, batch_size: int, seed:
     return data
 
 
+#: default number of training images :func:`fit` re-estimates BatchNorm statistics on.
+BN_IMAGES = 2048
+
+
+def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    data: DataSplits | Iterable[Any],
+    *,
+    images: int = BN_IMAGES,
+    batch_size: int = 128,
+    split: str = "train",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> int:
+    """Re-estimate the running mean and variance of every BatchNorm layer from data.
+
+    Rule: each tracked BatchNorm layer's running statistics are reset and then set to the
+    plain average over the batches seen (``momentum=None``, PyTorch's cumulative average) of
+    the batch mean and unbiased batch variance, from forward passes over at most ``images``
+    images of ``split`` (shuffled with ``seed``; batches of fewer than 2 images are skipped).
+    During those passes only the BatchNorm layers are in train mode, so each normalises by the
+    batch's own statistics as in training (dropout and the like stay off), and no gradient is
+    computed; afterwards every module's mode and momentum are restored.
+    Weights are not changed. A model without BatchNorm is left alone.
+
+    Args:
+        model: the network, changed in place (its running statistics only).
+        data: splits from :func:`nas_warmstart.data.load_dataset`, or any iterable of ``(x, y)``
+            batches (then ``split``, ``batch_size`` and ``seed`` are unused).
+        images: how many images to use at most.
+        batch_size: images per forward pass.
+        split: which split of ``data`` to read (the training split by default: validation and
+            test data stay unseen).
+        seed: shuffling seed for the sample.
+        device: where to run (default: where the model's parameters are).
+
+    Returns:
+        How many images were used (0 when the model has no BatchNorm layer).
+    """
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise InvalidArgumentError(f"images must be a positive integer, got {images!r}")
+    layers = _bn_layers(model)
+    if not layers:
+        return 0
+    dev = torch.device(device) if device is not None else _device_of(model)
+    modes = {m: m.training for m in model.modules()}
+    momenta = [m.momentum for m in layers]
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    seen = 0
+    try:
+        for x, _ in _loader(data, split, batch_size, seed):
+            if seen >= images:
+                break
+            x = x[: images - seen]
+            if x.shape[0] < 2:
+                continue
+            model(x.to(dev))
+            seen += int(x.shape[0])
+    finally:
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+        for m, mode in modes.items():
+            m.training = mode
+    if seen == 0:
+        raise InvalidArgumentError(
+            f"cannot re-estimate BatchNorm statistics: the {split} data gave no batch of 2 or more images"
+        )
+    return seen
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -151,6 +240,7 @@ def fit(
     grad_clip: float | None = None,
     schedule_epochs: int | None = None,
     retry_on_divergence: bool = True,
+    bn_images: int = BN_IMAGES,
     progress: bool | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``data.train``, validating on ``data.val`` after each epoch.
@@ -172,6 +262,11 @@ def fit(
         grad_clip: max gradient norm (None: no clipping, until a divergence retry sets 1.0).
         schedule_epochs: length of the cosine in epochs (default: this run's epochs).
         retry_on_divergence: retry once after a non-finite loss (see the module notes).
+        bn_images: before every validation, re-estimate the BatchNorm running statistics on
+            this many training images (:func:`recalibrate_bn`; see the module notes), so the
+            reported validation accuracy and the returned model use statistics that match the
+            weights. 0 turns it off (eval-mode scores then use the running averages that
+            training tracked).
         progress: show a progress bar (None: only on a terminal).
 
     Returns:
@@ -182,6 +277,8 @@ def fit(
             raise InvalidArgumentError(f"{name} must be an integer >= {lo}, got {v!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise InvalidArgumentError(f"lr must be a positive finite number, got {lr!r}")
+    if isinstance(bn_images, bool) or not isinstance(bn_images, int) or bn_images < 0:
+        raise InvalidArgumentError(f"bn_images must be an integer >= 0 (0: off), got {bn_images!r}")
     if not 0.0 <= label_smoothing < 1.0:
         raise InvalidArgumentError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if not isinstance(data, DataSplits):
@@ -217,7 +314,7 @@ def fit(
                 weight_decay=weight_decay, label_smoothing=label_smoothing, guidance=guidance,
                 callback=callback, seed=seed, dev=dev, amp=amp, channels_last=channels_last,
                 grad_clip=attempt_clip, schedule_epochs=schedule_epochs or epochs,
-                progress=progress, history=result.history,
+                bn_images=bn_images, progress=progress, history=result.history,
             )
         except _Diverged as d:
             result.status, result.reason = "diverged", d.reason
@@ -235,7 +332,7 @@ def _run(
     model: nn.Module, data: DataSplits, *, epochs: int, lr: float, batch_size: int,
     weight_decay: float, label_smoothing: float, guidance: Any, callback: EpochCallback | None,
     seed: int, dev: torch.device, amp: bool, channels_last: bool, grad_clip: float | None,
-    schedule_epochs: int, progress: bool | None, history: list[dict[str, float]],
+    schedule_epochs: int, bn_images: int, progress: bool | None, history: list[dict[str, float]],
 ) -> Literal["ok", "stopped"]:
     from tqdm import tqdm
 
@@ -294,6 +391,11 @@ def _run(
             loss_sum += loss.item() * y.numel()
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.numel()
+        if bn_images:
+            # A sample seed of its own: the training order (and so the run) stays the same
+            # whether or not statistics are re-estimated.
+            recalibrate_bn(model, data, images=bn_images, batch_size=max(batch_size, 128),
+                           seed=seed + 7919 * epoch, device=dev)
         val = evaluate(model, data, split="val", device=dev)
         metrics = {
             "epoch": float(epoch),

@@ -94,6 +94,16 @@ def _guidance(guide: nn.Module, target: nn.Module, spec: Any) -> Any:
     )
 
 
+def _recalibrate(target: nn.Module, data: Any, report: TransferReport) -> None:
+    if data is None:
+        return
+    from ._train import recalibrate_bn
+
+    n = recalibrate_bn(target, data)
+    if n:
+        report.notes.append(f"BatchNorm running statistics re-estimated on {n} images after the transfer")
+
+
 def warm_start(
     target: nn.Module,
     pool_or_source: Pool | nn.Module,
@@ -108,6 +118,7 @@ def warm_start(
     method: str = "clip",
     bn_stats: bool = True,
     layers: LayersMode = "extended",
+    bn_data: Any = None,
 ) -> WarmStart | None:
     """Initialise ``target`` in place from the most similar trained network.
 
@@ -124,6 +135,12 @@ def warm_start(
             this. On digits, transfers from sources of similarity below ~0.3 often trained
             worse than random init after one epoch (BENCHMARKS.md), so 0.3 is a sensible value.
         matching, method, bn_stats, layers: as in :func:`nas_warmstart.transfer`.
+        bn_data: data to re-estimate the target's BatchNorm running statistics on after the
+            transfer (:func:`nas_warmstart.recalibrate_bn`: ``DataSplits`` — its training
+            split — or an iterable of ``(x, y)`` batches), so that an eval-mode score of the
+            warm-started network before any training reflects its copied weights. None keeps
+            the copied (``bn_stats=True``) or initial statistics. :func:`nas_warmstart.fit`
+            re-estimates them before every validation anyway.
 
     Returns:
         The :class:`WarmStart`, or None when the pool has no eligible entry (the target keeps
@@ -139,6 +156,7 @@ def warm_start(
     if isinstance(pool_or_source, nn.Module):
         source = pool_or_source
         report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers)
+        _recalibrate(target, bn_data, report)
         return WarmStart(
             source=None, similarity=report.similarity, report=report, guide=source,
             guidance=_guidance(source, target, guidance),
@@ -164,6 +182,7 @@ def warm_start(
         if first_param is not None:
             source = source.to(first_param.device)
         report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers)
+        _recalibrate(target, bn_data, report)
         log.info("warm start from %s (similarity %.3f): %s", r.name, r.similarity, report.summary())
         return WarmStart(
             source=r.name, similarity=r.similarity, report=report, guide=source,

@@ -168,6 +168,26 @@ def test_make_objective_single_objective(tmp_path, digits):
         assert t.user_attrs["warm_start_source"] in {trial_entry_name("s", u.number) for u in trials if u.number < t.number}
 
 
+def test_search_reports_accuracy_with_recalibrated_batchnorm_statistics(tmp_path):
+    # One short epoch of a BatchNorm network: the score the study records is the network's
+    # eval-mode accuracy with statistics re-estimated on the training split, not stale ones.
+    data = load_dataset("digits", image_size=16)
+    zoo = ModelZoo(tmp_path / "pool")
+    study = _study(tmp_path, sampler=optuna.samplers.RandomSampler(seed=3))
+    study.optimize(make_objective("resnet", data, zoo, epochs=1, fit_kwargs={"batch_size": 128}), n_trials=2)
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE
+        stored = zoo.load(t.user_attrs["pool_entry"])
+        assert nw.evaluate(stored, data, split="val")["accuracy"] == t.value
+        stale = ArchSpec.from_dict(t.user_attrs["spec"]).build()
+        stale.load_state_dict(stored.state_dict())
+        for m in stale.modules():  # statistics as if never re-estimated: the initial ones
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+        nw.recalibrate_bn(stale, data, images=10**6, seed=99)  # an independent re-estimate
+        assert abs(nw.evaluate(stale, data, split="val")["accuracy"] - t.value) <= 0.05
+
+
 def test_pruned_trials_are_not_registered(tmp_path, digits):
     zoo = ModelZoo(tmp_path / "pool")
     study = _study(tmp_path, pruner=optuna.pruners.ThresholdPruner(lower=1.01))  # prunes every trial

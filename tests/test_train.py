@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from torch import nn
 import nas_warmstart as nw
 from nas_warmstart import ArchSpec, ModelZoo
 from nas_warmstart.data import DatasetNotFoundError, load_dataset
+from search_spaces import get_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -131,6 +134,76 @@ def test_evaluate_matches_a_manual_count(synthetic):
     assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
 
 
+# ------------------------------------------------------------------ BatchNorm statistics
+
+
+def test_recalibrate_bn_matches_a_numpy_oracle_of_the_rule():
+    # Rule: reset, then running_mean = mean over batches of the batch mean, running_var = mean
+    # over batches of the unbiased batch variance (momentum=None), batches < 2 images skipped.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Dropout(0.5), nn.Flatten(),
+                          nn.Linear(3 * 4 * 4, 5), nn.BatchNorm1d(5))
+    model.train()
+    xs = [torch.randn(b, 2, 6, 6) for b in (7, 7, 1, 5)]
+    batches = [(x, torch.zeros(len(x), dtype=torch.long)) for x in xs]
+    used = nw.recalibrate_bn(model, batches, images=18)  # 7 + 7 + (1 skipped) + 4 of the last 5
+    assert used == 18
+    assert model.training and all(m.training for m in model.modules())  # modes restored
+    assert model[1].momentum == 0.1 and model[5].momentum == 0.1
+    model.eval()  # for the oracle's own passes: train mode would move the running statistics
+    conv, bn2, lin, bn1 = model[0], model[1], model[4], model[5]
+    kept = [xs[0], xs[1], xs[3][:4]]
+    with torch.no_grad():
+        feats = [conv(x).double().numpy() for x in kept]
+        # during the passes bn2 normalises by each batch's own statistics, as in training
+        hidden = [torch.nn.functional.batch_norm(conv(x), None, None, bn2.weight, bn2.bias,
+                                                 training=True, eps=bn2.eps) for x in kept]
+    mean2 = np.mean([f.mean(axis=(0, 2, 3)) for f in feats], axis=0)
+    var2 = np.mean([f.transpose(1, 0, 2, 3).reshape(3, -1).var(axis=1, ddof=1) for f in feats], axis=0)
+    assert np.allclose(bn2.running_mean.numpy(), mean2, atol=1e-5)
+    assert np.allclose(bn2.running_var.numpy(), var2, atol=1e-5)
+    with torch.no_grad():  # dropout stays off: the linear layer sees the BN output unmasked
+        outs = [lin(h.flatten(1)).double().numpy() for h in hidden]
+    assert np.allclose(bn1.running_mean.numpy(), np.mean([o.mean(0) for o in outs], axis=0), atol=1e-5)
+    assert np.allclose(bn1.running_var.numpy(), np.mean([o.var(0, ddof=1) for o in outs], axis=0), atol=1e-5)
+    assert nw.recalibrate_bn(nn.Sequential(nn.Linear(3, 2)), batches) == 0  # nothing to do
+    with pytest.raises(nw.InvalidArgumentError, match="images must be a positive integer"):
+        nw.recalibrate_bn(model, batches, images=0)
+
+
+def test_short_fit_scores_with_recalibrated_batchnorm_statistics():
+    # The newcomer's report: after one short epoch a ResNet scored near chance in eval mode
+    # because its running statistics still held their initial values.
+    data = load_dataset("digits", image_size=16)
+    space = get_space("resnet")
+    config = space.sample(3)
+
+    def trained(bn_images):
+        torch.manual_seed(3)
+        m = space.build(config, num_classes=10, in_chans=1)
+        return m, nw.fit(m, data, epochs=1, batch_size=128, bn_images=bn_images, progress=False)
+
+    stale, res_stale = trained(0)
+    fresh, res = trained(nw.fit.__kwdefaults__["bn_images"])
+    # training itself is the same run: identical weights, only the running statistics differ
+    for (k, a), b in zip(stale.state_dict().items(), fresh.state_dict().values(), strict=True):
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(a, b), k
+    assert res_stale.final["val_accuracy"] < 0.3  # near chance (0.1) with stale statistics
+    # Two independent references: train-mode accuracy (batch statistics) and an explicit
+    # recalibration on the whole training split with another sample order.
+    probe = copy.deepcopy(fresh).train()  # a train-mode pass updates running stats: use a copy
+    with torch.no_grad():
+        x, y = data.val.tensors
+        train_mode = (probe(x).argmax(1) == y).float().mean().item()
+    nw.recalibrate_bn(stale, data, images=10**6, seed=123)
+    explicit = nw.evaluate(stale, data, split="val")["accuracy"]
+    assert explicit > res_stale.final["val_accuracy"] + 0.2
+    assert abs(res.final["val_accuracy"] - explicit) <= 0.04
+    assert abs(res.final["val_accuracy"] - train_mode) <= 0.06
+    assert nw.evaluate(fresh, data, split="val")["accuracy"] == res.final["val_accuracy"]  # returned as scored
+
+
 def test_callback_stops_and_exceptions_propagate(synthetic):
     res = nw.fit(small_cnn(), synthetic, epochs=5, batch_size=32, callback=lambda e, m: e == 2)
     assert res.status == "stopped" and len(res.history) == 2
@@ -220,6 +293,19 @@ def test_warm_start_from_pool_transfers_from_the_nearest(pool, synthetic):
     res = nw.fit(target, synthetic, epochs=1, batch_size=32, guidance=ws.guidance)
     assert res.ok and "guidance" in res.final and ws.guidance.steps_done == len(synthetic.train) // 32 + 1
     assert all(torch.equal(guide_state[k], v) for k, v in ws.guide.state_dict().items())
+
+
+def test_warm_start_can_re_estimate_batchnorm_statistics_after_the_transfer(pool, synthetic):
+    torch.manual_seed(0)
+    a = _spec([2, 1, 1, 1]).build()
+    b = copy.deepcopy(a)
+    plain = nw.warm_start(a, pool)
+    ws = nw.warm_start(b, pool, bn_data=synthetic)
+    assert any("re-estimated" in n for n in ws.report.notes) and not plain.report.notes
+    expect = copy.deepcopy(a)
+    nw.recalibrate_bn(expect, synthetic)  # the documented call, on the plain warm start
+    for (k, x), y in zip(expect.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k
 
 
 def test_warm_start_skips_damaged_entries_and_handles_empty_pools(pool, tmp_path):
