@@ -172,10 +172,10 @@ def recalibrate_bn(
             model(x.to(dev))
             seen += int(x.shape[0])
     finally:
-        for m, momentum in zip(layers, momenta, strict=True):
-            m.momentum = momentum
-        for m, mode in modes.items():
-            m.training = mode
+        for bn, momentum in zip(layers, momenta, strict=True):
+            bn.momentum = momentum
+        for module, mode in modes.items():
+            module.training = mode
     if seen == 0:
         raise InvalidArgumentError(
             f"cannot re-estimate BatchNorm statistics: the {split} data gave no batch of 2 or more images"
