@@ -63,6 +63,7 @@ def run_study(job: dict[str, Any]) -> dict[str, Any]:
              "similarity": t.user_attrs.get("warm_start_similarity"),
              "coverage": t.user_attrs.get("warm_start_coverage"),
              "source": t.user_attrs.get("warm_start_source"),
+             "duplicate_of": t.user_attrs.get("duplicate_of"),
              "fail_reason": t.user_attrs.get("fail_reason")}
             for t in study.trials
         ]
@@ -77,7 +78,8 @@ def best_curve(study: dict[str, Any], *, test: bool = False) -> list[tuple[int, 
     """
     out, best, best_test, spent = [], float("-inf"), float("nan"), 0
     for t in study["trials"]:
-        spent += len(t["curve"] or []) or study["epochs"]  # a failed trial still spent its epochs
+        if t.get("duplicate_of") is None:  # a repeated architecture reuses its result: 0 epochs
+            spent += len(t["curve"] or []) or study["epochs"]  # a failed trial still spent its epochs
         if t["value"] is not None and t["value"] > best:
             best, best_test = t["value"], t["test_accuracy"]
         out.append((spent, best_test if test else best))
@@ -104,14 +106,15 @@ def summarise(studies: list[dict[str, Any]]) -> dict[str, Any]:
             budget = cold_curve[-1][0]
             target = cold_curve[-1][1]
             reach = epochs_to_reach(curve, target)
-            done = [t for t in s["trials"] if t["value"] is not None]
+            done = [t for t in s["trials"] if t["value"] is not None and t.get("duplicate_of") is None]
             best = max(done, key=lambda t: t["value"])
             warm = [t for t in s["trials"] if t["warm_started"]]
             per_seed.append({
                 "seed": seed, "final_best": curve[-1][1], "best_test_accuracy": best["test_accuracy"],
                 "epochs_to_cold_final": reach, "fraction_of_cold_budget": None if reach is None else reach / budget,
                 "mean_trial_accuracy": statistics.mean(t["value"] for t in done),
-                "failed": len(s["trials"]) - len(done), "warm_started": len(warm),
+                "failed": sum(t["value"] is None for t in s["trials"]), "warm_started": len(warm),
+                "repeats_skipped": sum(t.get("duplicate_of") is not None for t in s["trials"]),
                 "mean_similarity": statistics.mean(t["similarity"] for t in warm) if warm else None,
                 "mean_coverage": statistics.mean(t["coverage"] for t in warm) if warm else None,
                 "seconds": s["seconds"], "budget": budget, "cold_final_best": target,
@@ -143,11 +146,13 @@ def plot(studies: list[dict[str, Any]], path: Path) -> None:
             curves = [best_curve(s, test=test) for s in studies if s["mode"] == mode]
             if not curves:
                 continue
-            x = [e for e, _ in curves[0]]
-            ys = np.array([[b for _, b in c] for c in curves])
+            # Repeated architectures spend no epochs, so seeds end at different budgets: read
+            # every seed's best-so-far step curve on one epoch grid up to the shortest budget.
+            x = np.arange(min(c[0][0] for c in curves), min(c[-1][0] for c in curves) + 1)
+            ys = np.array([[next((b for e, b in reversed(c) if e <= xe), np.nan) for xe in x] for c in curves])
             for y in ys:
-                ax.plot(x, y, color=color, alpha=0.25, lw=0.8)
-            ax.plot(x, ys.mean(0), color=color, lw=2, label=f"{mode} (mean of {len(curves)} seeds)")
+                ax.step(x, y, where="post", color=color, alpha=0.25, lw=0.8)
+            ax.step(x, ys.mean(0), where="post", color=color, lw=2, label=f"{mode} (mean of {len(curves)} seeds)")
         ax.set_xlabel("cumulative training epochs")
         ax.set_ylabel("test accuracy of the best trial so far" if test else "best validation accuracy so far")
         ax.grid(alpha=0.3)

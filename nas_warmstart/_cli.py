@@ -446,7 +446,7 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(  # several `search` workers may start together on a new storage
         storage=args.storage, study_name=args.study_name or f"{args.space}-{args.dataset}".replace(":", "_"),
-        directions=objective.directions, sampler=optuna.samplers.TPESampler(seed=args.seed),
+        directions=objective.directions, seed=args.seed,  # a rerun draws new configurations
     )
     before = len(study.trials)
     study.optimize(objective, n_trials=args.trials, n_jobs=args.n_jobs,

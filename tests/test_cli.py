@@ -242,20 +242,25 @@ def test_search_runs_and_a_rerun_continues(tmp_path, capsys, one_thread):
     from nas_warmstart._cli import main
 
     db = f"sqlite:///{tmp_path}/s.db"
-    argv = ["search", "mlp", "--pool", str(tmp_path / "pool"), "--trials", "2", "--epochs", "1",
+    argv = ["search", "mlp", "--pool", str(tmp_path / "pool"), "--trials", "3", "--epochs", "1",
             "--storage", db, "--no-pruning"]
     assert main([*argv, "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
-    assert [r["state"] for r in first["trials"]] == ["COMPLETE", "COMPLETE"] and first["study"] == "mlp-digits"
-    assert main(argv) == 0  # the same study, continued
+    assert [r["state"] for r in first["trials"]] == ["COMPLETE"] * 3 and first["study"] == "mlp-digits"
+    assert main(argv) == 0  # the same command again: the same study, continued
     text = capsys.readouterr().out
-    assert "study 'mlp-digits'" in text and "4 trials" in text and "pool " in text
+    assert "study 'mlp-digits'" in text and "6 trials" in text and "pool " in text
     import optuna
 
     study = optuna.load_study(study_name="mlp-digits", storage=db)
-    assert [t.number for t in study.trials] == [0, 1, 2, 3]
-    assert sorted(ModelZoo(tmp_path / "pool").names()) == [f"mlp-digits-t{i}" for i in range(4)]
+    assert [t.number for t in study.trials] == list(range(6))
+    assert sorted(ModelZoo(tmp_path / "pool").names()) == [f"mlp-digits-t{i}" for i in range(6)]
     assert all(t.user_attrs["warm_started"] for t in study.trials[1:])
+    # The rerun drew new configurations: no architecture appears twice in the study (a sampler
+    # seeded alike on both runs repeated trials 0-2 as 3-5), and none was skipped as a repeat.
+    configs = [json.dumps(t.params, sort_keys=True) for t in study.trials]
+    assert len(set(configs)) == 6, configs
+    assert not any("duplicate_of" in t.user_attrs for t in study.trials)
 
 
 @pytest.mark.parametrize(

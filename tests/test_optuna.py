@@ -188,6 +188,44 @@ def test_search_reports_accuracy_with_recalibrated_batchnorm_statistics(tmp_path
         assert abs(nw.evaluate(stale, data, split="val")["accuracy"] - t.value) <= 0.05
 
 
+def test_a_repeated_architecture_reuses_the_earlier_result(tmp_path, digits):
+    zoo = ModelZoo(tmp_path / "pool")
+    objective = make_objective("mlp", digits, zoo, epochs=1)
+    study = _study(tmp_path, sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=1)
+    first = study.trials[0]
+    study.enqueue_trial(first.params)  # a sampler proposing the same architecture again
+    study.optimize(objective, n_trials=1)
+    again = study.trials[1]
+    assert again.state == TrialState.COMPLETE and again.params == first.params
+    assert again.user_attrs["duplicate_of"] == 0 and again.value == first.value
+    assert again.user_attrs["test_accuracy"] == first.user_attrs["test_accuracy"]
+    assert "pool_entry" not in again.user_attrs and zoo.names() == [first.user_attrs["pool_entry"]]
+    assert again.intermediate_values == {}  # nothing was trained
+    study.enqueue_trial(first.params)
+    study.optimize(make_objective("mlp", digits, zoo, epochs=1, skip_duplicates=False), n_trials=1)
+    assert "duplicate_of" not in study.trials[2].user_attrs and len(zoo) == 2  # trained again
+
+
+def test_open_study_seed_continues_instead_of_repeating(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+
+    def run(n):
+        study = open_study(storage=storage, study_name="s", seed=5)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=n)
+        return study
+
+    xs = [t.params["x"] for t in run(3).trials]
+    again = [t.params["x"] for t in run(3).trials]
+    assert again[:3] == xs and len(set(again)) == 6  # new draws, not trials 0-2 again
+    fresh = f"sqlite:///{tmp_path}/t.db"
+    study = open_study(storage=fresh, study_name="s", seed=5)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert [t.params["x"] for t in study.trials] == xs  # a new study is reproducible
+    with pytest.raises(InvalidArgumentError, match="either seed"):
+        open_study(storage=storage, study_name="s", seed=1, sampler=optuna.samplers.RandomSampler())
+
+
 def test_pruned_trials_are_not_registered(tmp_path, digits):
     zoo = ModelZoo(tmp_path / "pool")
     study = _study(tmp_path, pruner=optuna.pruners.ThresholdPruner(lower=1.01))  # prunes every trial
@@ -376,7 +414,8 @@ def test_enqueue_pool_entries_start_as_exact_copies(tmp_path, digits, mlp):
         _, sources[f"seed{i}"] = _train_into(zoo, f"seed{i}", mlp, c, digits, seed=i)
     study = _study(tmp_path)
     assert enqueue_pool(study, zoo, "mlp") == ["seed0", "seed1"]
-    assert enqueue_pool(study, zoo, "mlp") == ["seed0", "seed1"]  # skip_if_exists: no duplicates
+    assert enqueue_pool(study, zoo, "mlp") == []  # already waiting: nothing enqueued twice
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 2
     x = torch.randn(4, 1, 32, 32)
     outputs = {}
 
@@ -396,6 +435,9 @@ def test_enqueue_pool_entries_start_as_exact_copies(tmp_path, digits, mlp):
         assert t.user_attrs["warm_start_similarity"] == 1.0 and t.user_attrs["warm_start_coverage"] == 1.0
         with torch.no_grad():
             assert torch.equal(outputs[t.number], sources[name].eval()(x))
+    assert enqueue_pool(study, zoo, "mlp") == []  # after a restart: already run
+    assert enqueue_pool(study, zoo, "mlp", names=["seed0"]) == []
+    assert not study.get_trials(states=(TrialState.WAITING,))
     with pytest.raises(nw.ZooEntryNotFoundError):
         enqueue_pool(study, zoo, "mlp", names=["nope"])
 

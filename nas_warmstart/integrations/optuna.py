@@ -86,6 +86,8 @@ log = logging.getLogger(__name__)
 SEED_ATTR = "warm_start_seed"
 #: user attribute holding the name of the pool entry a trial registered.
 ENTRY_ATTR = "pool_entry"
+#: user attribute of a trial whose architecture an earlier completed trial already trained.
+DUPLICATE_ATTR = "duplicate_of"
 
 _DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {"accuracy": "maximize", "params": "minimize", "flops": "minimize", "latency": "minimize"}
 _NOT_NAME = re.compile(r"[^A-Za-z0-9._+=@-]+")
@@ -329,6 +331,7 @@ class SearchObjective:
         data_root: str | None = None,
         image_size: int | None = None,
         fit_kwargs: Mapping[str, Any] | None = None,
+        skip_duplicates: bool = True,
     ) -> None:
         from search_spaces import SearchSpace, get_space
 
@@ -373,6 +376,7 @@ class SearchObjective:
         self.min_similarity, self.register = min_similarity, register
         self.batch_size, self.lr, self.seed, self.device = batch_size, lr, seed, device
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.skip_duplicates = skip_duplicates
         self._dataset, self._data_root, self._image_size = dataset, data_root, image_size
         self._data: DataSplits | None = dataset if isinstance(dataset, DataSplits) else None
         self._lock = threading.Lock()
@@ -396,11 +400,31 @@ class SearchObjective:
         nan = float("nan")  # Optuna marks a trial returning NaN as FAIL and carries on
         return nan if len(self.objectives) == 1 else tuple(nan for _ in self.objectives)
 
+    def _repeat_of(self, trial: Trial) -> FrozenTrial | None:
+        """A completed trial of the same study with exactly this trial's parameters."""
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number != trial.number and t.params == trial.params and DUPLICATE_ATTR not in t.user_attrs:
+                return t
+        return None
+
     def __call__(self, trial: Trial) -> float | tuple[float, ...]:
         data = self.data
         config = self.space.suggest(trial)
         spec = ArchSpec.space(self.space.name, config, num_classes=data.num_classes, in_chans=data.in_chans)
         trial.set_user_attr("spec", spec.to_dict())
+        if self.skip_duplicates:
+            earlier = self._repeat_of(trial)
+            if earlier is not None:
+                # The sampler proposed an architecture this study has already trained: report
+                # its result (the Optuna FAQ's way) instead of training it again.
+                trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
+                for key in ("test_accuracy", "params", "flops", "latency", "val_accuracy_curve"):
+                    if key in earlier.user_attrs:
+                        trial.set_user_attr(key, earlier.user_attrs[key])
+                log.info("trial %d repeats trial %d (%s): its result is reused, nothing trained",
+                         trial.number, earlier.number, self.space.describe(config))
+                values = tuple(earlier.values)
+                return values[0] if len(values) == 1 else values
         torch.manual_seed(self.seed + trial.number)
         try:
             model = spec.build()
@@ -478,6 +502,7 @@ def make_objective(
     data_root: str | None = None,
     image_size: int | None = None,
     fit_kwargs: Mapping[str, Any] | None = None,
+    skip_duplicates: bool = True,
 ) -> SearchObjective:
     """A ready-made NAS objective: suggest → build → warm-start → train → register.
 
@@ -511,6 +536,10 @@ def make_objective(
             ``n_jobs=1``; threads share torch's global generator).
         device: where to train (default CPU).
         data_root, image_size: for loading ``dataset`` by name.
+        skip_duplicates: samplers re-propose architectures (TPE did for 2–4 of 30 trials on
+            the resnet space); such a trial reuses the earlier completed trial's values and
+            user attributes, trains nothing, registers nothing and gets ``user_attrs
+            ["duplicate_of"]`` (the earlier trial's number). False trains it again.
 
     Returns:
         A :class:`SearchObjective` (callable with a trial; ``directions`` lists the study's
@@ -522,7 +551,7 @@ def make_objective(
         space, dataset, pool, epochs=epochs, objectives=objectives, pruning=pruning,
         guidance=guidance, k=k, min_similarity=min_similarity, register=register,
         batch_size=batch_size, lr=lr, seed=seed, device=device, data_root=data_root,
-        image_size=image_size, fit_kwargs=fit_kwargs,
+        image_size=image_size, fit_kwargs=fit_kwargs, skip_duplicates=skip_duplicates,
     )
 
 
@@ -574,8 +603,9 @@ def enqueue_pool(
 
     Each entry's config is enqueued (``study.enqueue_trial``) with ``user_attrs
     {"warm_start_seed": entry}``; a :class:`WarmStarter` then starts that trial from the entry
-    itself (an exact copy for the same architecture) instead of ranking the pool. Entries
-    enqueued before (same params) are skipped, so calling this again after a restart is safe.
+    itself (an exact copy for the same architecture) instead of ranking the pool. An entry
+    whose config the study already holds (waiting, running or finished) is skipped, so calling
+    this again after a restart enqueues nothing twice.
 
     Args:
         study: the study.
@@ -585,13 +615,16 @@ def enqueue_pool(
         dataset: only entries trained on this data set.
 
     Returns:
-        The names of the entries enqueued.
+        The names of the entries enqueued by this call.
     """
     from search_spaces import get_space
 
     sp = get_space(space) if isinstance(space, str) else space
     wanted = set(names) if names is not None else None
-    out = []
+    # A waiting (enqueued) trial holds its params in system_attrs["fixed_params"] until it runs.
+    present = {_params_key(t.params or t.system_attrs.get("fixed_params", {}))
+               for t in study.get_trials(deepcopy=False)}
+    out, matched = [], set()
     for entry in pool:
         if wanted is not None and entry.name not in wanted:
             continue
@@ -604,17 +637,30 @@ def enqueue_pool(
             continue
         if dataset is not None and entry.dataset != dataset:
             continue
-        study.enqueue_trial(sp.trial_params(dict(entry.spec.config)), user_attrs={SEED_ATTR: entry.name},
-                            skip_if_exists=True)
+        matched.add(entry.name)
+        params = sp.trial_params(dict(entry.spec.config))
+        if _params_key(params) in present:
+            continue
+        study.enqueue_trial(params, user_attrs={SEED_ATTR: entry.name})
+        present.add(_params_key(params))
         out.append(entry.name)
-    if wanted is not None and set(out) != wanted:
-        missing = sorted(wanted - set(out))
+    if wanted is not None and matched != wanted:
+        missing = sorted(wanted - matched)
         raise ZooEntryNotFoundError(f"no pool entries named {missing}")
     return out
 
 
+def _params_key(params: Mapping[str, Any]) -> str:
+    return json.dumps(dict(params), sort_keys=True, default=str)
+
+
 def open_study(
-    *, storage: str | optuna.storages.BaseStorage, study_name: str, attempts: int = 5, **kwargs: Any
+    *,
+    storage: str | optuna.storages.BaseStorage,
+    study_name: str,
+    attempts: int = 5,
+    seed: int | None = None,
+    **kwargs: Any,
 ) -> optuna.study.Study:
     """``optuna.create_study(..., load_if_exists=True)`` for one of several workers started together.
 
@@ -633,12 +679,22 @@ def open_study(
         storage: an Optuna storage URL (``sqlite:///search.db``) or storage object.
         study_name: the study to create or continue.
         attempts: how many times to try.
+        seed: give the study a ``TPESampler`` seeded with ``seed`` plus the number of trials
+            the study already holds. A sampler seeded the same way on every run would repeat
+            the first run's draws when a search is resumed (TPE's first trials are random); this
+            way a rerun continues with new configurations and a fresh study stays reproducible.
+            Workers started together on one study see the same count: give each its own seed.
+            Not together with ``sampler``.
         **kwargs: any other ``optuna.create_study`` argument (``direction(s)``, ``sampler``, ...).
     """
     import sqlalchemy.exc
 
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise InvalidArgumentError(f"attempts must be a positive integer, got {attempts!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InvalidArgumentError(f"seed must be an integer or None, got {seed!r}")
+    if seed is not None and kwargs.get("sampler") is not None:
+        raise InvalidArgumentError("pass either seed (a resumable TPESampler) or sampler, not both")
     if "load_if_exists" in kwargs:
         raise InvalidArgumentError(
             "open_study always continues an existing study; for load_if_exists=False call "
@@ -646,13 +702,19 @@ def open_study(
         )
     for attempt in range(1, attempts + 1):
         try:
-            return optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, **kwargs)
+            study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, **kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
             if attempt == attempts:
                 raise
             log.info("opening study %r: %s (another worker is setting up the storage); retrying",
                      study_name, str(e).splitlines()[0])
             time.sleep(random.uniform(0.1, 0.3) * attempt)
+            continue
+        if seed is not None:
+            done = len(study.get_trials(deepcopy=False))
+            study.sampler = optuna.samplers.TPESampler(seed=seed + done)
+            log.info("study %r: %d trials so far; TPESampler seed %d", study_name, done, seed + done)
+        return study
     raise AssertionError("unreachable")  # pragma: no cover
 
 
