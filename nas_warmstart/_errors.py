@@ -6,6 +6,8 @@ which rule was broken. Messages state the rule, the offending value and the fix.
 
 from __future__ import annotations
 
+import contextvars
+
 __all__ = [
     "IncompatibleModelsError",
     "InvalidArgumentError",
@@ -66,3 +68,13 @@ class ZooEntryNotFoundError(ZooError, KeyError):
 
 class ZooEntryExistsError(ZooError, ValueError):
     """A pool entry of that name exists and ``if_exists="error"`` was asked."""
+
+
+# Set by the ``nas-warmstart`` command for the length of one command, so that a message's fix
+# names what the user typed there (a flag, a subcommand) rather than a Python call.
+_ON_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar("nas_warmstart_on_cli", default=False)
+
+
+def fix(python: str, cli: str) -> str:
+    """The fix to put in a message: the ``cli`` wording inside the command, else ``python``."""
+    return cli if _ON_CLI.get() else python

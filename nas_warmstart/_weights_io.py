@@ -19,7 +19,7 @@ from torch import nn
 
 from ._errors import InvalidArgumentError, UnsafeFileError
 
-__all__ = ["fsync_dir", "load_checkpoint", "load_into", "state_for_saving"]
+__all__ = ["check_finite", "fsync_dir", "load_checkpoint", "load_into", "state_for_saving"]
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "state_dict_ema")
 
@@ -46,6 +46,27 @@ def state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
         seen.add(ident)
         out[k] = t
     return out
+
+
+def check_finite(state: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Raise unless every floating-point tensor of ``state`` is finite (no NaN, no inf).
+
+    A pool entry with NaN weights would rank like any other and be copied into candidates,
+    whose training would then diverge for a reason nobody sees; so pools refuse them.
+    """
+    bad = []
+    for k, v in state.items():
+        if (v.is_floating_point() or v.is_complex()) and v.numel():
+            n = int((~torch.isfinite(v)).sum())
+            if n:
+                bad.append(f"{k} ({n} of {v.numel()})")
+    if bad:
+        raise InvalidArgumentError(
+            f"{what} hold non-finite values (NaN or inf) in {len(bad)} tensor"
+            f"{'s' if len(bad) > 1 else ''}: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; "
+            "a diverged network cannot be a transfer source: store it from before the divergence "
+            "or retrain it"
+        )
 
 
 def fsync_dir(path: Path) -> None:

@@ -31,6 +31,7 @@ import re
 import sqlite3
 import threading
 import time
+import urllib.parse
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,17 +45,19 @@ from torch import nn
 from . import _rank
 from ._errors import (
     InvalidArgumentError,
+    NasWarmstartError,
     NasWarmstartWarning,
     NoMatchableLayersError,
     ZooEntryExistsError,
     ZooEntryNotFoundError,
     ZooError,
+    fix,
 )
 from ._signature import ArchSignature, LayersMode, signature
 from ._spec import ArchSpec
-from ._weights_io import fsync_dir, load_checkpoint, load_into, state_for_saving
+from ._weights_io import check_finite, fsync_dir, load_checkpoint, load_into, state_for_saving
 
-__all__ = ["ModelZoo", "Ranked", "ZooEntry"]
+__all__ = ["ModelZoo", "Ranked", "ReindexReport", "ZooEntry"]
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +176,9 @@ class Ranked:
 def _check_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidArgumentError(
-            f"pool entry name {name!r} is not allowed: use 1-200 characters from letters, digits "
-            "and . _ - + = @, starting with a letter or digit, without '..' (names are index "
-            "keys, never file paths)"
+            f"pool entry name {name!r} is not allowed: use 1-200 characters from the ASCII "
+            "letters and digits and . _ - + = @, starting with a letter or digit, without '..' "
+            "(names are index keys, never file paths)"
         )
     return name
 
@@ -248,66 +251,136 @@ class ModelZoo:
         *,
         journal_mode: Literal["wal", "delete"] = "wal",
         create: bool = True,
+        read_only: bool | None = None,
     ) -> None:
         if journal_mode not in ("wal", "delete"):
             raise InvalidArgumentError(f"journal_mode must be 'wal' or 'delete', got {journal_mode!r}")
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise InvalidArgumentError(f"pool path {str(self.path)!r} exists and is not a directory")
-        if not (self.path / "index.sqlite").exists():
-            if not create:
-                raise ZooError(
-                    f"no pool at {str(self.path)!r} (no index.sqlite); create one with "
-                    "ModelZoo(path) or `nas-warmstart zoo add`"
-                )
-            self.path.mkdir(parents=True, exist_ok=True)
+        self._index = self.path / "index.sqlite"
         self._weights = self.path / "weights"
         self._tmp = self.path / "tmp"
-        if create:
-            self._weights.mkdir(exist_ok=True)
-            self._tmp.mkdir(exist_ok=True)
+        if read_only is None:  # a pool this process may not write to is opened for reading
+            read_only = self._index.exists() and not (os.access(self._index, os.W_OK)
+                                                      and os.access(self.path, os.W_OK))
+        self.read_only = bool(read_only)
         self._journal_mode = journal_mode
         self._local = threading.local()
         self._keys: dict[tuple[str, str], tuple[Any, ...]] = {}  # (digest, layers) -> key
         self._num_matchable: dict[tuple[str, str], int] = {}
-        self._init_schema()
+        stored = _count_weight_files(self._weights)
+        if not self._index.exists():
+            if stored:
+                raise ZooError(
+                    f"{str(self.path)!r} holds {stored} weight file{'s' if stored > 1 else ''} but no "
+                    f"index.sqlite: the pool's index is lost; {self._reindex_fix()} (nothing was changed)"
+                )
+            if not create or self.read_only:
+                raise ZooError(
+                    f"no pool at {str(self.path)!r} (no index.sqlite); create one with "
+                    + fix("ModelZoo(path)", "`nas-warmstart zoo add DIR timm:<name>`")
+                )
+            self.path.mkdir(parents=True, exist_ok=True)
+        else:
+            problem = _index_file_problem(self._index)
+            # An empty index with no weights is a pool whose creation was interrupted: start it.
+            if problem is not None and not (problem == _EMPTY and not stored and create and not self.read_only):
+                raise ZooError(
+                    f"the pool index {str(self._index)!r} {problem}"
+                    + (f" while {stored} weight files are stored beside it" if stored else "")
+                    + f"; {self._reindex_fix()} (nothing was changed)"
+                )
+        if create and not self.read_only:
+            self._weights.mkdir(exist_ok=True)
+            self._tmp.mkdir(exist_ok=True)
+        self._init_schema(stored)
+
+    def _reindex_fix(self) -> str:
+        return "rebuild it from the weight files' own metadata with " + fix(
+            f"ModelZoo.reindex({str(self.path)!r})", f"`nas-warmstart zoo reindex {self.path}`"
+        )
 
     # ------------------------------------------------------------------ connection
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _conn(self) -> _IndexConn:
+        conn: _IndexConn | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             # One connection per thread and process: sqlite3 connections must not cross
             # threads, and one inherited through fork() must never be used.
-            conn = sqlite3.connect(self.path / "index.sqlite", timeout=120.0, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 120000")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn = _IndexConn(self._connect(), self)
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn
 
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if not self.read_only:
+                raw = sqlite3.connect(self._index, timeout=120.0, isolation_level=None)
+                raw.execute("PRAGMA busy_timeout = 120000")
+                raw.execute("PRAGMA synchronous = FULL")
+                return raw
+            uri = "file:" + urllib.parse.quote(str(self._index.resolve())) + "?mode=ro"
+            raw = sqlite3.connect(uri, uri=True, timeout=120.0, isolation_level=None)
+            try:
+                raw.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError:
+                # A WAL index in a directory we may not write, without its -shm file: SQLite can
+                # read it only as an immutable file (fine: nobody can be writing there either).
+                raw.close()
+                raw = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=120.0, isolation_level=None)
+            return raw
+        except sqlite3.DatabaseError as e:
+            raise _index_error(self, e) from None
+
     def _write(self) -> _Txn:
+        if self.read_only:
+            raise ZooError(
+                f"the pool {str(self.path)!r} is open read-only (this process may not write its "
+                "index or directory, or read_only=True was passed); "
+                + fix("open it with ModelZoo(path, read_only=False) as a user who may write there",
+                      "run this command as a user who may write the pool directory")
+            )
         return _Txn(self._conn())
 
-    def _init_schema(self) -> None:
+    def _init_schema(self, stored: int) -> None:
         conn = self._conn()
-        for attempt in range(50):
-            try:
-                mode = conn.execute(f"PRAGMA journal_mode = {self._journal_mode}").fetchone()[0]
-                break
-            except sqlite3.OperationalError:  # another process is switching the mode
-                time.sleep(0.05 * (attempt + 1))
-        else:  # pragma: no cover
-            raise ZooError(f"could not open the pool index at {self.path} (database locked)")
-        if mode.lower() != self._journal_mode:
-            log.warning("pool %s: SQLite kept journal_mode=%s (asked %s)", self.path, mode, self._journal_mode)
+        raw = conn.raw
+        if not self.read_only:
+            for attempt in range(50):
+                try:
+                    mode = raw.execute(f"PRAGMA journal_mode = {self._journal_mode}").fetchone()[0]
+                    break
+                except sqlite3.OperationalError as e:  # another process is switching the mode
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise _index_error(self, e) from None
+                    time.sleep(0.05 * (attempt + 1))
+                except sqlite3.DatabaseError as e:
+                    raise _index_error(self, e) from None
+            else:  # pragma: no cover
+                raise ZooError(f"could not open the pool index at {self.path} (database locked)")
+            if mode.lower() != self._journal_mode:
+                log.warning("pool %s: SQLite kept journal_mode=%s (asked %s)", self.path, mode, self._journal_mode)
         try:  # an existing pool is opened without writing to it
-            row = conn.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
-        except sqlite3.OperationalError:  # no meta table yet: a new pool
+            row = raw.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
+        except sqlite3.OperationalError as e:  # no meta table: a new pool, or not a pool at all
+            if "no such table" not in str(e):
+                raise _index_error(self, e) from None
             row = None
+        except sqlite3.DatabaseError as e:
+            raise _index_error(self, e) from None
         if row is not None:
             self._check_format(row[0])
+            # Touch both tables: a damaged index fails here, at open, with the fix in the message.
+            conn.execute("SELECT COUNT(*) FROM entries").fetchone()
+            conn.execute("SELECT COUNT(*) FROM archs").fetchone()
             return
+        if stored or self.read_only:
+            raise ZooError(
+                f"the pool index {str(self._index)!r} holds no pool tables"
+                + (f" while {stored} weight files are stored beside it" if stored else "")
+                + f"; {self._reindex_fix()} (nothing was changed)"
+            )
         with self._write() as c:
             c.executescript_in_txn(_SCHEMA)
             row = c.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
@@ -328,7 +401,7 @@ class ModelZoo:
         """Close this thread's index connection (others close when their threads end)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn.close()
+            conn.raw.close()
             self._local.conn = None
 
     def __enter__(self) -> ModelZoo:
@@ -388,23 +461,26 @@ class ModelZoo:
             data = entry.path.read_bytes()
         except FileNotFoundError:
             raise ZooError(
-                f"pool entry {entry.name!r}: its weights file {entry.path} is missing; remove the "
-                f"entry with zoo.remove({entry.name!r}) (or `nas-warmstart zoo remove`) and add it again"
+                f"pool entry {entry.name!r}: its weights file {entry.path} is missing; "
+                f"{self._remove_fix(entry.name)}"
             ) from None
         if len(data) != entry.nbytes:
             raise ZooError(
                 f"pool entry {entry.name!r}: weights file {entry.path} is truncated or altered "
-                f"({len(data)} bytes, expected {entry.nbytes}); remove the entry with "
-                f"zoo.remove({entry.name!r}) and add it again"
+                f"({len(data)} bytes, expected {entry.nbytes}); {self._remove_fix(entry.name)}"
             )
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry.sha256:
             raise ZooError(
                 f"pool entry {entry.name!r}: weights file {entry.path} is corrupt (SHA-256 "
-                f"{digest[:12]}…, expected {entry.sha256[:12]}…); remove the entry with "
-                f"zoo.remove({entry.name!r}) and add it again"
+                f"{digest[:12]}…, expected {entry.sha256[:12]}…); {self._remove_fix(entry.name)}"
             )
         return data
+
+    def _remove_fix(self, name: str) -> str:
+        return "remove the entry with " + fix(
+            f"zoo.remove({name!r})", f"`nas-warmstart zoo remove {self.path} {name}`"
+        ) + " and add it again"
 
     def load_state_dict(self, name: str) -> dict[str, torch.Tensor]:
         """The entry's weights, verified against the stored size and SHA-256.
@@ -486,6 +562,8 @@ class ModelZoo:
             raise InvalidArgumentError(f"if_exists must be one of {_IF_EXISTS}, got {if_exists!r}")
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if self.read_only:
+            self._write()  # raises: the pool is read-only
         spec = _as_spec(spec)
         metrics_d = _plain(dict(metrics or {}), "metrics")
         prov_d = _plain(dict(provenance or {}), "provenance")
@@ -504,12 +582,18 @@ class ModelZoo:
 
         from safetensors.torch import save as save_bytes
 
-        meta = {"nas_warmstart": json.dumps({"name": name, "spec": spec.to_dict()})}
-        data = save_bytes(state_for_saving(model), metadata=meta)
+        state = state_for_saving(model)
+        check_finite(state, what=f"the weights of {name!r}")
+        now = time.time()
+        # The file describes itself (everything but its own hash), so a lost index loses
+        # nothing: reindex() rebuilds the rows from these records.
+        record = {"format": _FORMAT, "version": _VERSION, "name": name, "spec": spec.to_dict(),
+                  "dataset": dataset, "metrics": metrics_d, "parent": parent,
+                  "provenance": prov_d, "created": now, "if_exists": if_exists}
+        data = save_bytes(state, metadata={"nas_warmstart": json.dumps(record)})
         uid = uuid.uuid4().hex
         final = self._weights / f"{uid}.safetensors"
         self._write_weights(data, self._tmp / f"{uid}.part", final)
-        now = time.time()
         try:
             stored, old_uid = self._insert(
                 name, if_exists,
@@ -642,21 +726,28 @@ class ModelZoo:
         """Integrity report: entries with missing/damaged weights, unreferenced files.
 
         Args:
-            full: also verify every file's SHA-256 (reads all weights), not only sizes.
+            full: also verify every file's SHA-256 and that its tensors are finite (reads all
+                weights), not only sizes.
 
         Returns:
-            ``{"missing": [names], "damaged": [names], "orphans": [files], "partial": [files]}``.
+            ``{"missing": [names], "damaged": [names], "nonfinite": [names], "orphans":
+            [files], "partial": [files]}`` (``nonfinite``: NaN/inf weights, from before such
+            entries were refused; only with ``full``).
         """
-        out: dict[str, list[str]] = {"missing": [], "damaged": [], "orphans": [], "partial": []}
+        from safetensors.torch import load as load_bytes
+
+        out: dict[str, list[str]] = {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
         uids = set()
         for e in self:
             uids.add(e.uid)
             problem = _file_problem(e.path, e.nbytes)
             if problem is None and full:
                 try:
-                    self._read_verified(e)
+                    check_finite(load_bytes(self._read_verified(e)), what=e.name)
                 except ZooError:
                     problem = "damaged"
+                except InvalidArgumentError:
+                    out["nonfinite"].append(e.name)
             if problem == _MISSING:
                 out["missing"].append(e.name)
             elif problem is not None:
@@ -664,7 +755,7 @@ class ModelZoo:
         for f in sorted(self._weights.glob("*.safetensors")):
             if f.stem not in uids:
                 out["orphans"].append(str(f))
-        out["partial"] = sorted(str(f) for f in self._tmp.iterdir())
+        out["partial"] = sorted(str(f) for f in self._tmp.iterdir()) if self._tmp.is_dir() else []
         return out
 
     def gc(self, *, older_than: float = 3600.0) -> list[str]:
@@ -674,14 +765,22 @@ class ModelZoo:
             older_than: only files not modified for this many seconds (an ``add`` in another
                 process may be between its rename and its index commit right now).
 
+        Only files that no index row references are deleted, checked again just before each
+        deletion; a pool whose index cannot be read is refused when it is opened, so ``gc``
+        never runs on a damaged index.
+
         Returns:
             The deleted paths.
         """
+        self._write()  # raises on a read-only pool
         cutoff = time.time() - older_than
         report = self.check()
         gone = []
         for p in report["orphans"] + report["partial"]:
             path = Path(p)
+            if path.parent == self._weights and self._conn().execute(
+                    "SELECT 1 FROM entries WHERE uid = ?", (path.stem,)).fetchone() is not None:
+                continue  # an add in another process committed it since check()
             try:
                 if path.stat().st_mtime <= cutoff:
                     path.unlink()
@@ -689,6 +788,99 @@ class ModelZoo:
             except FileNotFoundError:
                 continue
         return gone
+
+    # ------------------------------------------------------------------ recovery
+
+    @classmethod
+    def reindex(cls, path: str | os.PathLike[str], *, journal_mode: Literal["wal", "delete"] = "wal") -> ReindexReport:
+        """Rebuild a pool's index from its weight files, so that a lost or damaged index loses nothing.
+
+        Every ``weights/*.safetensors`` file carries its own record (name, spec, data set,
+        metrics, parent, provenance, creation time); its size and SHA-256 are recomputed from
+        the bytes and its tensors are checked against the spec (names and shapes). Where the
+        old index can still be read, its rows win for the files it references (they hold later
+        ``update_metrics`` calls and the exact names of renamed entries). Several files with
+        one name: files written with ``if_exists="rename"`` get the next free ``-2``, ``-3``
+        suffix in creation order; otherwise the newest wins and the older ones stay as
+        unreferenced files (``check`` lists them, ``gc`` deletes them). Files that cannot be
+        read or do not fit their spec are skipped and listed.
+
+        The new index is built beside the old one and renamed into place; the old one is kept
+        as ``index.sqlite.before-reindex-<time>``. Stop the pool's writers first.
+
+        Returns:
+            A :class:`ReindexReport`.
+        """
+        root = Path(path)
+        weights = root / "weights"
+        if not weights.is_dir():
+            raise ZooError(f"{str(root)!r} has no weights/ folder: there is nothing to rebuild a pool index from")
+        index = root / "index.sqlite"
+        old_rows = _readable_rows(index)
+        report = ReindexReport(path=str(root), from_old_index=0)
+        found: list[dict[str, Any]] = []
+        for f in sorted(weights.glob("*.safetensors")):
+            try:
+                found.append(_describe_weights_file(f, old_rows.get(f.stem)))
+            except (OSError, ValueError, NasWarmstartError) as e:
+                report.skipped.append(f"{f}: {' '.join(str(e).split())[:300]}")
+        rows: dict[str, dict[str, Any]] = {}
+        # The old index's rows first (their names are exact), then the other files, oldest first.
+        found.sort(key=lambda r: (not r["from_index"], r["created"], r["uid"]))
+        for r in found:
+            name = r["name"]
+            if name in rows and r["if_exists"] == "rename":
+                k = 2
+                while f"{name}-{k}" in rows:
+                    k += 1
+                name = r["name"] = f"{name}-{k}"
+            if name in rows:
+                if rows[name]["from_index"]:  # the old index's row for this name stands
+                    report.superseded.append(str(weights / f"{r['uid']}.safetensors"))
+                    continue
+                # a replaced entry whose old file outlived it: the newer file wins
+                report.superseded.append(str(weights / f"{rows[name]['uid']}.safetensors"))
+            rows[name] = r
+        tmp = root / f"index.sqlite.rebuild-{uuid.uuid4().hex[:8]}"
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = delete")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute("INSERT INTO meta VALUES ('format', ?)", (json.dumps({"format": _FORMAT, "version": _VERSION}),))
+            for name in sorted(rows):
+                r = rows[name]
+                conn.executemany("INSERT OR IGNORE INTO archs VALUES (?, ?, ?, ?)", r["archs"])
+                conn.execute(f"INSERT INTO entries ({_ENTRY_COLS}) VALUES ({', '.join('?' * 14)})", (
+                    name, r["uid"], r["spec"].to_json(), r["dataset"], json.dumps(r["metrics"]), r["parent"],
+                    json.dumps(r["provenance"]), r["created"], r["updated"], r["num_params"], r["nbytes"],
+                    r["sha256"], r["digest_extended"], r["digest_paper"]))
+                report.restored.append(name)
+                report.from_old_index += bool(r["from_index"])
+                if not r["described"]:
+                    report.without_metadata.append(name)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        conn.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if index.exists():
+            backup = root / f"index.sqlite.before-reindex-{time.strftime('%Y%m%d-%H%M%S')}"
+            for suffix in ("", "-wal", "-shm"):
+                old = root / f"index.sqlite{suffix}"
+                if old.exists():
+                    os.replace(old, Path(f"{backup}{suffix}"))
+            report.backup = str(backup)
+        os.replace(tmp, index)
+        fsync_dir(root)
+        cls(root, journal_mode=journal_mode).close()  # sets the journal mode, checks the result
+        log.info("pool %s: index rebuilt with %d entries", root, len(report.restored))
+        return report
 
     # ------------------------------------------------------------------ ranking
 
@@ -808,7 +1000,10 @@ class ModelZoo:
                 f"rank skipped {len(damaged)} pool entr{'y' if len(damaged) == 1 else 'ies'} with "
                 f"missing or damaged weights: {', '.join(damaged[:5])}"
                 + (" ..." if len(damaged) > 5 else "")
-                + "; list them with zoo.check() and remove them with zoo.remove(name)",
+                + "; list them with "
+                + fix("zoo.check() and remove them with zoo.remove(name)",
+                      f"`nas-warmstart zoo check {self.path}` and remove them with "
+                      f"`nas-warmstart zoo remove {self.path} NAME`"),
                 NasWarmstartWarning,
                 stacklevel=2,
             )
@@ -825,6 +1020,103 @@ class ModelZoo:
         return [keys[d] for d in digests], [self._num_matchable[(d, layers)] for d in digests]
 
 
+@dataclass
+class ReindexReport:
+    """What :meth:`ModelZoo.reindex` did.
+
+    Attributes:
+        path: the pool directory.
+        restored: names of the entries in the new index.
+        from_old_index: how many of them took their row from the old, still readable index.
+        without_metadata: entries whose file predates self-describing files (spec only):
+            restored without data set, metrics or provenance.
+        superseded: older files of a name that a newer file holds (left unreferenced).
+        skipped: files that could not be restored, with the reason.
+        backup: where the old index was moved (None when there was none).
+    """
+
+    path: str
+    from_old_index: int
+    restored: list[str] = field(default_factory=list)
+    without_metadata: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    backup: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _readable_rows(index: Path) -> dict[str, dict[str, Any]]:
+    """The old index's rows by uid, when it can still be read (else nothing)."""
+    if not index.is_file() or _index_file_problem(index) is not None:
+        return {}
+    try:
+        uri = "file:" + urllib.parse.quote(str(index.resolve())) + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            rows = conn.execute(f"SELECT {_ENTRY_COLS} FROM entries").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+    cols = [c.strip() for c in _ENTRY_COLS.split(",")]
+    return {r[1]: dict(zip(cols, r, strict=True)) for r in rows}
+
+
+def _safetensors_header(data: bytes) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """(metadata, tensor shapes) of a safetensors file's bytes, read without unpickling."""
+    if len(data) < 8:
+        raise ValueError("too short to be a safetensors file")
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise ValueError("not a safetensors file (bad header length)")
+    header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", None) or {}
+    body = len(data) - 8 - n
+    shapes = {}
+    for k, v in header.items():
+        lo, hi = v["data_offsets"]
+        if not 0 <= lo <= hi <= body:
+            raise ValueError(f"tensor {k!r} lies outside the file (truncated?)")
+        shapes[k] = tuple(int(d) for d in v["shape"])
+    return meta, shapes
+
+
+def _describe_weights_file(path: Path, old: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything an index row needs, from a weights file (and its old row, if known)."""
+    data = path.read_bytes()
+    meta, shapes = _safetensors_header(data)
+    rec = json.loads(meta.get("nas_warmstart", "null") or "null")
+    if not isinstance(rec, dict) or "spec" not in rec or "name" not in rec:
+        raise ValueError("holds no nas-warmstart record (not written by a pool)")
+    spec = ArchSpec.from_json(old["spec"]) if old is not None else ArchSpec.from_dict(rec["spec"])
+    model = spec.build(device="meta")
+    own = _shapes(model)
+    if own != shapes:
+        diff = sorted(set(own.items()) ^ set(shapes.items()))
+        raise ValueError(f"its tensors do not fit its spec {spec} ({len(diff)} differ, first {diff[0][0]!r})")
+    sigs = {mode: signature(model, layers=mode) for mode in _MODES}
+    digests = {mode: _rank.key_digest(sigs[mode].key) for mode in _MODES}
+    described = "created" in rec
+    created = float(rec.get("created") or path.stat().st_mtime)
+    out: dict[str, Any] = {
+        "uid": path.stem, "name": _check_name(rec["name"]), "spec": spec,
+        "dataset": rec.get("dataset"), "metrics": rec.get("metrics") or {}, "parent": rec.get("parent"),
+        "provenance": rec.get("provenance") or {}, "created": created, "updated": created,
+        "if_exists": rec.get("if_exists", "error"), "described": described, "from_index": False,
+        "num_params": sum(p.numel() for p in model.parameters()), "nbytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "digest_extended": digests["extended"], "digest_paper": digests["paper"],
+        "archs": [(digests[m], m, sigs[m].num_matchable, _rank.key_to_json(sigs[m].key)) for m in _MODES],
+    }
+    if old is not None:  # the old index's row is newer than the file's record (update_metrics)
+        out.update(name=old["name"], dataset=old["dataset"], metrics=json.loads(old["metrics"]),
+                   parent=old["parent"], provenance=json.loads(old["provenance"]), created=old["created"],
+                   updated=old["updated"], from_index=True, described=True)
+    return out
+
+
 _MISSING = "weights file missing"
 
 
@@ -838,6 +1130,108 @@ def _file_problem(path: Path, nbytes: int) -> str | None:
     return None
 
 
+_EMPTY = "is empty (0 bytes)"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _count_weight_files(weights: Path) -> int:
+    try:
+        return sum(1 for _ in weights.glob("*.safetensors"))
+    except OSError:
+        return 0
+
+
+def _index_file_problem(index: Path) -> str | None:
+    """Why ``index`` cannot be a pool index, read from its bytes (None: it looks sound).
+
+    SQLite's 100-byte header holds the page size and, when its "version-valid-for" number
+    equals the change counter, the database size in pages; a file shorter than that is
+    truncated. While a WAL or rollback journal holds pages the header may run ahead of the
+    file legitimately, so the size rule is applied only without one.
+    """
+    try:
+        size = index.stat().st_size
+        with open(index, "rb") as f:
+            head = f.read(100)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if size == 0:
+        return _EMPTY
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        return "is not an SQLite database (garbage or another kind of file)"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    journals = [index.with_name(index.name + s) for s in ("-wal", "-journal")]
+    busy = any(j.exists() and j.stat().st_size > 0 for j in journals)
+    if head[92:96] == head[24:28] and pages and size < page * pages and not busy:
+        return f"is truncated ({size:,} of {page * pages:,} bytes)"
+    return None
+
+
+def _index_error(zoo: ModelZoo, e: sqlite3.Error) -> ZooError:
+    """A SQLite failure as a ZooError that names the index file and what to do."""
+    what = " ".join(str(e).split()) or type(e).__name__
+    where = f"the pool index {str(zoo._index)!r}"
+    low = what.lower()
+    if "readonly" in low or "read-only" in low:
+        return ZooError(
+            f"{where} is read-only for this process ({what}); "
+            + fix("open it with ModelZoo(path, read_only=True) to rank and load from it",
+                  "this command writes to the pool: run it as a user who may write the pool "
+                  "directory (list, show, rank, transfer and check only read)")
+        )
+    if "locked" in low or "busy" in low:
+        return ZooError(f"{where} stayed locked by another process for over 2 minutes ({what}); "
+                        "retry when the other writer has finished")
+    if "malformed" in low or "not a database" in low or "no such table" in low or "encrypted" in low:
+        return ZooError(f"{where} is damaged ({what}); the weight files are not affected: "
+                        f"{zoo._reindex_fix()}")
+    return ZooError(f"{where} cannot be used ({what}); check that the pool directory exists and "
+                    f"is readable, or {zoo._reindex_fix()}")
+
+
+class _Rows:
+    """Rows of one statement, read eagerly so that a damaged index fails inside the wrapper."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+
+class _IndexConn:
+    """The pool's SQLite connection: every SQLite failure becomes a :class:`ZooError` that
+    names the index and the fix (integrity errors, which would be our bugs, pass through)."""
+
+    def __init__(self, raw: sqlite3.Connection, zoo: ModelZoo) -> None:
+        self.raw = raw
+        self.zoo = zoo
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
+        try:
+            return _Rows(self.raw.execute(sql, args).fetchall())
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as e:
+            raise _index_error(self.zoo, e) from None
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self.raw.executemany(sql, rows)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as e:
+            raise _index_error(self.zoo, e) from None
+
+
 class _Txn:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception).
 
@@ -845,7 +1239,7 @@ class _Txn:
     then collide at commit; the busy timeout makes the second one wait instead of failing.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: _IndexConn) -> None:
         self.conn = conn
 
     def __enter__(self) -> _Txn:
@@ -855,14 +1249,14 @@ class _Txn:
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
         if exc_type is None:
             self.conn.execute("COMMIT")
-        else:
+        elif self.conn.raw.in_transaction:
             self.conn.execute("ROLLBACK")
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
         return self.conn.execute(sql, args)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
-        return self.conn.executemany(sql, rows)
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
 
     def executescript_in_txn(self, script: str) -> None:
         # executescript() would COMMIT first; run the statements one by one instead.

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,7 @@ def test_truncated_file_fails_load_and_is_skipped_by_rank(tmp_path):
     with pytest.warns(nw.NasWarmstartWarning, match=r"skipped 2 pool entries.*cut \(weights file has 100 of"):
         ranked = zoo.rank(spec.build(device="meta"), k=None)
     assert [r.name for r in ranked] == ["good"]
-    assert zoo.check() == {"missing": ["gone"], "damaged": ["cut"], "orphans": [], "partial": []}
+    assert zoo.check() == {"missing": ["gone"], "damaged": ["cut"], "nonfinite": [], "orphans": [], "partial": []}
 
 
 def test_same_size_corruption_is_caught_by_the_hash(tmp_path):
@@ -288,7 +289,7 @@ def test_sigkill_during_add_leaves_no_visible_entry(tmp_path, point):
     assert len(leftovers) == (1 if point in ("write", "rename", "commit") else 0)
     assert fresh.gc() == []  # too recent: could be another process's write in flight
     assert fresh.gc(older_than=0) == leftovers
-    assert fresh.check() == {"missing": [], "damaged": [], "orphans": [], "partial": []}
+    assert fresh.check() == {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
     # the pool stays writable after the crash (no stale lock)
     fresh.add("victim", spec.build(), spec=spec)
     assert fresh.names() == ["kept", "victim"]
@@ -305,7 +306,7 @@ def test_four_processes_add_25_each(tmp_path):
     expected = sorted(f"w{w}-{i}" for w in range(4) for i in range(25))
     assert sorted(n for r in results for n in r) == expected
     assert zoo.names() == expected and len(zoo) == 100
-    assert zoo.check(full=True) == {"missing": [], "damaged": [], "orphans": [], "partial": []}
+    assert zoo.check(full=True) == {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
     assert len(list((tmp_path / "weights").iterdir())) == 100
     for name in expected[::7]:
         w, i = (int(x) for x in name[1:].split("-"))
@@ -432,3 +433,118 @@ def test_rank_bad_arguments(ranked_pool):
         ranked_pool.rank(nw.signature(POOL[0][1].build(device="meta"), layers="paper"))
     with pytest.raises(nw.NoMatchableLayersError):
         ranked_pool.rank(torch.nn.Sequential(torch.nn.ReLU()))
+
+
+# ------------------------------------------------------------------------------- damage, recovery
+
+
+def _pool_with_history(path: Path) -> tuple[ModelZoo, dict[str, tuple[str, ArchSpec, dict]]]:
+    zoo = ModelZoo(path)
+    specs = [tiny_spec(4), tiny_spec(8), tiny_spec(4, depth=2)]
+    for i, spec in enumerate(specs):
+        zoo.add(f"net{i}", _trained(spec, i), spec=spec, dataset="digits", metrics={"accuracy": 0.5 + i / 10},
+                parent="net0" if i else None, provenance={"similarity": 0.9} if i else None)
+    zoo.add("net0", _trained(specs[1], 7), spec=specs[1], dataset="digits", if_exists="rename")  # net0-2
+    zoo.add("net2", _trained(specs[2], 8), spec=specs[2], dataset="cifar10", if_exists="replace")
+    zoo.update_metrics("net1", {"epochs": 4})
+    return zoo, {e.name: (e.sha256, e.spec, e.metrics, e.dataset, e.parent, e.provenance) for e in zoo}
+
+
+def _damage(index: Path, kind: str) -> None:
+    data = index.read_bytes()
+    if kind == "empty":
+        index.write_bytes(b"")
+    elif kind == "truncated":
+        index.write_bytes(data[: len(data) // 2])
+    elif kind == "garbage":
+        index.write_bytes(os.urandom(len(data)))
+    else:
+        index.unlink()
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "garbage", "missing"])
+def test_a_damaged_index_is_refused_and_reindex_restores_every_entry(tmp_path, capsys, kind):
+    from nas_warmstart._cli import main
+
+    zoo, before = _pool_with_history(tmp_path / "pool")
+    zoo.close()
+    for suffix in ("-wal", "-shm"):  # as after a clean close of the last connection
+        assert not (tmp_path / "pool" / f"index.sqlite{suffix}").exists()
+    files = sorted((tmp_path / "pool" / "weights").iterdir())
+    old = time.time() - 10 * 86400
+    for f in files:  # old enough for gc's age limit: only the index protects them
+        os.utime(f, (old, old))
+    _damage(tmp_path / "pool" / "index.sqlite", kind)
+    with pytest.raises(nw.ZooError, match=r"zoo reindex|ModelZoo\.reindex") as err:
+        ModelZoo(tmp_path / "pool")
+    assert str(tmp_path / "pool") in str(err.value) and "nothing was changed" in str(err.value)
+    for argv in (["zoo", "check", str(tmp_path / "pool"), "--gc"], ["zoo", "list", str(tmp_path / "pool")],
+                 ["zoo", "add", str(tmp_path / "pool"), "timm:resnet18", "--name", "x"]):
+        assert main(argv) == 2
+        line = capsys.readouterr().err.strip()
+        assert "\n" not in line and f"nas-warmstart zoo reindex {tmp_path / 'pool'}" in line, line
+    assert sorted((tmp_path / "pool" / "weights").iterdir()) == files  # gc deleted nothing
+    assert main(["zoo", "reindex", str(tmp_path / "pool")]) == 0
+    assert "restored 4 entries" in capsys.readouterr().out
+    after = ModelZoo(tmp_path / "pool")
+    now = {e.name: (e.sha256, e.spec, e.metrics, e.dataset, e.parent, e.provenance) for e in after}
+    assert sorted(now) == sorted(before) == ["net0", "net0-2", "net1", "net2"]
+    for name in before:  # same specs, hashes, data sets, parents, provenance
+        assert now[name][0] == before[name][0] and now[name][1] == before[name][1]
+        assert now[name][3:] == before[name][3:]
+    assert now["net1"][2] == {"accuracy": 0.6}  # metrics as at add: the update lived in the lost index
+    assert after.check(full=True) == {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
+    for name in before:
+        assert _same_state(after.load(name), after.load(name))  # loadable, verified
+    assert [r.name for r in after.rank(tiny_spec(8), k=1)] in (["net0-2"], ["net1"])
+
+
+def test_reindex_of_a_readable_index_keeps_its_rows_and_skips_bad_files(tmp_path):
+    zoo, before = _pool_with_history(tmp_path / "pool")
+    weights = tmp_path / "pool" / "weights"
+    (weights / "junk.safetensors").write_bytes(b"not a safetensors file")
+    stray = weights / "0123.safetensors"  # a second file claiming net1 (a replace that left it)
+    stray.write_bytes((weights / f"{zoo.get('net1').uid}.safetensors").read_bytes())
+    zoo.close()
+    report = ModelZoo.reindex(tmp_path / "pool")
+    assert sorted(report.restored) == ["net0", "net0-2", "net1", "net2"] and report.from_old_index == 4
+    assert report.superseded == [str(stray)]  # the index's own net1 row stands
+    assert [s.split(":")[0] for s in report.skipped] == [str(weights / "junk.safetensors")]
+    assert report.backup and Path(report.backup).exists()
+    again = ModelZoo(tmp_path / "pool")
+    assert again.get("net1").metrics == {"accuracy": 0.6, "epochs": 4}  # the index row won
+    assert {e.name: e.sha256 for e in again} == {n: v[0] for n, v in before.items()}
+    assert again.check()["orphans"] == sorted([str(stray), str(weights / "junk.safetensors")])
+
+
+def test_gc_deletes_only_unreferenced_files(tmp_path):
+    zoo, _ = _pool_with_history(tmp_path / "pool")
+    orphan = tmp_path / "pool" / "weights" / "feed.safetensors"
+    orphan.write_bytes(b"x")
+    assert zoo.gc(older_than=0) == [str(orphan)]
+    assert zoo.check(full=True)["orphans"] == [] and len(zoo) == 4
+    assert all(zoo.load(n) is not None for n in zoo.names())
+
+
+def test_non_finite_weights_are_refused_and_found_by_a_full_check(tmp_path):
+    zoo = ModelZoo(tmp_path / "pool")
+    spec = tiny_spec(4)
+    bad = _trained(spec)
+    with torch.no_grad():
+        bad.conv1.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(nw.InvalidArgumentError, match=r"non-finite values .* conv1\.weight \(1 of"):
+        zoo.add("diverged", bad, spec=spec)
+    assert len(zoo) == 0 and not list((tmp_path / "pool" / "weights").iterdir())
+    # An entry stored before the rule existed: written around add(), as an old release did.
+    zoo.add("old", _trained(spec), spec=spec)
+    e = zoo.get("old")
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in bad.state_dict().items()})
+    e.path.write_bytes(data)
+    import hashlib
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "pool" / "index.sqlite") as c:
+        c.execute("UPDATE entries SET nbytes = ?, sha256 = ? WHERE name = 'old'", (len(data), hashlib.sha256(data).hexdigest()))
+    assert zoo.check(full=True)["nonfinite"] == ["old"] and zoo.check()["nonfinite"] == []
