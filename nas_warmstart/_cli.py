@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import logging
+import re
 import sqlite3
 import sys
 import time
@@ -26,7 +27,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._errors import InvalidArgumentError, NasWarmstartError, OptionalDependencyError, ZooError
+from ._errors import (
+    _ON_CLI,
+    InvalidArgumentError,
+    NasWarmstartError,
+    NasWarmstartWarning,
+    OptionalDependencyError,
+    ZooError,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -116,11 +124,14 @@ def _labels(refs: Sequence[str], resolve: _Refs) -> list[str]:
     return [s if short.count(s) == 1 else r for s, r in zip(short, refs, strict=True)]
 
 
-def _open_zoo(path: str) -> ModelZoo:
-    """An existing pool; never turns a directory that holds no pool into one."""
+def _open_zoo(path: str, *, write: bool = False) -> ModelZoo:
+    """An existing pool; never turns a directory that holds no pool into one.
+
+    Commands that only read open it read-only, so they work on a pool this user may not write.
+    """
     from ._zoo import ModelZoo
 
-    return ModelZoo(Path(path), create=False)
+    return ModelZoo(Path(path), create=False, read_only=None if write else True)
 
 
 # ------------------------------------------------------------------------------ output helpers
@@ -146,8 +157,19 @@ def _date(ts: float) -> str:
     return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="minutes")
 
 
+def _num(v: Any) -> str:
+    """A metric for people: floats to 4 significant digits, everything else as it is."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
 def _metric_text(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in metrics.items()) or "-"
+    return " ".join(f"{k}={_num(v)}" for k, v in metrics.items()) or "-"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _bar(items: Sequence[Any], desc: str, unit: str) -> Iterable[Any]:
@@ -192,6 +214,12 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidArgumentError(
             "--source-weights applies to timm:/space: sources; a zoo: source brings its trained weights"
         )
+    if refs.split(args.source)[0] != "zoo" and not args.source_weights and not args.random_source:
+        raise InvalidArgumentError(
+            f"the source {args.source!r} has no trained weights: give them with --source-weights FILE, "
+            "take a pool entry (zoo:<entry> with --zoo DIR), or pass --random-source to copy its random "
+            "initialisation on purpose"
+        )
     src = refs.weighted(args.source)
     if args.source_weights:
         load_into(src, load_checkpoint(args.source_weights), what=f"the weights in {args.source_weights!r}")
@@ -230,7 +258,7 @@ def _cmd_rank(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"no pool entry matches (pool {args.zoo!r}, {len(zoo)} entries)")
         rows = [
             (i, r.name, f"{r.similarity:.4f}", r.entry.dataset or "-",
-             r.entry.metrics.get(args.metric, "-"), _count(r.entry.num_params))
+             _num(r.entry.metrics.get(args.metric, "-")), _count(r.entry.num_params))
             for i, r in enumerate(ranked, 1)
         ]
         if rows:
@@ -333,7 +361,7 @@ def _cmd_zoo_add(args: argparse.Namespace) -> dict[str, Any]:
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise InvalidArgumentError(f"checkpoint {args.checkpoint!r} does not exist or is not a file")
     p = Path(args.dir)
-    if p.is_dir() and not (p / "index.sqlite").is_file() and any(p.iterdir()):
+    if p.is_dir() and not (p / "index.sqlite").is_file() and not (p / "weights").is_dir() and any(p.iterdir()):
         raise ZooError(f"{args.dir!r} is a non-empty directory that holds no pool; give a new or empty directory")
     zoo = ModelZoo(p)
     entry = zoo.add_timm(
@@ -352,12 +380,20 @@ def _cmd_zoo_list(args: argparse.Namespace) -> list[dict[str, Any]]:
     if not args.json:
         if not entries:
             print(f"no entries in {args.dir}" + (f" with dataset {args.dataset!r}" if args.dataset else ""))
-        else:
+        elif args.wide:
             _table(
                 ("name", "architecture", "dataset", "metrics", "params", "created"),
                 [(e.name, str(e.spec), e.dataset or "-", _metric_text(e.metrics), _count(e.num_params), _date(e.created))
                  for e in entries],
                 right=(4,),
+            )
+        else:  # fits 100 columns: long names, architectures and metrics are clipped
+            _table(
+                ("name", "architecture", "dataset", "accuracy", "params", "created"),
+                [(_clip(e.name, 22), _clip(str(e.spec), 32), _clip(e.dataset or "-", 10),
+                  _num(e.metrics.get("accuracy", "-")), _count(e.num_params), _date(e.created)[:10])
+                 for e in entries],
+                right=(3, 4),
             )
     return [e.to_dict() for e in entries]
 
@@ -391,7 +427,7 @@ def _cmd_zoo_show(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_zoo_remove(args: argparse.Namespace) -> dict[str, Any]:
-    zoo = _open_zoo(args.dir)
+    zoo = _open_zoo(args.dir, write=True)
     for name in args.names:  # all or nothing: check every name before removing any
         zoo.get(name)
     removed = [n for n in dict.fromkeys(args.names) if zoo.remove(n, missing_ok=True)]
@@ -402,24 +438,25 @@ def _cmd_zoo_remove(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
-    zoo = _open_zoo(args.dir)
+    zoo = _open_zoo(args.dir, write=args.gc)
     report = zoo.check(full=args.full)
     out: dict[str, Any] = {"path": args.dir, "entries": len(zoo), **report}
     if args.gc:
         out["deleted"] = zoo.gc()
-    bad = bool(report["missing"] or report["damaged"])
+    bad = bool(report["missing"] or report["damaged"] or report["nonfinite"])
     args.exit_status = EXIT_FAILURE if bad else 0
     if not args.json:
         print(f"pool {args.dir}: {len(zoo)} entries, " + ("PROBLEMS FOUND" if bad else "ok"))
         for key, what in (("missing", "entries whose weights file is missing"),
                           ("damaged", "entries whose weights file is damaged"),
+                          ("nonfinite", "entries with NaN/inf weights" + ("" if args.full else " (checked with --full)")),
                           ("orphans", "unreferenced weight files"),
                           ("partial", "leftovers of interrupted writes")):
             print(f"  {key}: {len(report[key])} {what}")
             for item in report[key]:
                 print(f"    {item}")
         if bad:
-            print("  remove damaged entries with `nas-warmstart zoo remove DIR NAME` and add them again")
+            print(f"  remove such entries with `nas-warmstart zoo remove {args.dir} NAME` and add them again")
         if args.gc:
             print(f"gc deleted {len(out['deleted'])} files")
             for p in out["deleted"]:
@@ -427,52 +464,182 @@ def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
-    import optuna
-
-    from ._spec import ArchSpec
+def _cmd_zoo_reindex(args: argparse.Namespace) -> dict[str, Any]:
     from ._zoo import ModelZoo
-    from .integrations.optuna import ENTRY_ATTR, PoolCallback, make_objective, open_study
 
+    report = ModelZoo.reindex(Path(args.dir))
+    if not args.json:
+        print(f"pool {args.dir}: restored {len(report.restored)} entries"
+              + (f" ({report.from_old_index} rows kept from the old index)" if report.from_old_index else ""))
+        for key, what in (("without_metadata", "restored without data set or metrics (files of an older release)"),
+                          ("superseded", "older files of a name a newer file holds (left for gc)"),
+                          ("skipped", "files not restored")):
+            items = getattr(report, key)
+            if items:
+                print(f"  {len(items)} {what}:")
+                for item in items:
+                    print(f"    {item}")
+        if report.backup:
+            print(f"  the old index was kept as {report.backup}")
+    return report.to_dict()
+
+
+def _check_storage(url: str) -> None:
+    """Refuse a --storage URL that cannot work, before anything is created."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "e.g. sqlite:///search.db (a file here), postgresql://user@host/db or mysql://user@host/db"
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise InvalidArgumentError(f"--storage {url!r} is not a database URL; use {example}") from None
+    backend = u.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql"):
+        raise InvalidArgumentError(f"--storage {url!r} names no database Optuna can use ({backend!r}); use {example}")
+    try:
+        u.get_dialect().import_dbapi()
+    except Exception as e:  # a missing driver surfaces as ImportError or SQLAlchemy's own errors
+        raise InvalidArgumentError(
+            f"--storage {url!r} needs a {backend} driver that is not installed ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); install the module it names, e.g. "
+            "pip install 'psycopg[binary]' for postgresql:// or pymysql for mysql+pymysql://"
+        ) from None
+    if backend == "sqlite" and u.database not in (None, "", ":memory:"):
+        db = Path(u.database).expanduser()
+        if not db.parent.resolve().is_dir():
+            raise InvalidArgumentError(
+                f"--storage {url!r}: the folder {str(db.parent)!r} does not exist; create it or give "
+                "another path (sqlite:///FILE is relative to the current directory, sqlite:////abs/FILE absolute)"
+            )
+        if db.is_dir():
+            raise InvalidArgumentError(f"--storage {url!r} names a directory; give a database file, e.g. sqlite:///search.db")
+        if db.is_file() and db.stat().st_size:
+            with open(db, "rb") as f:
+                if not f.read(16).startswith(b"SQLite format 3"):
+                    raise InvalidArgumentError(f"--storage {url!r}: {str(db)!r} is not an SQLite database; give another file")
+
+
+def _value_text(objectives: Sequence[str], values: Sequence[float] | None) -> str:
+    if not values:
+        return "-"
+    out = []
+    for o, v in zip(objectives, values, strict=True):
+        out.append(f"{v:.4f}" if o == "accuracy" else f"{v:.3g} ms" if o == "latency" else _count(int(v)))
+    return " / ".join(out)
+
+
+class _TrialRows:
+    """Builds each finished trial's row and prints it at once (flushed: pipes and logs too)."""
+
+    def __init__(self, objective: Any, objectives: Sequence[str], *, quiet: bool) -> None:
+        import threading
+
+        self.objective, self.objectives, self.quiet = objective, tuple(objectives), quiet
+        self.lock = threading.Lock()
+        self.header = False
+        self.width = max(len("/".join(objectives)), 10 * len(objectives))
+
+    def row(self, t: Any) -> dict[str, Any]:
+        from ._spec import ArchSpec
+        from .integrations.optuna import DUPLICATE_ATTR, ENTRY_ATTR
+
+        a = t.user_attrs
+        return {"number": t.number, "state": t.state.name, "values": t.values,
+                "architecture": (self.objective.space.describe(ArchSpec.from_dict(a["spec"]).config)
+                                 if "spec" in a else None),
+                "source": a.get("warm_start_source"), "similarity": a.get("warm_start_similarity"),
+                "duplicate_of": a.get(DUPLICATE_ATTR), "pool_entry": a.get(ENTRY_ATTR),
+                "fail_reason": a.get("fail_reason")}
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if self.quiet:
+            return
+        r = self.row(trial)
+        if r["duplicate_of"] is not None:
+            source = f"= trial {r['duplicate_of']} (repeat, not retrained)"
+        elif r["source"]:
+            source = f"{r['source']} ({r['similarity']:.3f})"
+        else:
+            source = "-"
+        line = (f"{r['number']:>5}  {r['state']:<8}  {_value_text(self.objectives, r['values']):<{self.width}}  "
+                f"{_clip(source, 34):<34}  {r['architecture'] or ''}").rstrip()
+        with self.lock:
+            if not self.header:
+                print(f"{'trial':>5}  {'state':<8}  {'/'.join(self.objectives):<{self.width}}  "
+                      f"{'warm start from (similarity)':<34}  architecture", flush=True)
+                self.header = True
+            print(line, flush=True)
+            if r["state"] == "FAIL" and r["fail_reason"]:
+                print(f"{'':>5}  reason: {_one_line_text(r['fail_reason'])}", flush=True)
+
+
+def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    import shlex
+    from collections import Counter
+
+    import optuna
+    import sqlalchemy.exc
+
+    from ._zoo import ModelZoo
+    from .integrations.optuna import (
+        DUPLICATE_ATTR,
+        ENTRY_ATTR,
+        PoolCallback,
+        make_objective,
+        open_study,
+    )
+
+    # Everything is checked before anything is created: the storage URL, the search space,
+    # objectives and device (make_objective), then the data set, loaded now.
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
-    objective = make_objective(  # checks every argument before the pool directory is created
+    _check_storage(args.storage)
+    objective = make_objective(
         args.space, args.dataset, None, epochs=args.epochs, objectives=objectives,
         pruning=not args.no_pruning, guidance=True if args.guidance else None, seed=args.seed,
         data_root=args.root, device=args.device,
     )
+    data = objective.data
+    if not args.verbose:  # the rows below say what happened; Optuna's warnings carry tracebacks
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    name = args.study_name or f"{args.space}-{data.name}".replace(":", "_")
+    try:  # several `search` workers may start together on a new storage
+        study = open_study(storage=args.storage, study_name=name, directions=objective.directions, seed=args.seed)
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise InvalidArgumentError(f"cannot open --storage {args.storage!r}: {_one_line(e.orig if hasattr(e, 'orig') and e.orig else e)[:300]}") from None
+    except ValueError as e:  # e.g. the study exists with other directions
+        raise InvalidArgumentError(f"study {name!r} in {args.storage}: {_one_line(e)}; give another --study-name") from None
     pool = None if args.cold else ModelZoo(args.pool)
     objective.pool = pool
-    if not args.verbose:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(  # several `search` workers may start together on a new storage
-        storage=args.storage, study_name=args.study_name or f"{args.space}-{args.dataset}".replace(":", "_"),
-        directions=objective.directions, seed=args.seed,  # a rerun draws new configurations
-    )
     before = len(study.trials)
-    study.optimize(objective, n_trials=args.trials, n_jobs=args.n_jobs,
-                   callbacks=[PoolCallback(pool)] if pool is not None else None,
-                   show_progress_bar=sys.stderr.isatty() and not args.json)
-    rows = []
-    for t in study.trials[before:]:
-        a = t.user_attrs
-        rows.append({"number": t.number, "state": t.state.name, "values": t.values,
-                     "architecture": (objective.space.describe(ArchSpec.from_dict(a["spec"]).config)
-                                      if "spec" in a else None),
-                     "source": a.get("warm_start_source"), "similarity": a.get("warm_start_similarity"),
-                     "pool_entry": a.get(ENTRY_ATTR), "fail_reason": a.get("fail_reason")})
+    rows = _TrialRows(objective, objectives, quiet=args.json)
+    args.resume = "nas-warmstart " + shlex.join(args.argv)
+    try:
+        study.optimize(objective, n_trials=args.trials, n_jobs=args.n_jobs,
+                       callbacks=[rows, *([PoolCallback(pool)] if pool is not None else [])])
+    except KeyboardInterrupt:
+        # Optuna marks the interrupted trial FAIL but runs no callback for it: drop its entry.
+        for t in study.get_trials(deepcopy=False)[before:]:
+            if t.state != optuna.trial.TrialState.COMPLETE and pool is not None and ENTRY_ATTR in t.user_attrs:
+                pool.remove(t.user_attrs[ENTRY_ATTR], missing_ok=True)
+        raise
+    mine = [rows.row(t) for t in study.trials[before:]]
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    best = [t.number for t in study.best_trials] if done else []
+    # a repeated architecture ties with the trial it repeats: name the original only
+    best = [t.number for t in study.best_trials if DUPLICATE_ATTR not in t.user_attrs] if done else []
     if not args.json:
-        _table(["trial", "state", "/".join(objectives), "warm start from (similarity)", "architecture"],
-               [(r["number"], r["state"],
-                 " / ".join(f"{v:.4g}" for v in r["values"]) if r["values"] else (r["fail_reason"] or "")[:60],
-                 f"{r['source']} ({r['similarity']:.3f})" if r["source"] else "-", r["architecture"] or "")
-                for r in rows], right=[0])
         label = "best trial" if len(objectives) == 1 else "Pareto front"
-        print(f"\nstudy {study.study_name!r} in {args.storage}: {len(study.trials)} trials; {label}: {best}")
+        best_text = f"{best}" + (f" ({_value_text(objectives, study.trials[best[0]].values)})" if len(best) == 1 else "")
+        print(f"\nstudy {study.study_name!r} in {args.storage}: {len(study.trials)} trials; {label}: {best_text}")
         if pool is not None:
             print(f"pool {args.pool}: {len(pool)} entries")
-    return {"study": study.study_name, "storage": args.storage, "trials": rows, "best": best}
+    failed = [r for r in mine if r["state"] == "FAIL"]
+    if mine and len(failed) == len(mine):
+        reason, n = Counter(_one_line_text(r["fail_reason"] or "no reason recorded") for r in failed).most_common(1)[0]
+        args.exit_status = EXIT_FAILURE
+        args.final_error = (f"all {len(mine)} trials of this run failed; the most common reason "
+                            f"({n} of {len(mine)}): {reason}")
+    return {"study": study.study_name, "storage": args.storage, "trials": mine, "best": best}
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -520,6 +687,8 @@ def _parser() -> _Parser:
     t.add_argument("target", help="model reference (a zoo: target is built fresh from its spec)")
     t.add_argument("--out", required=True, help="where to write the target's weights (.safetensors)")
     t.add_argument("--source-weights", help="local weights file for a timm:/space: source")
+    t.add_argument("--random-source", action="store_true",
+                   help="allow a timm:/space: source without --source-weights (copies its random init)")
     t.add_argument("--matching", default="dp", help="dp, bipartite, nbipartite or random")
     t.add_argument("--method", default="clip", help="clip, clip_norm, full or magnitude")
     t.add_argument("--no-bn-stats", action="store_true", help="leave BatchNorm running stats at init (paper)")
@@ -555,6 +724,7 @@ def _parser() -> _Parser:
     zl = zsub.add_parser("list", help="list the entries of a pool")
     zl.add_argument("dir")
     zl.add_argument("--dataset", help="only entries trained on this data set")
+    zl.add_argument("--wide", action="store_true", help="every column in full (default: fit 100 columns)")
     zl.add_argument("--json", action="store_true", help="print a JSON list")
     zl.set_defaults(func=_cmd_zoo_list)
 
@@ -576,6 +746,11 @@ def _parser() -> _Parser:
     zc.add_argument("--gc", action="store_true", help="delete unreferenced files older than an hour")
     zc.add_argument("--json", action="store_true")
     zc.set_defaults(func=_cmd_zoo_check)
+
+    zx = zsub.add_parser("reindex", help="rebuild a lost or damaged index from the weight files' own metadata")
+    zx.add_argument("dir")
+    zx.add_argument("--json", action="store_true")
+    zx.set_defaults(func=_cmd_zoo_reindex)
 
     se = sub.add_parser("search", help="run (or continue) a warm-started Optuna search over a search space")
     se.add_argument("space", help="search space: convnet, efficientnet, mlp, mobilenetv3, resnet or vit")
@@ -613,12 +788,21 @@ def _version() -> str:
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    print(f"nas-warmstart: warning: {message}", file=sys.stderr)
+    print(f"nas-warmstart: warning: {_one_line_text(str(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    token = _ON_CLI.set(True)  # error hints name flags and commands, not Python calls
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        _ON_CLI.reset(token)
+
+
+def _main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "out", None) is not None and not str(args.out).endswith(".safetensors"):
@@ -631,6 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one line, not file:line plus source
+            warnings.simplefilter("default", NasWarmstartWarning)  # ours are for the user: shown
             result = func(args)
     except NasWarmstartError as e:
         print(f"nas-warmstart: error: {_one_line(e)}", file=sys.stderr)
@@ -639,15 +824,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nas-warmstart: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("nas-warmstart: interrupted", file=sys.stderr)
+        resume = getattr(args, "resume", None)
+        print("nas-warmstart: interrupted" + (f"; continue the search with: {resume}" if resume else ""),
+              file=sys.stderr)
         return 130
     if args.json:
         print(json.dumps(result, default=str))
+    if getattr(args, "final_error", None):
+        print(f"nas-warmstart: error: {args.final_error}", file=sys.stderr)
     return int(getattr(args, "exit_status", 0))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def _one_line_text(text: str) -> str:
+    """One line of plain text: no terminal escape codes, whitespace runs collapsed."""
+    return " ".join(_ANSI.sub("", text).split())
+
+
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    return _one_line_text(str(e)) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from ._errors import InvalidArgumentError, NasWarmstartError, OptionalDependencyError
+from ._errors import InvalidArgumentError, NasWarmstartError, OptionalDependencyError, fix
 
 __all__ = ["DataSplits", "DatasetNotFoundError", "list_datasets", "load_dataset"]
 
@@ -182,7 +182,9 @@ def _torchvision(name: str, root: Path | None, image_size: int | None, seed: int
     except RuntimeError:
         raise DatasetNotFoundError(
             f"{name} is not under {str(root)!r} and nothing is downloaded at run time: put "
-            f"{files} inside {str(root)!r}, or pass root=... (or set NAS_WARMSTART_DATA)"
+            f"{files} inside {str(root)!r}, or "
+            + fix("pass root=...", "give the folder that holds them with --root DIR")
+            + " (or set NAS_WARMSTART_DATA)"
         ) from None
     labels = np.asarray(train.targets)
     val_idx, train_idx = _stratified(labels, (0.1,), seed)

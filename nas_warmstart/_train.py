@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._data import DataSplits
-from ._errors import InvalidArgumentError
+from ._errors import InvalidArgumentError, fix
 
-__all__ = ["FitResult", "evaluate", "fit", "recalibrate_bn"]
+__all__ = ["FitResult", "evaluate", "fit", "recalibrate_bn", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,37 @@ class _Diverged(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` this machine has, or an error saying what it has.
+
+    Raises:
+        InvalidArgumentError: an unknown device type (``"tpu"``), CUDA or MPS asked on a machine
+            without it, or a GPU index beyond the machine's count.
+    """
+    use = fix("device='cpu'", "--device cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgumentError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgumentError(
+                f"device {str(device)!r} asked, but torch sees no usable CUDA GPU on this machine "
+                f"(torch.cuda.is_available() is False); use {use}"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidArgumentError(
+                f"device {str(device)!r} asked, but this machine has {torch.cuda.device_count()} CUDA "
+                f"GPU(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InvalidArgumentError(f"device {str(device)!r} asked, but MPS is not available here; use {use}")
+    elif dev.type != "cpu":
+        raise InvalidArgumentError(f"device {str(device)!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -285,7 +316,7 @@ def fit(
         raise InvalidArgumentError(
             f"data must be DataSplits from nas_warmstart.data.load_dataset, got {type(data).__name__}"
         )
-    dev = torch.device(device) if device is not None else _device_of(model)
+    dev = resolve_device(device) if device is not None else _device_of(model)
     model.to(dev)
     cuda = dev.type == "cuda"
     amp = cuda if amp is None else amp

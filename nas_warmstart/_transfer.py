@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -28,7 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._errors import IncompatibleModelsError, InvalidArgumentError, NoMatchableLayersError
+from ._errors import (
+    IncompatibleModelsError,
+    InvalidArgumentError,
+    NasWarmstartWarning,
+    NoMatchableLayersError,
+)
 from ._matching import MATCHINGS, Matching, MatchingFn, as_signature, match
 from ._registry import Registry
 from ._signature import PAPER_LEAF_CLASSES, LayerSig, LayersMode
@@ -77,6 +83,12 @@ class UntouchedTensor:
     reason: str
 
 
+#: ``transfer`` warns below these: such a copy mostly leaves the target at its init, or
+#: copies between architectures too different for the copied tensors to mean much.
+LOW_COVERAGE = 0.05
+LOW_SIMILARITY = 0.10
+
+
 @dataclass
 class TransferReport:
     """What :func:`transfer` did.
@@ -115,6 +127,20 @@ class TransferReport:
             f"coverage {self.coverage:.1%} ({self.written:,}/{self.total:,} elements), "
             f"{len(self.copied)} tensors copied, {len(self.untouched)} parameters not fully "
             f"written{ident} [{self.seconds * 1e3:.0f} ms]"
+        )
+
+    @property
+    def weak(self) -> str | None:
+        """Why this transfer is weak (similarity below :data:`LOW_SIMILARITY` or coverage
+        below :data:`LOW_COVERAGE`), or None."""
+        if self.identical or (self.coverage >= LOW_COVERAGE and self.similarity >= LOW_SIMILARITY):
+            return None
+        return (
+            f"weak transfer: similarity {self.similarity:.3f}, {100 * self.coverage:.1f}% of the "
+            f"target's parameter elements copied (warned below similarity {LOW_SIMILARITY} or "
+            f"coverage {LOW_COVERAGE:.0%}); the target is mostly its own initialisation, and copies "
+            "between such different architectures trained worse than random init early on. Pick a "
+            "more similar source (rank the pool), or cold-start: warm_start(..., min_similarity=0.3)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -461,6 +487,7 @@ def transfer(
     bn_stats: bool = True,
     layers: LayersMode = "extended",
     seed: int | None = None,
+    warn_weak: bool = True,
 ) -> TransferReport:
     """Copy parameters from ``source`` into ``target`` across the architecture difference.
 
@@ -481,9 +508,13 @@ def transfer(
             ``"paper"`` only conv/BN/linear.
         seed: seeds the ``"random"`` matching and the ``"full"`` method; ``None`` uses the
             global RNGs as the authors' code does.
+        warn_weak: warn when the transfer is weak (see Returns); False leaves that to the
+            caller (``TransferReport.weak``).
 
     Returns:
-        A :class:`TransferReport`; it is also logged at INFO level.
+        A :class:`TransferReport`; it is also logged at INFO level. A
+        :class:`~nas_warmstart.NasWarmstartWarning` says when the transfer is weak (similarity
+        below 0.1 or under 5 % of the target's parameter elements written).
 
     Raises:
         InvalidArgumentError: an argument is not a module, or a strategy name is unknown.
@@ -591,4 +622,9 @@ def transfer(
         seconds=time.perf_counter() - t0,
     )
     logger.info(report.summary())
+    if warn_weak and report.weak:
+        warnings.warn(report.weak, NasWarmstartWarning, stacklevel=2)
     return report
+
+
+

@@ -65,6 +65,11 @@ class WarmStart:
     guidance: Any = None
     candidates: list[Ranked] = field(default_factory=list)
 
+    def __repr__(self) -> str:  # the dataclass repr would print the report and both networks
+        return (f"WarmStart(source={self.source!r}, similarity={self.similarity:.3f}, "
+                f"coverage={self.report.coverage:.3f}, tensors={len(self.report.copied)}, "
+                f"guided={self.guidance is not None})")
+
     def provenance(self) -> dict[str, Any]:
         """JSON facts for bookkeeping (pool ``provenance``, Optuna ``user_attrs``)."""
         return {
@@ -119,6 +124,7 @@ def warm_start(
     bn_stats: bool = True,
     layers: LayersMode = "extended",
     bn_data: Any = None,
+    warn_weak: bool = True,
 ) -> WarmStart | None:
     """Initialise ``target`` in place from the most similar trained network.
 
@@ -141,6 +147,8 @@ def warm_start(
             warm-started network before any training reflects its copied weights. None keeps
             the copied (``bn_stats=True``) or initial statistics. :func:`nas_warmstart.fit`
             re-estimates them before every validation anyway.
+        warn_weak: warn about a weak transfer (see :func:`nas_warmstart.transfer`); the
+            report's ``weak`` says it either way.
 
     Returns:
         The :class:`WarmStart`, or None when the pool has no eligible entry (the target keeps
@@ -155,7 +163,10 @@ def warm_start(
     first_param = next(target.parameters(), None)  # the guide goes where the target is
     if isinstance(pool_or_source, nn.Module):
         source = pool_or_source
-        report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers)
+        report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers,
+                          warn_weak=False)
+        if warn_weak and report.weak:
+            warnings.warn(report.weak, NasWarmstartWarning, stacklevel=2)
         _recalibrate(target, bn_data, report)
         return WarmStart(
             source=None, similarity=report.similarity, report=report, guide=source,
@@ -181,7 +192,10 @@ def warm_start(
             continue
         if first_param is not None:
             source = source.to(first_param.device)
-        report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers)
+        report = transfer(source, target, matching=matching, method=method, bn_stats=bn_stats, layers=layers,
+                          warn_weak=False)
+        if warn_weak and report.weak:
+            warnings.warn(report.weak, NasWarmstartWarning, stacklevel=2)
         _recalibrate(target, bn_data, report)
         log.info("warm start from %s (similarity %.3f): %s", r.name, r.similarity, report.summary())
         return WarmStart(

@@ -42,3 +42,18 @@ def register_flaky_space() -> Space:
     if FlakySpace.name in list_spaces():
         return get_space(FlakySpace.name)  # type: ignore[return-value]
     return register_space(FlakySpace())  # type: ignore[return-value]
+
+
+class BrokenSpace(FlakySpace):
+    """Only candidates that fail: every trial of a search over it fails."""
+
+    name = "test-broken"
+
+    def _draw(self, pick: Picker) -> None:
+        pick.categorical("mode", ["unbuildable", "nan"])
+
+
+def register_broken_space() -> Space:
+    if BrokenSpace.name in list_spaces():
+        return get_space(BrokenSpace.name)  # type: ignore[return-value]
+    return register_space(BrokenSpace())  # type: ignore[return-value]

@@ -57,7 +57,8 @@ def test_transfer_writes_safetensors_with_source_weights(tmp_path, timm_model):
         (("similarity", "resnet18", "timm:resnet18"), "use timm:<name>"),
         (("similarity", "timm:resnet_does_not_exist", "timm:resnet18"), "timm has no model"),
         (("transfer", "timm:resnet18", "timm:resnet18", "--out", "x.pt"), "must name a .safetensors file"),
-        (("transfer", "timm:resnet18", "timm:resnet18", "--out", "x.safetensors", "--method", "crop"), "unknown transfer method"),
+        (("transfer", "timm:resnet18", "timm:resnet18", "--out", "x.safetensors", "--method", "crop", "--random-source"),
+         "unknown transfer method"),
         (("frobnicate",), "invalid choice"),
     ],
 )
@@ -176,7 +177,7 @@ def test_zoo_remove_then_list(pool, tmp_path):
     copy = tmp_path / "pool"
     shutil.copytree(d, copy)
     assert run("zoo", "remove", str(copy), "b").stdout.strip() == "removed b"
-    lines = run("zoo", "list", str(copy)).stdout.splitlines()
+    lines = run("zoo", "list", str(copy), "--wide").stdout.splitlines()
     assert lines[0].split() == ["name", "architecture", "dataset", "metrics", "params", "created"]
     assert len(lines) == 2 and lines[1].split()[:3] == ["a", 'timm:resnet18:{"channels":[8,16,16,16],"layers":[1,1,1,1]}', "digits"]
     assert "accuracy=0.93" in lines[1]
@@ -282,3 +283,161 @@ def test_search_bad_arguments_exit_2(tmp_path, capsys, args, needle):
     assert rc == 2
     assert needle in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "pool").exists()
+
+
+# ------------------------------------------------------------------------------ newcomer's errors
+
+
+def test_zoo_list_fits_100_columns(tmp_path, capsys):
+    from nas_warmstart import ArchSpec, ModelZoo
+    from nas_warmstart._cli import main
+
+    zoo = ModelZoo(tmp_path / "pool")
+    spec = ArchSpec.timm("resnet18", num_classes=10, layers=[1, 1, 1, 1], channels=[8, 16, 16, 16], drop_rate=0.125)
+    zoo.add("a-rather-long-entry-name-from-a-study-t12345", spec.build(), spec=spec, dataset="imagefolder:/data/x",
+            metrics={"accuracy": 0.912345678, "test_accuracy": 0.9, "params": 12345, "epochs": 2})
+    assert main(["zoo", "list", str(tmp_path / "pool")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["name", "architecture", "dataset", "accuracy"]
+    assert all(len(ln) <= 100 for ln in lines), [len(ln) for ln in lines]
+    assert " 0.9123 " in lines[1]  # rounded to 4 digits
+    assert main(["zoo", "list", str(tmp_path / "pool"), "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert "a-rather-long-entry-name-from-a-study-t12345" in wide and "drop_rate" in wide and "epochs=2" in wide
+
+
+def test_transfer_refuses_a_source_without_trained_weights(tmp_path):
+    out = tmp_path / "t.safetensors"
+    proc = run("transfer", "timm:resnet18", "timm:resnet34", "--out", str(out), check=False)
+    assert proc.returncode == 2 and "--source-weights FILE" in one_error_line(proc) and "--random-source" in proc.stderr
+    assert not out.exists()
+    # On purpose, between very different architectures: done, with a one-line warning.
+    proc = run("transfer", "timm:resnet18", 'space:mlp:{"resolution": 4, "num_layers": 1, "width_0": 32, "act": "relu", "norm": false}',
+               "--random-source", "--num-classes", "10", "--out", str(out), check=False)
+    assert proc.returncode == 0 and out.exists()
+    assert "warning: weak transfer: similarity" in one_error_line(proc)
+
+
+def _quiet_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--storage", "not-a-url"), "is not a database URL"),
+        (("--storage", "sqlite:///no/such/folder/s.db"), "the folder 'no/such/folder' does not exist"),
+        (("--storage", "sqlite:///notes.txt"), "is not an SQLite database"),
+        (("--device", "tpu"), "unknown device 'tpu'"),
+        (("--device", "cuda:7"), "cuda"),
+        (("--dataset", "cifar10"), "--root DIR"),
+        (("--dataset", "nope"), "unknown data set 'nope'"),
+        (("--space-is-positional",), "unrecognized arguments"),
+    ],
+)
+def test_search_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, args, needle):
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    space = "mlp" if args[0] != "--space-is-positional" else "nope"
+    argv = [*CMD, "search", space, "--trials", "1", "--epochs", "1", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=_quiet_env(), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in one_error_line(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no pool, no database
+    assert (tmp_path / "notes.txt").read_text() == "my notes\n"
+
+
+def test_search_ctrl_c_is_one_line_exit_130_and_the_pool_keeps_completed_trials(tmp_path):
+    import signal
+
+    import optuna
+
+    from nas_warmstart import ModelZoo
+
+    argv = ["search", "resnet", "--trials", "50", "--epochs", "2", "--storage", "sqlite:///s.db", "--pool", "pool"]
+    proc = subprocess.Popen([*CMD, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env=_quiet_env())
+    try:
+        header = proc.stdout.readline()  # rows arrive as trials finish, through a pipe too
+        first = proc.stdout.readline()
+        assert header.split()[:2] == ["trial", "state"] and first.split()[:2] == ["0", "COMPLETE"], (header, first)
+        proc.send_signal(signal.SIGINT)  # during trial 1's training
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    line = one_error_line(err)
+    assert line == "nas-warmstart: interrupted; continue the search with: nas-warmstart " + " ".join(argv)
+    study = optuna.load_study(study_name="resnet-digits", storage=f"sqlite:///{tmp_path}/s.db")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # Interrupted inside a trial, Optuna fails that trial; between trials, none is left running.
+    assert complete and len(complete) >= len(study.trials) - 1
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials[:-1])
+    assert ModelZoo(tmp_path / "pool").names() == sorted(t.user_attrs["pool_entry"] for t in complete)
+
+
+def test_search_where_every_trial_fails_exits_1_with_the_most_common_reason(tmp_path, capsys, one_thread):
+    from nas_warmstart._cli import main
+
+    from ._spaces import register_broken_space
+
+    register_broken_space()
+    rc = main(["search", "test-broken", "--trials", "3", "--epochs", "1", "--pool", str(tmp_path / "pool"),
+               "--storage", f"sqlite:///{tmp_path}/s.db", "--no-pruning", "--seed", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    line = one_error_line(err)
+    assert line.startswith("nas-warmstart: error: all 3 trials of this run failed; the most common reason (")
+    assert "could not be built: kernel 4 needs padding" in line or "training diverged" in line
+    assert out.count("reason:") == 3  # every row says why, in full
+
+
+_READ_ONLY_RUNNER = """
+import os, sys
+import json, sqlite3, urllib.parse, hashlib, csv, difflib  # noqa: E401 (imported while we may)
+import timm, safetensors.torch, tqdm, torch
+import nas_warmstart._cli as cli, nas_warmstart._zoo, nas_warmstart._transfer, nas_warmstart._weights_io
+import nas_warmstart._similarity, nas_warmstart._rank
+if os.geteuid() == 0:  # root may write anywhere: drop to nobody after the imports
+    os.setgid(65534)
+    os.setuid(65534)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_read_only_pool_can_be_listed_shown_ranked_checked_and_used(pool, tmp_path):
+    import shutil
+    import stat
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="nas-warmstart-ro-"))  # outside pytest's 0700 tmp tree
+    try:
+        ro = base / "pool"
+        shutil.copytree(pool[0], ro)
+        out_dir = base / "out"
+        out_dir.mkdir()
+        out_dir.chmod(0o777)
+        for p in [ro, *ro.rglob("*")]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        base.chmod(0o755)
+        before = {p: p.stat().st_mtime_ns for p in ro.rglob("*")}
+
+        def ro_run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-c", _READ_ONLY_RUNNER, *args], capture_output=True,
+                                  text=True, env=_quiet_env(), timeout=180)
+
+        assert ro_run("zoo", "list", str(ro)).stdout.splitlines()[1].split()[0] == "a"
+        assert "sha256" in ro_run("zoo", "show", str(ro), "a").stdout
+        proc = ro_run("rank", TINY_A, "--zoo", str(ro), "--num-classes", "10")
+        assert proc.returncode == 0 and proc.stdout.splitlines()[1].split()[:3] == ["1", "a", "1.0000"], proc.stderr
+        proc = ro_run("zoo", "check", str(ro), "--full")
+        assert proc.returncode == 0 and "2 entries, ok" in proc.stdout, proc.stderr
+        proc = ro_run("transfer", "zoo:a", TINY_B, "--zoo", str(ro), "--num-classes", "10",
+                      "--out", str(out_dir / "w.safetensors"))
+        assert proc.returncode == 0 and (out_dir / "w.safetensors").exists(), proc.stderr
+        proc = ro_run("zoo", "remove", str(ro), "a")
+        assert proc.returncode == 2 and "run this command as a user who may write" in one_error_line(proc)
+        assert {p: p.stat().st_mtime_ns for p in ro.rglob("*")} == before  # nothing written
+    finally:
+        for p in [base, *base.rglob("*")]:
+            p.chmod(p.stat().st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        shutil.rmtree(base)

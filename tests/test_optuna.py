@@ -165,6 +165,8 @@ def test_make_objective_single_objective(tmp_path, digits):
         assert nw.evaluate(model, digits)["accuracy"] == t.user_attrs["test_accuracy"]
     for t in trials[1:]:
         assert t.user_attrs["warm_started"] is True
+        assert t.user_attrs["warm_start_weak"] is (t.user_attrs["warm_start_similarity"] < 0.1
+                                                   or t.user_attrs["warm_start_coverage"] < 0.05)
         assert t.user_attrs["warm_start_source"] in {trial_entry_name("s", u.number) for u in trials if u.number < t.number}
 
 
@@ -278,7 +280,7 @@ def test_n_jobs_2_one_pool(tmp_path, digits):
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     assert sorted(zoo.names()) == sorted(trial_entry_name("s", t.number) for t in trials)
-    assert zoo.check(full=True) == {"missing": [], "damaged": [], "orphans": [], "partial": []}
+    assert zoo.check(full=True) == {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
     warm = [t for t in trials if t.user_attrs["warm_started"]]
     assert len(warm) >= 4  # at most the first two (running together) find an empty pool
     for t in warm:
@@ -398,7 +400,7 @@ def test_killed_search_resumes_with_pool_intact(tmp_path):
     report = zoo.check(full=True)
     assert report["missing"] == [] and report["damaged"] == []
     zoo.gc(older_than=0)
-    assert zoo.check() == {"missing": [], "damaged": [], "orphans": [], "partial": []}
+    assert zoo.check() == {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
     resumed = [t for t in done if t.number not in done_before]
     assert all(t.user_attrs["warm_started"] and t.user_attrs["warm_start_source"] in zoo for t in resumed)
 
@@ -525,7 +527,8 @@ def test_unbuildable_and_diverging_candidates_fail_and_the_study_goes_on(tmp_pat
     assert "could not be built" in study.trials[1].user_attrs["fail_reason"]
     assert "diverged" in study.trials[2].user_attrs["fail_reason"]
     assert all(math.isfinite(t.value) for t in study.trials if t.state == TrialState.COMPLETE)
-    assert len(zoo) == 2
+    assert study.trials[3].user_attrs["duplicate_of"] == 0  # "ok" again: trial 0's result reused
+    assert len(zoo) == 1
 
 
 def test_make_objective_bad_input(digits):

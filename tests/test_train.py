@@ -287,6 +287,8 @@ def test_warm_start_from_pool_transfers_from_the_nearest(pool, synthetic):
     ws = nw.warm_start(target, pool, guidance={"steps": 5})
     assert ws is not None and ws.source == "near" and ws.similarity == pool.rank(target, k=1)[0].similarity
     assert ws.report.coverage > 0.5 and ws.provenance()["source"] == "near"
+    assert repr(ws) == (f"WarmStart(source='near', similarity={ws.similarity:.3f}, coverage={ws.report.coverage:.3f}, "
+                        f"tensors={len(ws.report.copied)}, guided=True)")
     near = pool.load("near")
     assert torch.equal(target.conv1.weight, near.conv1.weight)  # identical stem copied exactly
     guide_state = {k: v.clone() for k, v in ws.guide.state_dict().items()}

@@ -233,3 +233,15 @@ def test_unmatched_top_level_blocks_are_expanded_into_layers():
     assert sorted(t_names) == sorted(x.name for x in nw.signature(tgt).layers_flat())  # each once
     report = nw.transfer(src, tgt)
     assert 0 < report.coverage < 1 and report.untouched
+
+
+def test_a_weak_transfer_warns_and_a_good_one_does_not(timm_model):
+    import warnings
+
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    with pytest.warns(nw.NasWarmstartWarning, match=r"weak transfer: similarity 0\.0\d+, \d+\.\d% of the target"):
+        report = nw.transfer(timm_model("resnet18", num_classes=10), mlp)
+    assert report.similarity < nw._transfer.LOW_SIMILARITY and report.weak  # the rule it states
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nw.NasWarmstartWarning)
+        nw.transfer(timm_model("resnet18", num_classes=10), timm_model("resnet34", num_classes=10))

@@ -24,7 +24,8 @@ continue a study from several workers started at the same moment).
 User attributes written on every trial that went through a :class:`WarmStarter`:
 ``warm_started`` (bool), ``warm_start_source`` (pool entry or None), ``warm_start_similarity``,
 ``warm_start_coverage`` (fraction of the candidate's parameter elements copied),
-``warm_start_guided``; after ``register``: ``pool_entry``. Warm-started trials converge faster,
+``warm_start_guided``, ``warm_start_weak`` (similarity < 0.1 or coverage < 5 %: consider
+``min_similarity``); after ``register``: ``pool_entry``. Warm-started trials converge faster,
 which a ``MedianPruner`` compares against cold ones; ``warm_started`` lets you analyse that.
 
 Threads (``n_jobs``) and processes sharing one storage work with one pool: a
@@ -63,9 +64,9 @@ from .._errors import (
 )
 from .._signature import ArchSignature, LayersMode, signature
 from .._spec import ArchSpec
-from .._train import evaluate, fit
+from .._train import evaluate, fit, resolve_device
 from .._warmstart import Pool, WarmStart, warm_start
-from .._weights_io import load_into, state_for_saving
+from .._weights_io import check_finite, load_into, state_for_saving
 from .._zoo import ModelZoo, Ranked, _as_spec, _check_name, _plain, check_spec_rebuilds
 
 __all__ = [
@@ -204,7 +205,7 @@ class WarmStarter:
                 ws = warm_start(
                     model, self.pool, k=self.k, guidance=self.guidance_spec, dataset=self.dataset,
                     min_metric=self.min_metric, exclude=(self.name,),
-                    min_similarity=self.min_similarity, **self.transfer_kwargs,
+                    min_similarity=self.min_similarity, warn_weak=False, **self.transfer_kwargs,
                 )
             except NoMatchableLayersError as e:
                 log.warning("trial %d: cold start, the candidate cannot be matched: %s", self.trial.number, e)
@@ -215,9 +216,12 @@ class WarmStarter:
         t.set_user_attr("warm_start_similarity", ws.similarity if ws else None)
         t.set_user_attr("warm_start_coverage", ws.report.coverage if ws else None)
         t.set_user_attr("warm_start_guided", bool(ws is not None and ws.guidance is not None))
+        t.set_user_attr("warm_start_weak", bool(ws is not None and ws.report.weak))
         if ws is not None:
             log.info("trial %d: warm start from %s (similarity %.3f, coverage %.1f%%)",
                      t.number, ws.source, ws.similarity, 100 * ws.report.coverage)
+            if ws.report.weak:  # a search meets these often: a log line, not a warning per trial
+                log.info("trial %d: %s", t.number, ws.report.weak)
         else:
             log.info("trial %d: cold start (no eligible pool entry)", t.number)
         return ws
@@ -232,7 +236,7 @@ class WarmStarter:
         first = next(model.parameters(), None)
         if first is not None:
             source = source.to(first.device)
-        ws = warm_start(model, source, guidance=self.guidance_spec, **self.transfer_kwargs)
+        ws = warm_start(model, source, guidance=self.guidance_spec, warn_weak=False, **self.transfer_kwargs)
         assert ws is not None  # a module source always transfers
         ws.source = seed
         return ws
@@ -369,6 +373,8 @@ class SearchObjective:
             raise InvalidArgumentError(
                 f"dataset must be a data set name (e.g. 'digits') or DataSplits, got {type(dataset).__name__}"
             )
+        if device is not None:
+            resolve_device(device)  # a device this machine lacks fails here, not in every trial
         self.objectives = objectives
         self.directions = [_DIRECTIONS[o] for o in objectives]
         self.pool = pool
@@ -391,7 +397,15 @@ class SearchObjective:
         with self._lock:
             if self._data is None:
                 assert isinstance(self._dataset, str)
-                self._data = load_dataset(self._dataset, self._data_root, image_size=self._image_size)
+                data = load_dataset(self._dataset, self._data_root, image_size=self._image_size)
+                sizes = {split: len(getattr(data, split)) for split in ("train", "val", "test")}
+                if min(sizes.values()) == 0:
+                    raise InvalidArgumentError(
+                        f"data set {data.name!r} is too small to search on: its train/val/test splits "
+                        f"hold {sizes['train']}/{sizes['val']}/{sizes['test']} images, and every split "
+                        "needs at least one (give more images per class)"
+                    )
+                self._data = data
             return self._data
 
     def _fail(self, trial: Trial, reason: str) -> float | tuple[float, ...]:
@@ -429,7 +443,7 @@ class SearchObjective:
         try:
             model = spec.build()
         except (NasWarmstartError, RuntimeError, ValueError, TypeError) as e:
-            return self._fail(trial, f"the candidate {spec} could not be built: {e}")
+            return self._fail(trial, f"the candidate could not be built: {e}")
         starter = None
         if self.pool is not None:
             starter = WarmStarter(trial, self.pool, guidance=self.guidance, k=self.k, dataset=data.name,
@@ -453,7 +467,7 @@ class SearchObjective:
                          callback=after_epoch, seed=self.seed + trial.number, device=self.device,
                          progress=False, **kwargs)
         except (NasWarmstartError, RuntimeError, ValueError) as e:
-            return self._fail(trial, f"training {spec} failed: {type(e).__name__}: {e}")
+            return self._fail(trial, f"training failed: {type(e).__name__}: {e}")
         trial.set_user_attr("val_accuracy_curve", [h["val_accuracy"] for h in result.history])
         if result.status == "diverged":
             return self._fail(trial, f"training diverged: {result.reason} ({'; '.join(result.notes)})")
@@ -997,7 +1011,9 @@ class OptunaArtifactPool:
         if verify_spec:
             check_spec_rebuilds(spec, model)
         sigs = {m: signature(model, layers=m) for m in ("extended", "paper")}
-        data = save_bytes(state_for_saving(model), metadata={"nas_warmstart": json.dumps({"name": name})})
+        state = state_for_saving(model)
+        check_finite(state, what=f"the weights of {name!r}")
+        data = save_bytes(state, metadata={"nas_warmstart": json.dumps({"name": name})})
         with tempfile.TemporaryDirectory(prefix="nas-warmstart-") as tmp:
             path = Path(tmp) / f"{name}.safetensors"
             path.write_bytes(data)
