@@ -138,9 +138,9 @@ class TransferReport:
         return (
             f"weak transfer: similarity {self.similarity:.3f}, {100 * self.coverage:.1f}% of the "
             f"target's parameter elements copied (warned below similarity {LOW_SIMILARITY} or "
-            f"coverage {LOW_COVERAGE:.0%}); the target is mostly its own initialisation, and copies "
-            "between such different architectures trained worse than random init early on. Pick a "
-            "more similar source (rank the pool), or cold-start: warm_start(..., min_similarity=0.3)"
+            f"coverage {LOW_COVERAGE:.0%}); the target stays mostly its own initialisation, so expect "
+            "little from the copy. Pick a more similar source (rank the pool), or cold-start: "
+            "warm_start(..., min_similarity=0.3)"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -138,8 +138,10 @@ def warm_start(
             as a frozen guide: True (defaults), a pairing name, or a dict of its arguments.
         dataset, min_metric, exclude: pool filters, as in :meth:`ModelZoo.rank`.
         min_similarity: cold-start instead of transferring from a pool entry less similar than
-            this. On digits, transfers from sources of similarity below ~0.3 often trained
-            worse than random init after one epoch (BENCHMARKS.md), so 0.3 is a sensible value.
+            this. On digits, pairs below similarity 0.3 gave 0.66–1.20× the random-init
+            accuracy after one epoch (ConvNeXt → MobileNetV3 at 0.17 was the harmful one;
+            BENCHMARKS.md), so 0.3 is a cautious value; the default transfers whatever the
+            distance, as the paper does.
         matching, method, bn_stats, layers: as in :func:`nas_warmstart.transfer`.
         bn_data: data to re-estimate the target's BatchNorm running statistics on after the
             transfer (:func:`nas_warmstart.recalibrate_bn`: ``DataSplits`` — its training

@@ -441,3 +441,10 @@ def test_a_read_only_pool_can_be_listed_shown_ranked_checked_and_used(pool, tmp_
         for p in [base, *base.rglob("*")]:
             p.chmod(p.stat().st_mode | stat.S_IWUSR | stat.S_IXUSR)
         shutil.rmtree(base)
+
+
+def test_messages_are_plain_text_on_one_line():
+    from nas_warmstart._cli import _one_line
+
+    raw = RuntimeError("\x1b[31mdatabase\x1b[0m is locked\n  (see \x1b[1mlogs\x1b[22m)")
+    assert _one_line(raw) == "database is locked (see logs)"

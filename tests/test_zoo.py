@@ -120,6 +120,18 @@ def test_names_cannot_escape_or_be_odd(tmp_path, bad):
     assert len(zoo) == 0 and not list((tmp_path / "weights").iterdir())
 
 
+def test_the_name_rule_message_describes_what_is_accepted(tmp_path):
+    zoo = ModelZoo(tmp_path)
+    spec = tiny_spec()
+    with pytest.raises(nw.InvalidArgumentError) as err:
+        zoo.add("é", spec.build(), spec=spec)
+    rule = str(err.value)
+    assert "1-200 characters" in rule and "ASCII letters and digits and . _ - + = @" in rule
+    assert "starting with a letter or digit" in rule and "without '..'" in rule
+    for ok in ("A", "9" * 200, "a.b_c-d+e=f@g", "Trial.7"):  # everything the message allows
+        assert zoo.add(ok, spec.build(), spec=spec).name == ok
+
+
 def test_if_exists_policies(tmp_path):
     zoo = ModelZoo(tmp_path)
     spec = tiny_spec()
