@@ -269,8 +269,8 @@ class ModelZoo:
         self._local = threading.local()
         self._keys: dict[tuple[str, str], tuple[Any, ...]] = {}  # (digest, layers) -> key
         self._num_matchable: dict[tuple[str, str], int] = {}
-        stored = _count_weight_files(self._weights)
         if not self._index.exists():
+            stored = _count_weight_files(self._weights)
             if stored:
                 raise ZooError(
                     f"{str(self.path)!r} holds {stored} weight file{'s' if stored > 1 else ''} but no "
@@ -284,6 +284,7 @@ class ModelZoo:
             self.path.mkdir(parents=True, exist_ok=True)
         else:
             problem = _index_file_problem(self._index)
+            stored = _count_weight_files(self._weights) if problem is not None else 0
             # An empty index with no weights is a pool whose creation was interrupted: start it.
             if problem is not None and not (problem == _EMPTY and not stored and create and not self.read_only):
                 raise ZooError(
@@ -294,7 +295,7 @@ class ModelZoo:
         if create and not self.read_only:
             self._weights.mkdir(exist_ok=True)
             self._tmp.mkdir(exist_ok=True)
-        self._init_schema(stored)
+        self._init_schema()
 
     def _reindex_fix(self) -> str:
         return "rebuild it from the weight files' own metadata with " + fix(
@@ -343,7 +344,7 @@ class ModelZoo:
             )
         return _Txn(self._conn())
 
-    def _init_schema(self, stored: int) -> None:
+    def _init_schema(self) -> None:
         conn = self._conn()
         raw = conn.raw
         if not self.read_only:
@@ -375,6 +376,7 @@ class ModelZoo:
             conn.execute("SELECT COUNT(*) FROM entries").fetchone()
             conn.execute("SELECT COUNT(*) FROM archs").fetchone()
             return
+        stored = _count_weight_files(self._weights)
         if stored or self.read_only:
             raise ZooError(
                 f"the pool index {str(self._index)!r} holds no pool tables"
