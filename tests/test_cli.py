@@ -354,8 +354,11 @@ def test_search_ctrl_c_is_one_line_exit_130_and_the_pool_keeps_completed_trials(
     from nas_warmstart import ModelZoo
 
     argv = ["search", "resnet", "--trials", "50", "--epochs", "2", "--storage", "sqlite:///s.db", "--pool", "pool"]
+    # As from a terminal: a runner started in the background (CI) may pass SIGINT on ignored,
+    # and Python then never turns it into KeyboardInterrupt.
     proc = subprocess.Popen([*CMD, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, env=_quiet_env())
+                            cwd=tmp_path, env=_quiet_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         header = proc.stdout.readline()  # rows arrive as trials finish, through a pipe too
         first = proc.stdout.readline()
