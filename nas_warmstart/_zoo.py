@@ -335,6 +335,10 @@ class ModelZoo:
             raise _index_error(self, e) from None
 
     def _write(self) -> _Txn:
+        self._check_writable()
+        return _Txn(self._conn())
+
+    def _check_writable(self) -> None:
         if self.read_only:
             raise ZooError(
                 f"the pool {str(self.path)!r} is open read-only (this process may not write its "
@@ -342,7 +346,6 @@ class ModelZoo:
                 + fix("open it with ModelZoo(path, read_only=False) as a user who may write there",
                       "run this command as a user who may write the pool directory")
             )
-        return _Txn(self._conn())
 
     def _init_schema(self) -> None:
         conn = self._conn()
@@ -564,8 +567,7 @@ class ModelZoo:
             raise InvalidArgumentError(f"if_exists must be one of {_IF_EXISTS}, got {if_exists!r}")
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if self.read_only:
-            self._write()  # raises: the pool is read-only
+        self._check_writable()
         spec = _as_spec(spec)
         metrics_d = _plain(dict(metrics or {}), "metrics")
         prov_d = _plain(dict(provenance or {}), "provenance")
@@ -774,7 +776,7 @@ class ModelZoo:
         Returns:
             The deleted paths.
         """
-        self._write()  # raises on a read-only pool
+        self._check_writable()
         cutoff = time.time() - older_than
         report = self.check()
         gone = []
