@@ -805,6 +805,10 @@ def _main(argv: list[str]) -> int:
     args.argv = argv
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        # A Ctrl-C inside an Optuna storage call makes SQLAlchemy log "Error closing cursor"
+        # with a traceback through logging's last-resort handler; the command says it in one line.
+        logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
     if getattr(args, "out", None) is not None and not str(args.out).endswith(".safetensors"):
         parser.error(f"--out must name a .safetensors file, got {args.out!r}")
     for opt, flag in (("num_classes", "--num-classes"), ("in_chans", "--in-chans"), ("k", "-k"),
