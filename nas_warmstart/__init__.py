@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 
+from ._builders import list_builders, register_builder
 from ._dp import cache_info, clear_caches
 from ._errors import (
     IncompatibleModelsError,
     InvalidArgumentError,
     NasWarmstartError,
     NasWarmstartWarning,
+    NoBuilderError,
     NoMatchableLayersError,
     OptionalDependencyError,
     SignatureError,
@@ -29,6 +31,7 @@ from ._matching import MATCHINGS, LayerPair, Matching, match, register_matching
 from ._signature import PAPER_LEAF_CLASSES, ArchSignature, LayerSig, signature
 from ._similarity import similarity, similarity_matrix
 from ._spec import ArchSpec
+from ._stored import StoredNetwork
 from ._train import FitResult, evaluate, fit, recalibrate_bn
 from ._transfer import (
     TRANSFER_METHODS,
@@ -72,10 +75,12 @@ __all__ = [
     "ModelZoo",
     "NasWarmstartError",
     "NasWarmstartWarning",
+    "NoBuilderError",
     "NoMatchableLayersError",
     "OptionalDependencyError",
     "Ranked",
     "SignatureError",
+    "StoredNetwork",
     "TransferReport",
     "UnsafeFileError",
     "UntouchedTensor",
@@ -90,10 +95,12 @@ __all__ = [
     "evaluate",
     "fit",
     "linear_cka",
+    "list_builders",
     "list_matchings",
     "list_transfer_methods",
     "match",
     "recalibrate_bn",
+    "register_builder",
     "register_matching",
     "register_transfer_method",
     "signature",

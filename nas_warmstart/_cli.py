@@ -32,6 +32,7 @@ from ._errors import (
     InvalidArgumentError,
     NasWarmstartError,
     NasWarmstartWarning,
+    NoBuilderError,
     OptionalDependencyError,
     ZooError,
 )
@@ -91,7 +92,14 @@ class _Refs:
 
         kind, rest = self.split(ref)
         if kind == "zoo":
-            return self.zoo(ref).get(rest).spec
+            spec = self.zoo(ref).get(rest).spec
+            if spec is None:
+                raise NoBuilderError(
+                    f"pool entry {rest!r} has no builder (it was added without a spec), so a fresh "
+                    "module of its architecture cannot be built; it can be a transfer source "
+                    "(the first argument of transfer) or a rank target"
+                )
+            return spec
         return ArchSpec.parse(ref, num_classes=self.num_classes)
 
     def signature(self, ref: str) -> ArchSignature:
@@ -104,10 +112,11 @@ class _Refs:
         return signature(self.spec(ref).build(device="meta"), layers=self.layers)
 
     def weighted(self, ref: str) -> nn.Module:
-        """A pool entry with its trained weights; a timm/space model freshly initialised."""
+        """A pool entry with its trained weights (as a transfer source: entries without a
+        builder come as their stored tensors); a timm/space model freshly initialised."""
         kind, rest = self.split(ref)
         if kind == "zoo":
-            return self.zoo(ref).load(rest)
+            return self.zoo(ref).load_source(rest)
         return self.spec(ref).build()
 
     def fresh(self, ref: str) -> nn.Module:
@@ -364,6 +373,7 @@ def _cmd_zoo_add(args: argparse.Namespace) -> dict[str, Any]:
     if p.is_dir() and not (p / "index.sqlite").is_file() and not (p / "weights").is_dir() and any(p.iterdir()):
         raise ZooError(f"{args.dir!r} is a non-empty directory that holds no pool; give a new or empty directory")
     zoo = ModelZoo(p)
+    assert spec.num_classes is not None and spec.in_chans is not None  # set for timm specs
     entry = zoo.add_timm(
         spec.name, args.checkpoint, name=name, num_classes=spec.num_classes, in_chans=spec.in_chans,
         dataset=args.dataset, metrics=dict(args.metric or ()), if_exists=args.if_exists, **spec.config,
@@ -372,6 +382,10 @@ def _cmd_zoo_add(args: argparse.Namespace) -> dict[str, Any]:
         weights = f"weights from {args.checkpoint}" if args.checkpoint else "random initialisation"
         print(f"added {entry.name}: {entry.spec} ({_count(entry.num_params)} params, {weights}) to {args.dir}")
     return entry.to_dict()
+
+
+def _arch_text(spec: Any) -> str:
+    return "(no builder)" if spec is None else str(spec)
 
 
 def _cmd_zoo_list(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -383,14 +397,14 @@ def _cmd_zoo_list(args: argparse.Namespace) -> list[dict[str, Any]]:
         elif args.wide:
             _table(
                 ("name", "architecture", "dataset", "metrics", "params", "created"),
-                [(e.name, str(e.spec), e.dataset or "-", _metric_text(e.metrics), _count(e.num_params), _date(e.created))
+                [(e.name, _arch_text(e.spec), e.dataset or "-", _metric_text(e.metrics), _count(e.num_params), _date(e.created))
                  for e in entries],
                 right=(4,),
             )
         else:  # fits 100 columns: long names, architectures and metrics are clipped
             _table(
                 ("name", "architecture", "dataset", "accuracy", "params", "created"),
-                [(_clip(e.name, 22), _clip(str(e.spec), 32), _clip(e.dataset or "-", 10),
+                [(_clip(e.name, 22), _clip(_arch_text(e.spec), 32), _clip(e.dataset or "-", 10),
                   _num(e.metrics.get("accuracy", "-")), _count(e.num_params), _date(e.created)[:10])
                  for e in entries],
                 right=(3, 4),
@@ -402,14 +416,21 @@ def _cmd_zoo_show(args: argparse.Namespace) -> dict[str, Any]:
     zoo = _open_zoo(args.dir)
     e = zoo.get(args.name)
     out = {
-        **e.to_dict(), "uid": e.uid, "digest_paper": e.digest_paper, "ref": e.spec.to_ref(),
+        **e.to_dict(), "uid": e.uid, "digest_paper": e.digest_paper,
+        "ref": e.spec.to_ref() if e.spec is not None else None,
         "signature": zoo.signature(e.name).describe(),
     }
+    if e.spec is None:
+        arch = "no builder: a transfer source only (rank, transfer); it cannot be loaded as a module"
+    elif e.spec.kind == "builder":
+        arch = f"{e.spec} (a registered builder's; rebuilt in processes that register {e.spec.name!r})"
+    else:
+        arch = f"{e.spec} (num_classes={e.spec.num_classes}, in_chans={e.spec.in_chans})"
     if not args.json:
         rows = [
             ("name", e.name),
-            ("architecture", f"{e.spec} (num_classes={e.spec.num_classes}, in_chans={e.spec.in_chans})"),
-            ("reference", e.spec.to_ref()),
+            ("architecture", arch),
+            ("reference", out["ref"] or "-"),
             ("dataset", e.dataset or "-"),
             ("metrics", _metric_text(e.metrics)),
             ("params", f"{e.num_params:,}"),

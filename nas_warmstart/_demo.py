@@ -75,7 +75,9 @@ def run_demo(*, quiet: bool = False, pool_dir: str | Path | None = None, epochs:
 
     best = ranked[0].name
     source = zoo.load(best).eval()
-    twin = zoo.get(best).spec.build().eval()
+    best_spec = zoo.get(best).spec
+    assert best_spec is not None  # the demo adds every entry with its spec
+    twin = best_spec.build().eval()
     exact = transfer(source, twin)
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():

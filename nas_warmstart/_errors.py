@@ -13,6 +13,7 @@ __all__ = [
     "InvalidArgumentError",
     "NasWarmstartError",
     "NasWarmstartWarning",
+    "NoBuilderError",
     "NoMatchableLayersError",
     "OptionalDependencyError",
     "SignatureError",
@@ -45,6 +46,15 @@ class SignatureError(NasWarmstartError, ValueError):
 
 class OptionalDependencyError(NasWarmstartError, ImportError):
     """An optional dependency is missing; the message names the pip extra to install."""
+
+
+class NoBuilderError(NasWarmstartError):
+    """A module is needed (to load, guide, convert) but the architecture has no builder here.
+
+    Raised for pool entries added without a spec (they hold a signature and tensors: enough to
+    rank and to transfer from) and for builder specs whose builder this process has not
+    registered. The message names the entry or the builder and how to provide it.
+    """
 
 
 class NasWarmstartWarning(UserWarning):

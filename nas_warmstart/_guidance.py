@@ -705,6 +705,9 @@ class GuidanceLoss:
                     f"GuidanceLoss needs torch.nn.Module guide and target, got a "
                     f"{type(m).__name__} as the {role}"
                 )
+        no_builder = getattr(guide, "_no_builder", None)
+        if callable(no_builder):  # a StoredNetwork: tensors without the code to run them
+            raise no_builder("guide training")
         target_params = {id(p) for p in target.parameters()}
         if guide is target or any(id(p) in target_params for p in guide.parameters()):
             raise InvalidArgumentError(

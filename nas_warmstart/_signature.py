@@ -376,6 +376,10 @@ def signature(model: nn.Module, *, layers: LayersMode = "extended") -> ArchSigna
         )
     if layers not in _MODES:
         raise InvalidArgumentError(f"layers must be one of {_MODES}, got {layers!r}")
+    stored = getattr(type(model), "__nw_signature__", None)
+    if stored is not None:  # a StoredNetwork: the signature of the module it was stored from
+        sig: ArchSignature = stored(model, layers)
+        return sig
     content = _std(model, "", 0, layers)[2]
     elements = tuple(tuple(e) if isinstance(e, list) else e for e in content)
     return ArchSignature(elements=elements, layers=layers)

@@ -1,8 +1,10 @@
-"""How to rebuild a network: a timm model name + kwargs, or a search space + config.
+"""How to rebuild a network: a timm model name + kwargs, a search space + config, or a
+registered builder + its parameters.
 
 A pool entry stores an :class:`ArchSpec` next to its weights so that the module can be rebuilt
-in another process or on another machine. Only two builders exist on purpose: an entry never
-names an import path or a pickled object, so opening a pool cannot run code a stranger wrote.
+in another process or on another machine. An entry never names an import path or a pickled
+object, so opening a pool cannot run code a stranger wrote: a ``builder`` spec names a function
+that the reading process itself registered (:func:`nas_warmstart.register_builder`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from ._errors import InvalidArgumentError
 
 __all__ = ["ArchSpec", "SpecKind"]
 
-SpecKind = Literal["timm", "space"]
-_KINDS = ("timm", "space")
+SpecKind = Literal["timm", "space", "builder"]
+_KINDS = ("timm", "space", "builder")
 
 
 def _plain_json(value: Any, what: str) -> Any:
@@ -41,25 +43,28 @@ class ArchSpec:
     """A network's recipe, stored as plain JSON.
 
     Attributes:
-        kind: ``"timm"`` (``timm.create_model(name, pretrained=False, **config)``) or
-            ``"space"`` (``search_spaces.get_space(name).build(config, ...)``).
-        name: the timm model name or the search-space name.
-        config: timm keyword arguments, or the search-space config.
-        num_classes: classifier size.
-        in_chans: input channels.
+        kind: ``"timm"`` (``timm.create_model(name, pretrained=False, **config)``),
+            ``"space"`` (``search_spaces.get_space(name).build(config, ...)``) or ``"builder"``
+            (the function registered as ``name`` with :func:`nas_warmstart.register_builder`,
+            called with ``optuna.trial.FixedTrial(config)`` or ``**config``).
+        name: the timm model name, the search-space name or the builder name.
+        config: timm keyword arguments, the search-space config, or the builder's parameters.
+        num_classes: classifier size (timm and space specs; default 1000). None for builder
+            specs, whose own parameters decide it.
+        in_chans: input channels (timm and space specs; default 3). None for builder specs.
     """
 
     kind: SpecKind
     name: str
     config: Mapping[str, Any] = field(default_factory=dict)
-    num_classes: int = 1000
-    in_chans: int = 3
+    num_classes: int | None = None
+    in_chans: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise InvalidArgumentError(
-                f"spec kind must be one of {_KINDS}, got {self.kind!r}; use ArchSpec.timm(...) "
-                "or ArchSpec.space(...)"
+                f"spec kind must be one of {_KINDS}, got {self.kind!r}; use ArchSpec.timm(...), "
+                "ArchSpec.space(...) or ArchSpec.builder(...)"
             )
         if not isinstance(self.name, str) or not self.name:
             raise InvalidArgumentError(f"spec name must be a non-empty string, got {self.name!r}")
@@ -67,11 +72,23 @@ class ArchSpec:
             raise InvalidArgumentError(
                 f"spec config must be a dict of plain values, got {type(self.config).__name__}"
             )
-        for field_name in ("num_classes", "in_chans"):
-            v = getattr(self, field_name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidArgumentError(f"spec {field_name} must be an integer >= 1, got {v!r}")
         config = _plain_json(dict(self.config), f"the config of spec {self.kind}:{self.name}")
+        if self.kind == "builder":
+            for field_name in ("num_classes", "in_chans"):
+                if getattr(self, field_name) is not None:
+                    raise InvalidArgumentError(
+                        f"a builder spec takes no {field_name} (got {getattr(self, field_name)!r}): "
+                        f"the builder's parameters decide it; put it in the params if the builder "
+                        f"takes it, e.g. ArchSpec.builder({self.name!r}, {{{field_name!r}: ...}})"
+                    )
+            object.__setattr__(self, "config", config)
+            return
+        for field_name, default in (("num_classes", 1000), ("in_chans", 3)):
+            v = getattr(self, field_name)
+            if v is None:
+                object.__setattr__(self, field_name, default)
+            elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InvalidArgumentError(f"spec {field_name} must be an integer >= 1, got {v!r}")
         for reserved in ("num_classes", "in_chans"):
             if reserved in config:
                 raise InvalidArgumentError(
@@ -100,17 +117,30 @@ class ArchSpec:
         return cls("space", name, config, num_classes=num_classes, in_chans=in_chans)
 
     @classmethod
-    def parse(cls, ref: str, *, num_classes: int = 1000, in_chans: int = 3) -> ArchSpec:
-        """Read ``timm:<name>``, ``timm:<name>:<json kwargs>`` or ``space:<name>:<json config>``.
+    def builder(cls, name: str, params: Mapping[str, Any] | None = None) -> ArchSpec:
+        """A registered builder's architecture: the builder ``name`` replayed with ``params``.
 
-        ``num_classes``/``in_chans`` apply unless the JSON part sets them.
+        A trial builder (``define_model(trial)``) is called with
+        ``optuna.trial.FixedTrial(params)``, so ``params`` are the trial's parameters
+        (``trial.params``; extra ones are ignored); a keyword builder with ``**params``.
+        """
+        return cls("builder", name, dict(params or {}))
+
+    @classmethod
+    def parse(cls, ref: str, *, num_classes: int = 1000, in_chans: int = 3) -> ArchSpec:
+        """Read ``timm:<name>``, ``timm:<name>:<json kwargs>``, ``space:<name>:<json config>``
+        or ``builder:<name>:<json params>``.
+
+        ``num_classes``/``in_chans`` apply to timm and space references unless the JSON part
+        sets them.
         """
         kind, sep, rest = ref.partition(":")
         name, sep2, payload = rest.partition(":")
         if not sep or kind not in _KINDS or not name:
             raise InvalidArgumentError(
                 f"architecture reference {ref!r} is not understood; use timm:<name> "
-                "(e.g. timm:resnet18), timm:<name>:<json kwargs> or space:<name>:<json config>"
+                "(e.g. timm:resnet18), timm:<name>:<json kwargs>, space:<name>:<json config> or "
+                "builder:<name>:<json params>"
             )
         config: dict[str, Any] = {}
         if sep2:
@@ -125,6 +155,8 @@ class ArchSpec:
                 raise InvalidArgumentError(f"the JSON part of {ref!r} must be an object, got {config!r}")
         elif kind == "space":
             raise InvalidArgumentError(f"{ref!r} needs a config: space:<name>:<json config>")
+        if kind == "builder":
+            return cls.builder(name, config)
         num_classes = config.pop("num_classes", num_classes)
         in_chans = config.pop("in_chans", in_chans)
         return cls(kind, name, config, num_classes=num_classes, in_chans=in_chans)  # type: ignore[arg-type]
@@ -132,13 +164,10 @@ class ArchSpec:
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "config": dict(self.config),
-            "num_classes": self.num_classes,
-            "in_chans": self.in_chans,
-        }
+        d: dict[str, Any] = {"kind": self.kind, "name": self.name, "config": dict(self.config)}
+        if self.kind != "builder":
+            d.update(num_classes=self.num_classes, in_chans=self.in_chans)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -155,7 +184,7 @@ class ArchSpec:
             raise InvalidArgumentError(f"unknown architecture spec fields {sorted(extra)}")
         return cls(
             d["kind"], d["name"], d.get("config", {}),
-            num_classes=d.get("num_classes", 1000), in_chans=d.get("in_chans", 3),
+            num_classes=d.get("num_classes"), in_chans=d.get("in_chans"),
         )
 
     @classmethod
@@ -164,6 +193,8 @@ class ArchSpec:
 
     def to_ref(self) -> str:
         """The shell form accepted by :meth:`parse` (and by the ``nas-warmstart`` command)."""
+        if self.kind == "builder":
+            return f"builder:{self.name}:{json.dumps(dict(self.config), sort_keys=True, separators=(',', ':'))}"
         extra = {**self.config, "num_classes": self.num_classes, "in_chans": self.in_chans}
         return f"{self.kind}:{self.name}:{json.dumps(extra, sort_keys=True, separators=(',', ':'))}"
 
@@ -180,6 +211,10 @@ class ArchSpec:
             device: where to allocate parameters; ``"meta"`` builds the structure only (fast,
                 no memory), which is enough for :func:`nas_warmstart.signature`.
         """
+        if self.kind == "builder":
+            from ._builders import get_builder
+
+            return get_builder(self.name).replay(self.config, device=device)[0]
         ctx = torch.device(device) if device is not None else nullcontext()
         if self.kind == "timm":
             import timm
@@ -207,6 +242,7 @@ class ArchSpec:
         space = get_space(self.name)
         try:
             with ctx:
+                assert self.num_classes is not None and self.in_chans is not None  # set for space specs
                 model = space.build(dict(self.config), num_classes=self.num_classes, in_chans=self.in_chans)
         except (TypeError, ValueError, KeyError) as e:
             if isinstance(e, InvalidArgumentError):

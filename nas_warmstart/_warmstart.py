@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ._errors import InvalidArgumentError, NasWarmstartWarning, ZooError
+from ._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError, ZooError
 from ._signature import LayersMode, signature
 from ._transfer import TransferReport, transfer
 from ._zoo import Ranked
@@ -26,8 +26,10 @@ class Pool(Protocol):
     """What a pool of trained networks offers (:class:`ModelZoo`; the Optuna-artifact pool).
 
     ``rank`` returns :class:`Ranked` items best first; ``load`` rebuilds an entry's module with
-    its weights; ``add`` stores a trained module under a name with its spec and metrics;
-    ``remove`` deletes one; iteration yields entries (``name``, ``spec``, ``dataset``, ...).
+    its weights; ``add`` stores a trained module under a name with its spec (or None) and
+    metrics; ``remove`` deletes one; iteration yields entries (``name``, ``spec``, ``dataset``,
+    ...). A pool may also offer ``load_source(name)`` (the entry as a transfer source, which
+    works for entries without a builder); :func:`warm_start` uses it when present.
     """
 
     def rank(self, target: Any, *, k: int | None = ..., dataset: str | None = ...,
@@ -36,7 +38,7 @@ class Pool(Protocol):
 
     def load(self, name: str, *, device: str | torch.device = ...) -> nn.Module: ...
 
-    def add(self, name: str, model: nn.Module, *, spec: Any, dataset: str | None = ...,
+    def add(self, name: str, model: nn.Module, *, spec: Any = ..., dataset: str | None = ...,
             metrics: Mapping[str, Any] | None = ..., parent: str | None = ...,
             provenance: Mapping[str, Any] | None = ..., if_exists: Any = ...) -> Any: ...
 
@@ -53,8 +55,11 @@ class WarmStart:
         source: the pool entry the weights came from (None when a module was given).
         similarity: DPIAT similarity of source and target.
         report: the :class:`TransferReport` (every copied tensor, coverage, ...).
-        guide: the source network (trained, frozen use only), e.g. for guidance.
-        guidance: a :class:`~nas_warmstart.guidance.GuidanceLoss` to pass to ``fit``, or None.
+        guide: the source network (trained, frozen use only), e.g. for guidance; a
+            :class:`~nas_warmstart.StoredNetwork` (tensors only, cannot run) for an entry
+            without a builder.
+        guidance: a :class:`~nas_warmstart.guidance.GuidanceLoss` to pass to ``fit``, or None
+            (also when guidance was asked for but the source has no builder: a warning says so).
         candidates: the ranked pool entries that were considered.
     """
 
@@ -86,6 +91,15 @@ def _guidance(guide: nn.Module, target: nn.Module, spec: Any) -> Any:
     if spec is None or spec is False:
         return None
     from ._guidance import GuidanceLoss
+    from ._stored import StoredNetwork
+
+    if isinstance(guide, StoredNetwork):
+        # The transfer needs only tensors; guidance needs a network that runs. Training goes
+        # on unguided rather than failing the candidate.
+        warnings.warn(
+            f"warm start from pool entry {guide.entry_name!r} without guidance: "
+            f"{guide._no_builder('guide training')}", NasWarmstartWarning, stacklevel=3)
+        return None
 
     if spec is True:
         return GuidanceLoss(guide, target)
@@ -188,8 +202,9 @@ def warm_start(
                      r.name, r.similarity, min_similarity)
             break
         try:
-            source = zoo.load(r.name)
-        except ZooError as e:
+            load_source = getattr(zoo, "load_source", None)
+            source = load_source(r.name) if callable(load_source) else zoo.load(r.name)
+        except (ZooError, NoBuilderError) as e:
             warnings.warn(f"warm start: skipping pool entry {r.name!r}: {e}", NasWarmstartWarning, stacklevel=2)
             continue
         if first_param is not None:

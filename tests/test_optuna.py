@@ -135,8 +135,11 @@ def test_warmstarter_bad_input(tmp_path, mlp):
     model = mlp.build(_configs(mlp, 1)[0], num_classes=10, in_chans=1)
     assert ws.initialize(model) is None  # empty pool: cold start
     assert trial.user_attrs["warm_started"] is False and trial.user_attrs["warm_start_source"] is None
-    with pytest.raises(InvalidArgumentError, match="spec="):
-        ws.register(model, {"accuracy": 0.5})
+    # No spec and no registered builder makes it: stored as a transfer source without a builder.
+    entry = ws.register(model, {"accuracy": 0.5})
+    assert entry.spec is None and trial.user_attrs["pool_entry_spec"] is None
+    with pytest.raises(nw.NoBuilderError, match="has no builder"):
+        zoo.load(entry.name)
 
 
 # ------------------------------------------------------------------------------- make_objective

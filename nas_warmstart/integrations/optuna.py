@@ -53,10 +53,12 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from torch import nn
 
 from .. import _rank
+from .._builders import find_builder
 from .._data import DataSplits, load_dataset
 from .._errors import (
     InvalidArgumentError,
     NasWarmstartError,
+    NoBuilderError,
     NoMatchableLayersError,
     ZooEntryExistsError,
     ZooEntryNotFoundError,
@@ -64,10 +66,22 @@ from .._errors import (
 )
 from .._signature import ArchSignature, LayersMode, signature
 from .._spec import ArchSpec
+from .._stored import describe_source
 from .._train import evaluate, fit, resolve_device
 from .._warmstart import Pool, WarmStart, warm_start
-from .._weights_io import check_finite, load_into, state_for_saving
-from .._zoo import ModelZoo, Ranked, _as_spec, _check_name, _plain, check_spec_rebuilds
+from .._weights_io import check_finite, state_for_saving
+from .._zoo import (
+    ModelZoo,
+    Ranked,
+    _as_spec,
+    _check_name,
+    _plain,
+    _safetensors_header,
+    _weights_bytes,
+    build_loaded,
+    check_spec_rebuilds,
+    source_from,
+)
 
 __all__ = [
     "ArtifactEntry",
@@ -87,6 +101,8 @@ log = logging.getLogger(__name__)
 SEED_ATTR = "warm_start_seed"
 #: user attribute holding the name of the pool entry a trial registered.
 ENTRY_ATTR = "pool_entry"
+#: user attribute holding the spec of that entry (None: registered without a builder).
+ENTRY_SPEC_ATTR = "pool_entry_spec"
 #: user attribute of a trial whose architecture an earlier completed trial already trained.
 DUPLICATE_ATTR = "duplicate_of"
 
@@ -228,8 +244,9 @@ class WarmStarter:
 
     def _from_seed(self, model: nn.Module, seed: str) -> WarmStart | None:
         try:
-            source = self.pool.load(seed)
-        except (ZooError, KeyError) as e:
+            load_source = getattr(self.pool, "load_source", None)
+            source = load_source(seed) if callable(load_source) else self.pool.load(seed)
+        except (ZooError, KeyError, NoBuilderError) as e:
             log.warning("trial %d: seed entry %r cannot be loaded (%s); ranking the pool instead",
                         self.trial.number, seed, e)
             return None
@@ -253,17 +270,28 @@ class WarmStarter:
         The entry's ``parent`` is the warm-start source and its ``provenance`` holds the
         similarity, coverage, study and trial number.
 
+        How the entry can be rebuilt, in this order: ``spec`` given here or to
+        :meth:`initialize`; else the builder registered with
+        :func:`nas_warmstart.register_builder` that makes this model from the trial's
+        parameters (each registered builder is replayed with
+        ``optuna.trial.FixedTrial(trial.params)`` on the meta device, and the one whose module
+        has the same module classes and tensor shapes is recorded with the parameters it
+        used); else none: the entry is a transfer source only (later trials rank and
+        transfer from it; it cannot guide them). ``user_attrs["pool_entry_spec"]`` records
+        which.
+
         Returns:
             The pool's entry.
         """
         if spec is not None:
             self.spec = _as_spec(spec)
         if self.spec is None:
-            raise InvalidArgumentError(
-                "register() needs to know how to rebuild the model: pass spec=... to initialize() "
-                "or register(), e.g. ArchSpec.space('resnet', config, num_classes=10, in_chans=1) "
-                "or ArchSpec.timm('resnet18', num_classes=10)"
-            )
+            found = find_builder(model, self.trial.params)
+            if found is not None:
+                self.spec = ArchSpec.builder(*found)
+            else:
+                log.info("trial %d: no spec and no registered builder makes this model; its pool entry "
+                         "is a transfer source without a builder", self.trial.number)
         ws = self.result
         provenance: dict[str, Any] = ws.provenance() if ws is not None else {"source": None}
         provenance.update(study=self.trial.study.study_name, trial=self.trial.number)
@@ -276,6 +304,7 @@ class WarmStarter:
             kwargs["trial"] = self.trial
         entry = self.pool.add(self.name, model, **kwargs)
         self.trial.set_user_attr(ENTRY_ATTR, entry.name)
+        self.trial.set_user_attr(ENTRY_SPEC_ATTR, self.spec.to_dict() if self.spec is not None else None)
         return entry
 
 
@@ -642,10 +671,11 @@ def enqueue_pool(
     for entry in pool:
         if wanted is not None and entry.name not in wanted:
             continue
-        if entry.spec.kind != "space" or entry.spec.name != sp.name:
+        if entry.spec is None or entry.spec.kind != "space" or entry.spec.name != sp.name:
             if wanted is not None:
                 raise InvalidArgumentError(
-                    f"pool entry {entry.name!r} is {entry.spec}, not an architecture of search space "
+                    f"pool entry {entry.name!r} is {entry.spec or 'an entry without a builder'}, "
+                    f"not an architecture of search space "
                     f"{sp.name!r}; only configs of the study's space can be enqueued"
                 )
             continue
@@ -749,7 +779,7 @@ class ArtifactEntry:
     """
 
     name: str
-    spec: ArchSpec
+    spec: ArchSpec | None
     dataset: str | None
     metrics: dict[str, Any]
     parent: str | None
@@ -767,7 +797,8 @@ class ArtifactEntry:
     @classmethod
     def from_record(cls, rec: Mapping[str, Any], trial_number: int | None) -> ArtifactEntry:
         return cls(
-            name=rec["name"], spec=ArchSpec.from_dict(rec["spec"]), dataset=rec.get("dataset"),
+            name=rec["name"], spec=None if rec.get("spec") is None else ArchSpec.from_dict(rec["spec"]),
+            dataset=rec.get("dataset"),
             metrics=dict(rec.get("metrics") or {}), parent=rec.get("parent"),
             provenance=dict(rec.get("provenance") or {}), num_params=int(rec["num_params"]),
             nbytes=int(rec["nbytes"]), sha256=rec["sha256"], digest=rec["digest"],
@@ -776,7 +807,8 @@ class ArtifactEntry:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.record, "spec": self.spec.to_dict(), "trial_number": self.trial_number}
+        return {**{k: v for k, v in self.record.items() if k != "keys"},
+                "spec": self.spec.to_dict() if self.spec is not None else None, "trial_number": self.trial_number}
 
 
 class OptunaArtifactPool:
@@ -868,8 +900,12 @@ class OptunaArtifactPool:
         return self._read(self.get(name))
 
     def _read(self, entry: ArtifactEntry) -> dict[str, torch.Tensor]:
-        from optuna.artifacts import download_artifact
         from safetensors.torch import load as load_bytes
+
+        return load_bytes(self._read_bytes(entry))
+
+    def _read_bytes(self, entry: ArtifactEntry) -> bytes:
+        from optuna.artifacts import download_artifact
 
         with tempfile.TemporaryDirectory(prefix="nas-warmstart-") as tmp:
             path = Path(tmp) / "weights.safetensors"  # download_artifact never overwrites
@@ -886,16 +922,34 @@ class OptunaArtifactPool:
                 f"{len(data)} bytes, expected {entry.nbytes} with the recorded SHA-256; remove the "
                 "entry with pool.remove(name)"
             )
-        return load_bytes(data)
+        return data
 
     def load(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
-        """Rebuild the entry's module from its spec and load its weights (strict)."""
-        entry = self.get(name)
-        model = entry.spec.build()
-        load_into(model, self._read(entry), what=f"the weights of pool entry {name!r}")
-        return model.to(device)
+        """Rebuild the entry's module from its spec and load its weights (strict).
 
-    def _key(self, spec: ArchSpec, layers: LayersMode) -> tuple[tuple[Any, ...], int]:
+        Raises:
+            NoBuilderError: the entry has no spec, or its builder is not registered here.
+        """
+        entry = self.get(name)
+        return build_loaded(name, entry.spec, self._read(entry), device=device)
+
+    def load_source(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
+        """The entry as a transfer source (see :meth:`ModelZoo.load_source`)."""
+        from safetensors.torch import load as load_bytes
+
+        entry = self.get(name)
+        data = self._read_bytes(entry)
+        return source_from(name, entry.spec, load_bytes(data), _safetensors_header(data)[0], device=device)
+
+    def _key(self, entry: ArtifactEntry, layers: LayersMode) -> tuple[tuple[Any, ...], int]:
+        stored = (entry.record.get("keys") or {}).get(layers)
+        if stored is not None:  # written by this release: no rebuild needed (nor a builder)
+            key = _rank.key_from_json(stored)
+            return key, _rank.num_matchable(key)
+        assert entry.spec is not None  # entries without a spec always store their keys
+        return self._spec_key(entry.spec, layers)
+
+    def _spec_key(self, spec: ArchSpec, layers: LayersMode) -> tuple[tuple[Any, ...], int]:
         ck = (spec.to_json(), layers)
         with self._keys_lock:
             hit = self._keys.get(ck)
@@ -931,7 +985,7 @@ class OptunaArtifactPool:
                 )
             t_key = target.key
         else:
-            t_key = self._key(_as_spec(target), layers)[0]
+            t_key = self._spec_key(_as_spec(target), layers)[0]
         if _rank.num_matchable(t_key) == 0:
             raise NoMatchableLayersError("the rank target has no layer DPIAT can match")
         skip = set(exclude)
@@ -948,7 +1002,7 @@ class OptunaArtifactPool:
             by_digest.setdefault(d, e)
 
         def keys_of(digests: list[str]) -> tuple[list[tuple[Any, ...]], list[int]]:
-            pairs = [self._key(by_digest[d].spec, layers) for d in digests]
+            pairs = [self._key(by_digest[d], layers) for d in digests]
             return [p[0] for p in pairs], [p[1] for p in pairs]
 
         sims = _rank.cached_similarities(t_key, sorted(by_digest), layers, keys_of)
@@ -964,7 +1018,7 @@ class OptunaArtifactPool:
         name: str,
         model: nn.Module,
         *,
-        spec: ArchSpec | str | Mapping[str, Any],
+        spec: ArchSpec | str | Mapping[str, Any] | None = None,
         dataset: str | None = None,
         metrics: Mapping[str, Any] | None = None,
         parent: str | None = None,
@@ -983,7 +1037,6 @@ class OptunaArtifactPool:
                 None records it on the study (visible at once).
         """
         from optuna.artifacts import upload_artifact
-        from safetensors.torch import save as save_bytes
 
         _check_name(name)
         if if_exists not in ("error", "replace", "skip"):
@@ -995,7 +1048,7 @@ class OptunaArtifactPool:
                 f"trial must be the live optuna.trial.Trial (a finished trial cannot take new user "
                 f"attributes), got {type(trial).__name__}"
             )
-        spec = _as_spec(spec)
+        spec = _as_spec(spec) if spec is not None else None
         metrics_d = _plain(dict(metrics or {}), "metrics")
         prov_d = _plain(dict(provenance or {}), "provenance")
         if parent is not None:
@@ -1008,12 +1061,13 @@ class OptunaArtifactPool:
                 )
             if if_exists == "skip":
                 return existing
-        if verify_spec:
+        if verify_spec and spec is not None:
             check_spec_rebuilds(spec, model)
-        sigs = {m: signature(model, layers=m) for m in ("extended", "paper")}
+        description = describe_source(model)
+        sigs = {m: ArchSignature.from_dict(description["signatures"][m]) for m in ("extended", "paper")}
         state = state_for_saving(model)
         check_finite(state, what=f"the weights of {name!r}")
-        data = save_bytes(state, metadata={"nas_warmstart": json.dumps({"name": name})})
+        data = _weights_bytes(state, {"name": name}, description)
         with tempfile.TemporaryDirectory(prefix="nas-warmstart-") as tmp:
             path = Path(tmp) / f"{name}.safetensors"
             path.write_bytes(data)
@@ -1023,12 +1077,16 @@ class OptunaArtifactPool:
                 mimetype="application/octet-stream",
             )
         record = {
-            "name": name, "spec": spec.to_dict(), "dataset": dataset, "metrics": metrics_d,
+            "name": name, "spec": spec.to_dict() if spec is not None else None,
+            "dataset": dataset, "metrics": metrics_d,
             "parent": parent, "provenance": prov_d,
             "num_params": sum(p.numel() for p in model.parameters()),
             "nbytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
             "digest": _rank.key_digest(sigs["extended"].key),
             "digest_paper": _rank.key_digest(sigs["paper"].key),
+            # ranking needs the name-free keys only; kept here so that no worker has to
+            # rebuild (or even be able to rebuild) an architecture to rank it
+            "keys": {m: _rank.key_to_json(sigs[m].key) for m in ("extended", "paper")},
             "artifact_id": artifact_id, "created": time.time(),
         }
         if trial is not None:
@@ -1066,11 +1124,16 @@ class OptunaArtifactPool:
             self._remove_blob(rec["artifact_id"])
 
     def add_from(self, zoo: ModelZoo, names: Sequence[str] | None = None, *, if_exists: str = "skip") -> list[str]:
-        """Copy entries of a local :class:`ModelZoo` into this pool (study-level entries)."""
+        """Copy entries of a local :class:`ModelZoo` into this pool (study-level entries).
+
+        Entries without a builder (or whose builder this process lacks) are copied as their
+        stored signature and tensors, and stay transfer sources.
+        """
         added = []
         for name in names if names is not None else zoo.names():
             e = zoo.get(name)
-            self.add(name, zoo.load(name), spec=e.spec, dataset=e.dataset, metrics=e.metrics,
-                     parent=e.parent, provenance=e.provenance, if_exists=if_exists)
+            self.add(name, zoo.load_source(name), spec=e.spec, dataset=e.dataset, metrics=e.metrics,
+                     parent=e.parent, provenance=e.provenance, if_exists=if_exists,
+                     verify_spec=False)  # the zoo checked the spec when the entry was added
             added.append(name)
         return added
