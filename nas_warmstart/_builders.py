@@ -210,6 +210,10 @@ def find_builder(model: nn.Module, params: Mapping[str, Any]) -> tuple[str, dict
     want = _structure(model)
     fits: list[tuple[str, dict[str, Any]]] = []
     for name, b in sorted(_BUILDERS.items()):
+        if b.calls == "kwargs":
+            names, var_kw = b._kwarg_names()
+            if not var_kw and not names & set(params):
+                continue  # its defaults alone did not come from this trial
         try:
             rebuilt, used = b.replay(params, device="meta")
         # The builders are user code replayed with parameters meant for another one; any error
