@@ -302,7 +302,7 @@ def test_a_users_define_model_objective_on_sqlite_with_two_threads(tmp_path, bui
     assert max(t.value for t in trials) > 0.3  # two epochs on digits learn (chance is 0.1)
     # an entry registered through its builder loads back and guides a new network
     best = zoo.load(study.best_trial.user_attrs["pool_entry"]).eval()
-    x, y = next(iter(data.loader("val", batch_size=128)))
+    x, _ = next(iter(data.loader("val", batch_size=128)))
     assert nw.evaluate(best, data, split="val")["accuracy"] == pytest.approx(study.best_value)
     fresh = builder(optuna.trial.FixedTrial(study.best_trial.params))
     gl = GuidanceLoss(best, fresh)
