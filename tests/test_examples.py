@@ -34,3 +34,18 @@ def test_optuna_multiobjective(tmp_path):
     assert "Pareto front" in out and (tmp_path / "pareto_front.png").stat().st_size > 0
     study = optuna.load_study(study_name="accuracy-vs-latency-mlp", storage=f"sqlite:///{tmp_path}/multiobjective.db")
     assert len(study.trials) == 3 and all(len(t.values) == 2 for t in study.trials)
+
+
+def test_optuna_own_model(tmp_path):
+    out = _run("optuna_own_model.py", "4", cwd=tmp_path)
+    out = _run("optuna_own_model.py", "2", cwd=tmp_path)  # a rerun continues, from the first run's networks
+    study = optuna.load_study(study_name="own-model", storage=f"sqlite:///{tmp_path}/own_model.db")
+    assert len(study.trials) == 6 and "trial 5:" in out
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert any(t.user_attrs["warm_started"] for t in done[1:])
+    for t in done:  # each entry is the define_model builder with the trial's architecture params
+        assert t.user_attrs["pool_entry_spec"]["kind"] == "builder"
+        assert t.user_attrs["pool_entry_spec"]["config"]["n_layers"] == t.params["n_layers"]
+    best = study.best_trial
+    assert f"best: {best.user_attrs['pool_entry']} = builder:digits-mlp:" in out
+    assert f"reloaded val accuracy {best.value:.3f}" in out  # reloaded from the pool, same score
