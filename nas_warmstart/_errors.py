@@ -88,3 +88,11 @@ _ON_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar("nas_warmstart_on
 def fix(python: str, cli: str) -> str:
     """The fix to put in a message: the ``cli`` wording inside the command, else ``python``."""
     return cli if _ON_CLI.get() else python
+
+
+# Tracebacks and reprs name the public path (``nas_warmstart.ZooError``), not this module.
+for _cls in (IncompatibleModelsError, InvalidArgumentError, NasWarmstartError, NasWarmstartWarning,
+             NoBuilderError, NoMatchableLayersError, OptionalDependencyError, SignatureError,
+             UnsafeFileError, ZooEntryExistsError, ZooEntryNotFoundError, ZooError):
+    _cls.__module__ = "nas_warmstart"
+del _cls

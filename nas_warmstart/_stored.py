@@ -47,6 +47,7 @@ def describe_source(model: nn.Module) -> dict[str, Any]:
         "version": _VERSION,
         "signatures": {m: sigs[m].to_dict() for m in _MODES},
         "parameters": [n for n, _ in model.named_parameters()],
+        "keys": list(model.state_dict().keys()),  # the original order (files store them sorted)
         "attrs": attrs,
     }
 
@@ -78,7 +79,9 @@ class StoredNetwork(nn.Module):
         self._nw_fix = fix
         self._nw_signatures = {m: ArchSignature.from_dict(description["signatures"][m]) for m in _MODES}
         params = set(description.get("parameters", ()))
-        for key, tensor in state.items():
+        order = [k for k in description.get("keys", ()) if k in state]
+        for key in order + sorted(set(state) - set(order)):
+            tensor = state[key]
             owner, _, leaf = key.rpartition(".")
             mod = self._holder(owner)
             if key in params:

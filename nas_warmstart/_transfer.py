@@ -125,8 +125,9 @@ class TransferReport:
         return (
             f"transfer {self.matching}/{self.method}: similarity {self.similarity:.3f}, "
             f"coverage {self.coverage:.1%} ({self.written:,}/{self.total:,} elements), "
-            f"{len(self.copied)} tensors copied, {len(self.untouched)} parameters not fully "
-            f"written{ident} [{self.seconds * 1e3:.0f} ms]"
+            f"{_plural(len(self.copied), 'tensor')} copied, "
+            f"{_plural(len(self.untouched), 'parameter')} not fully written{ident} "
+            f"[{self.seconds * 1e3:.0f} ms]"
         )
 
     @property
@@ -169,6 +170,10 @@ class TransferMethod(Protocol):
 
 TRANSFER_METHODS: Registry[TransferMethod] = Registry("transfer method")
 register_transfer_method = TRANSFER_METHODS.register
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # ------------------------------------------------------------------------------ primitives

@@ -3,10 +3,11 @@
 Three ways in, from least to most ready-made:
 
 * :class:`WarmStarter` in **your own objective**: after your ``suggest_*`` calls built the
-  candidate, ``initialize(model)`` ranks the pool, copies weights from the nearest trained
-  network (DPIAT) and records the provenance in ``trial.user_attrs``; after training,
-  ``register(model, metrics)`` adds the trained candidate to the pool so later trials start
-  even closer.
+  candidate (your own ``define_model(trial)``, registered with
+  :func:`nas_warmstart.register_builder` so the pool can rebuild it), ``initialize(model)``
+  ranks the pool, copies weights from the nearest trained network (DPIAT) and records the
+  provenance in ``trial.user_attrs``; after training, ``register(model, metrics)`` adds the
+  trained candidate to the pool so later trials start even closer.
 * :func:`make_objective` for a **search space** (:mod:`search_spaces`): suggest, build,
   warm-start, train with per-epoch ``trial.report`` / pruning, register; single- or
   multi-objective (accuracy against params, FLOPs or latency). A candidate that cannot be
@@ -127,15 +128,20 @@ class WarmStarter:
 
     Follows the shape of Optuna's pruning callbacks (an object taking the live trial)::
 
+        nw.register_builder("my-mlp", define_model)   # once, at import time
+
         def objective(trial):
-            config = space.suggest(trial)
-            model = space.build(config, num_classes=10, in_chans=1)
+            model = define_model(trial)                # your model code, unchanged
             ws = WarmStarter(trial, pool, guidance=True)
-            ws.initialize(model, spec=ArchSpec.space("resnet", config, num_classes=10, in_chans=1))
+            ws.initialize(model)
             fit(model, data, epochs=3, guidance=ws.guidance)
             accuracy = evaluate(model, data, split="val")["accuracy"]
-            ws.register(model, {"accuracy": accuracy})
+            ws.register(model, {"accuracy": accuracy})  # stored as ("my-mlp", trial.params)
             return accuracy
+
+    A model of a search space or timm gets its spec from ``initialize(model, spec=...)`` or
+    ``register(..., spec=...)``, e.g. ``ArchSpec.space("resnet", config, num_classes=10,
+    in_chans=1)``; a model no builder makes is stored without one (a transfer source only).
 
     Args:
         trial: the live ``optuna.trial.Trial``.
