@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search clean
+.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ bench-effectiveness: setup
 # Warm-started vs cold Optuna studies on digits: 9 studies x 30 trials (~12 min on 2 cores).
 bench-search: setup
 	$(BIN)/python benchmarks/bench_search.py
+
+# Your own models: storage/loading costs of builder-less entries, and a define_model(trial) MLP
+# study warm vs cold (3 seeds x 30 trials; ~5 min on 2 cores).
+bench-own-model: setup
+	$(BIN)/python benchmarks/bench_own_model.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -216,10 +216,12 @@ def find_builder(model: nn.Module, params: Mapping[str, Any]) -> tuple[str, dict
                 continue  # its defaults alone did not come from this trial
         try:
             rebuilt, used = b.replay(params, device="meta")
-        # The builders are user code replayed with parameters meant for another one; any error
-        # they raise only means "not this builder".
+        # The builders are user code replayed with parameters meant for another one; an error
+        # means "not this builder". A missing parameter is the usual case; anything else may be
+        # a builder that cannot build on the meta device, which the user should be able to see.
         except Exception as e:
-            log.debug("builder %s does not rebuild this model: %s: %s", name, type(e).__name__, e)
+            level = logging.DEBUG if isinstance(e, InvalidArgumentError) else logging.INFO
+            log.log(level, "builder %s does not rebuild this model: %s: %s", name, type(e).__name__, e)
             continue
         if _structure(rebuilt) == want:
             fits.append((name, used))

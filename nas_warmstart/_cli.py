@@ -72,6 +72,11 @@ class _Refs:
     @staticmethod
     def split(ref: str) -> tuple[str, str]:
         kind, _, rest = ref.partition(":")
+        if kind == "builder":
+            raise InvalidArgumentError(
+                f"{ref!r} names a builder registered in Python, and this command does not run your "
+                "code; add the model to a pool and name the entry (zoo:<entry> with --zoo DIR)"
+            )
         if kind not in ("timm", "space", "zoo") or not rest:
             raise InvalidArgumentError(
                 f"model reference {ref!r} is not understood; use timm:<name> (e.g. timm:resnet18), "

@@ -340,3 +340,5 @@ def test_cli_ranks_shows_and_transfers_from_an_entry_without_a_builder(tmp_path)
     bad = run("transfer", "timm:resnet18", "zoo:hand", "--zoo", str(tmp_path / "pool"), "--random-source",
               "--out", str(tmp_path / "x.safetensors"))
     assert bad.returncode == 2 and "'hand' has no builder" in bad.stderr and bad.stderr.count("\n") == 1
+    ref = run("similarity", 'builder:my-mlp:{"n_layers": 2}', "timm:resnet18")
+    assert ref.returncode == 2 and "does not run your code" in ref.stderr
