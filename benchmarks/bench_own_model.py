@@ -22,7 +22,7 @@ study needed to reach the cold study's final best, test accuracy of each study's
 Second check on every number: the best network is reloaded from the pool (rebuilt by the
 builder) and re-scored; it must give the trial's value.
 
-Run: python benchmarks/bench_own_model.py [--quick] [--seeds 3] [--trials 30]
+Run: python benchmarks/bench_own_model.py [--quick] [--seeds 5] [--trials 30]
 Writes benchmarks/results/bench_own_model.json and bench_own_model.png.
 """
 
@@ -244,7 +244,7 @@ def _plot(runs: list[dict[str, Any]], seeds: int, epochs: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, 8 trials")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
