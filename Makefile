@@ -43,7 +43,7 @@ bench-search: setup
 	$(BIN)/python benchmarks/bench_search.py
 
 # Your own models: storage/loading costs of builder-less entries, and a define_model(trial) MLP
-# study warm vs cold (5 seeds x 30 trials; ~2 min on 2 cores).
+# study warm vs cold (5 seeds x 30 trials; ~1 min on 2 cores).
 bench-own-model: setup
 	$(BIN)/python benchmarks/bench_own_model.py
 
