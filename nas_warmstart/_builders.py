@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError
+from ._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError, fix
 
 __all__ = ["Builder", "find_builder", "get_builder", "list_builders", "register_builder"]
 
@@ -180,9 +180,12 @@ def get_builder(name: str) -> Builder:
         have = sorted(_BUILDERS)
         raise NoBuilderError(
             f"no builder {name!r} is registered in this process"
-            + (f" (registered: {', '.join(have)})" if have else " (none is)")
-            + f"; call nas_warmstart.register_builder({name!r}, your_function) before rebuilding "
-            "this architecture, e.g. at import time of the module that defines the function"
+            + (f" (registered: {', '.join(have)})" if have else " (none is)") + "; "
+            + fix(f"call nas_warmstart.register_builder({name!r}, your_function) before rebuilding "
+                  "this architecture, e.g. at import time of the module that defines the function",
+                  "the nas-warmstart command runs none of your code, so it ranks and transfers from "
+                  "such entries but cannot rebuild them: do that in Python after "
+                  f"nas_warmstart.register_builder({name!r}, your_function)")
         ) from None
 
 
