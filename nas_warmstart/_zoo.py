@@ -239,21 +239,24 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def check_spec_rebuilds(spec: ArchSpec, model: nn.Module) -> None:
-    """Raise unless ``spec`` builds a module with ``model``'s state-dict names and shapes.
+def check_spec_rebuilds(
+    spec: ArchSpec, model: nn.Module | Mapping[str, torch.Tensor], *, what: str = "this model"
+) -> None:
+    """Raise unless ``spec`` builds a module with the state-dict names and shapes of ``model``
+    (a module or a state dict).
 
     Built on the meta device, so it is cheap; a pool checks this before storing, so that
     loading the entry later cannot fail.
     """
     rebuilt = _shapes(spec.build(device="meta"))
-    own = _shapes(model)
+    own = _shapes(model) if isinstance(model, nn.Module) else {k: tuple(v.shape) for k, v in model.items()}
     if rebuilt != own:
         diff = sorted(set(rebuilt.items()) ^ set(own.items()))
         raise InvalidArgumentError(
-            f"spec {spec} does not rebuild this model: state dicts differ in "
+            f"spec {spec} does not rebuild {what}: state dicts differ in "
             f"{len(diff)} entries (first {diff[0][0]!r}: spec {rebuilt.get(diff[0][0])} vs "
             f"model {own.get(diff[0][0])}); pass the spec the model was built from, with "
-            "the same num_classes/in_chans"
+            "the same num_classes/in_chans (timm, space) or parameters (builder)"
         )
 
 
@@ -752,15 +755,7 @@ class ModelZoo:
         new_spec = _as_optional_spec(spec)
         entry, state, data = self._load_entry(name)
         if new_spec is not None:
-            rebuilt = _shapes(new_spec.build(device="meta"))
-            stored = {k: tuple(v.shape) for k, v in state.items()}
-            if rebuilt != stored:
-                diff = sorted(set(rebuilt.items()) ^ set(stored.items()))
-                raise InvalidArgumentError(
-                    f"spec {new_spec} does not rebuild pool entry {name!r}: state dicts differ in "
-                    f"{len(diff)} entries (first {diff[0][0]!r}: spec {rebuilt.get(diff[0][0])} vs "
-                    f"stored {stored.get(diff[0][0])})"
-                )
+            check_spec_rebuilds(new_spec, state, what=f"pool entry {name!r}")
         meta = _safetensors_header(data)[0]
         record = json.loads(meta.get("nas_warmstart") or "{}")
         record["spec"] = new_spec.to_dict() if new_spec is not None else None
