@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._errors import NoBuilderError, SignatureError
+from ._errors import NoBuilderError, NoMatchableLayersError, SignatureError
 from ._signature import ArchSignature, LayersMode, signature
 
 __all__ = ["SOURCE_META_KEY", "StoredNetwork", "describe_source"]
@@ -50,6 +50,16 @@ def describe_source(model: nn.Module) -> dict[str, Any]:
         "keys": list(model.state_dict().keys()),  # the original order (files store them sorted)
         "attrs": attrs,
     }
+
+
+def check_source_only(model: nn.Module, name: str) -> None:
+    """Refuse a model stored without a builder that could never be a transfer source."""
+    if signature(model, layers="extended").num_matchable == 0:
+        raise NoMatchableLayersError(
+            f"{name!r} would be stored without a builder, which makes it a transfer source only, "
+            f"but {type(model).__name__} has no layer DPIAT can match (conv, batch-norm, linear, "
+            "norm or embedding layers); pass spec=... if you want to rebuild it later"
+        )
 
 
 class StoredNetwork(nn.Module):

@@ -693,9 +693,12 @@ class ModelZoo:
             _check_name(parent)
         if if_exists == "skip" and name in self:
             return self.get(name)
-        if verify_spec and spec is not None:
+        from ._stored import check_source_only, describe_source
+
+        if spec is None:
+            check_source_only(model, name)
+        elif verify_spec:
             check_spec_rebuilds(spec, model)
-        from ._stored import describe_source
 
         description = describe_source(model)
         sigs = {mode: ArchSignature.from_dict(description["signatures"][mode]) for mode in _MODES}

@@ -181,6 +181,9 @@ def test_pool_contract_for_entries_with_and_without_a_builder(pool, kind):
         with pytest.raises(NoBuilderError, match="cannot run a forward pass"):
             stored(x)
     assert pool.remove("src") and "src" not in pool.names()
+    with pytest.raises(nw.NoMatchableLayersError, match="transfer source only"):
+        pool.add("relu", nn.ReLU())  # nothing to transfer and no way to rebuild it
+    assert "relu" not in pool.names()
 
 
 def _params_of(model: nn.Module) -> dict[str, int]:

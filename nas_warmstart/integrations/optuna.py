@@ -67,7 +67,7 @@ from .._errors import (
 )
 from .._signature import ArchSignature, LayersMode, signature
 from .._spec import ArchSpec
-from .._stored import describe_source
+from .._stored import check_source_only, describe_source
 from .._train import evaluate, fit, resolve_device
 from .._warmstart import Pool, WarmStart, warm_start
 from .._weights_io import check_finite, state_for_saving
@@ -1067,7 +1067,9 @@ class OptunaArtifactPool:
                 )
             if if_exists == "skip":
                 return existing
-        if verify_spec and spec is not None:
+        if spec is None:
+            check_source_only(model, name)
+        elif verify_spec:
             check_spec_rebuilds(spec, model)
         description = describe_source(model)
         sigs = {m: ArchSignature.from_dict(description["signatures"][m]) for m in ("extended", "paper")}
