@@ -90,7 +90,9 @@ def main(argv: list[str]) -> None:
     study = open_study(storage=open_storage(storage, pool_arg), study_name=study_name, direction="maximize",
                        sampler=optuna.samplers.RandomSampler())
     pool = open_pool(study, pool_arg, artifacts)
-    objective = make_objective(SPACE, "digits", pool, epochs=EPOCHS, pruning=False)
+    # Every trial trains and registers: these workers test concurrent pool writes, and an
+    # unseeded sampler sometimes repeats a config of the small space (a repeat registers nothing).
+    objective = make_objective(SPACE, "digits", pool, epochs=EPOCHS, pruning=False, skip_duplicates=False)
     started = 0
 
     def run(trial: optuna.trial.Trial) -> float:
