@@ -75,8 +75,8 @@ def costs() -> dict[str, Any]:
     import torch
 
     import nas_warmstart as nw
-    from nas_warmstart._builders import _BUILDERS, find_builder
-    from nas_warmstart._stored import SOURCE_META_KEY
+    from nas_warmstart.pool.builders import _BUILDERS, find_builder
+    from nas_warmstart.pool.stored import SOURCE_META_KEY
 
     torch.set_num_threads(2)
     rows = []

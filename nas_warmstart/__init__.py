@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 
-from ._builders import list_builders, register_builder
-from ._dp import cache_info, clear_caches
 from ._errors import (
     IncompatibleModelsError,
     InvalidArgumentError,
@@ -27,13 +25,11 @@ from ._errors import (
     ZooEntryNotFoundError,
     ZooError,
 )
-from ._matching import MATCHINGS, LayerPair, Matching, match, register_matching
-from ._signature import PAPER_LEAF_CLASSES, ArchSignature, LayerSig, signature
-from ._similarity import similarity, similarity_matrix
-from ._spec import ArchSpec
-from ._stored import StoredNetwork
-from ._train import FitResult, evaluate, fit, recalibrate_bn
-from ._transfer import (
+from .dpiat.dp import cache_info, clear_caches
+from .dpiat.matching import MATCHINGS, LayerPair, Matching, match, register_matching
+from .dpiat.signature import PAPER_LEAF_CLASSES, ArchSignature, LayerSig, signature
+from .dpiat.similarity import similarity, similarity_matrix
+from .dpiat.transfer import (
     TRANSFER_METHODS,
     CopiedTensor,
     TransferReport,
@@ -41,9 +37,13 @@ from ._transfer import (
     register_transfer_method,
     transfer,
 )
-from ._warmstart import WarmStart, warm_start
-from ._zoo import ModelZoo, Ranked, ZooEntry
 from .guidance import GuidanceLoss, linear_cka
+from .pool.builders import list_builders, register_builder
+from .pool.spec import ArchSpec
+from .pool.stored import StoredNetwork
+from .pool.zoo import ModelZoo, Ranked, ZooEntry
+from .search.warmstart import WarmStart, warm_start
+from .training.fit import FitResult, evaluate, fit, recalibrate_bn
 
 __version__ = "0.1.0"
 

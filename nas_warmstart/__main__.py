@@ -1,5 +1,5 @@
 """``python -m nas_warmstart`` is the ``nas-warmstart`` command."""
 
-from ._cli import main
+from .cli import main
 
 raise SystemExit(main())

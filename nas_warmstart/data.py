@@ -8,6 +8,6 @@ root, and ``imagefolder:<path>`` from a folder of class sub-folders. See
 
 from __future__ import annotations
 
-from ._data import DatasetNotFoundError, DataSplits, list_datasets, load_dataset
+from .training.data import DatasetNotFoundError, DataSplits, list_datasets, load_dataset
 
 __all__ = ["DataSplits", "DatasetNotFoundError", "list_datasets", "load_dataset"]

@@ -18,7 +18,7 @@ hooks as a context manager), the hook-point rules :func:`default_layers` and
 
 from __future__ import annotations
 
-from ._guidance import (
+from .training.guidance import (
     DISTANCES,
     PAIRINGS,
     Captured,

@@ -49,7 +49,7 @@ def add_same_name(path: str, worker: int, if_exists: str) -> str:
 KILL_SCRIPT = r"""
 import os, sys, time
 sys.path.insert(0, os.getcwd())
-import nas_warmstart._zoo as z
+import nas_warmstart.pool.zoo as z
 from tests._zoo_workers import tiny_spec
 
 def pause(*args, **kwargs):

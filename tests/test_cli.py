@@ -211,7 +211,7 @@ def test_rank_on_missing_pool_is_one_line(tmp_path):
 )
 def test_pool_bad_arguments_exit_2(pool, tmp_path, capsys, args, needle):
     # In-process (the subprocess path is covered above): same code, no 4 s torch import each.
-    from nas_warmstart._cli import main
+    from nas_warmstart.cli.app import main
 
     (tmp_path / "empty").mkdir()
     subs = {"{pool}": str(pool[0]), "{empty}": str(tmp_path / "empty"), "{new}": str(tmp_path / "new")}
@@ -230,7 +230,7 @@ def test_pool_bad_arguments_exit_2(pool, tmp_path, capsys, args, needle):
 
 
 def test_matrix_png_without_matplotlib_is_one_line(monkeypatch, capsys, tmp_path):
-    from nas_warmstart._cli import main
+    from nas_warmstart.cli.app import main
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     rc = main(["matrix", "timm:resnet18", "timm:resnet34", "--png", str(tmp_path / "m.png")])
@@ -240,7 +240,7 @@ def test_matrix_png_without_matplotlib_is_one_line(monkeypatch, capsys, tmp_path
 
 def test_search_runs_and_a_rerun_continues(tmp_path, capsys, one_thread):
     from nas_warmstart import ModelZoo
-    from nas_warmstart._cli import main
+    from nas_warmstart.cli.app import main
 
     db = f"sqlite:///{tmp_path}/s.db"
     argv = ["search", "mlp", "--pool", str(tmp_path / "pool"), "--trials", "3", "--epochs", "1",
@@ -273,7 +273,7 @@ def test_search_runs_and_a_rerun_continues(tmp_path, capsys, one_thread):
     ],
 )
 def test_search_bad_arguments_exit_2(tmp_path, capsys, args, needle):
-    from nas_warmstart._cli import main
+    from nas_warmstart.cli.app import main
 
     argv = [*args, "--pool", str(tmp_path / "pool"), "--storage", f"sqlite:///{tmp_path}/s.db"]
     try:
@@ -290,7 +290,7 @@ def test_search_bad_arguments_exit_2(tmp_path, capsys, args, needle):
 
 def test_zoo_list_fits_100_columns(tmp_path, capsys):
     from nas_warmstart import ArchSpec, ModelZoo
-    from nas_warmstart._cli import main
+    from nas_warmstart.cli.app import main
 
     zoo = ModelZoo(tmp_path / "pool")
     spec = ArchSpec.timm("resnet18", num_classes=10, layers=[1, 1, 1, 1], channels=[8, 16, 16, 16], drop_rate=0.125)
@@ -379,7 +379,7 @@ def test_search_ctrl_c_is_one_line_exit_130_and_the_pool_keeps_completed_trials(
 
 
 def test_search_where_every_trial_fails_exits_1_with_the_most_common_reason(tmp_path, capsys, one_thread):
-    from nas_warmstart._cli import main
+    from nas_warmstart.cli.app import main
 
     from ._spaces import register_broken_space
 
@@ -398,8 +398,8 @@ _READ_ONLY_RUNNER = """
 import os, sys
 import json, sqlite3, urllib.parse, hashlib, csv, difflib  # noqa: E401 (imported while we may)
 import timm, safetensors.torch, tqdm, torch
-import nas_warmstart._cli as cli, nas_warmstart._zoo, nas_warmstart._transfer, nas_warmstart._weights_io
-import nas_warmstart._similarity, nas_warmstart._rank
+import nas_warmstart.cli.app as cli, nas_warmstart.pool.zoo, nas_warmstart.dpiat.transfer, nas_warmstart.pool.weights_io
+import nas_warmstart.dpiat.similarity, nas_warmstart.dpiat.batch
 if os.geteuid() == 0:  # root may write anywhere: drop to nobody after the imports
     os.setgid(65534)
     os.setuid(65534)
@@ -447,7 +447,7 @@ def test_a_read_only_pool_can_be_listed_shown_ranked_checked_and_used(pool, tmp_
 
 
 def test_messages_are_plain_text_on_one_line():
-    from nas_warmstart._cli import _one_line
+    from nas_warmstart.cli.app import _one_line
 
     raw = RuntimeError("\x1b[31mdatabase\x1b[0m is locked\n  (see \x1b[1mlogs\x1b[22m)")
     assert _one_line(raw) == "database is locked (see logs)"

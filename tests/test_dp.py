@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import nas_warmstart as nw
-from nas_warmstart import _dp
-from nas_warmstart._signature import ArchSignature, LayerSig
+from nas_warmstart.dpiat import dp as _dp
+from nas_warmstart.dpiat.signature import ArchSignature, LayerSig
 from tests._oracle import eq1, ref_dp_matrix, ref_match
 
 

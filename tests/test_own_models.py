@@ -18,10 +18,10 @@ from torch import nn
 
 import nas_warmstart as nw
 from nas_warmstart import ArchSpec, InvalidArgumentError, ModelZoo, NoBuilderError, StoredNetwork
-from nas_warmstart._builders import _BUILDERS, find_builder
 from nas_warmstart.data import load_dataset
 from nas_warmstart.guidance import GuidanceLoss
 from nas_warmstart.integrations.optuna import OptunaArtifactPool, WarmStarter
+from nas_warmstart.pool.builders import _BUILDERS, find_builder
 from tests._own_models import define_cnn, define_mlp, make_cnn
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -28,7 +28,7 @@ def test_errors_share_one_base():
 
 
 def test_registry_collision_warns_and_custom_matching_is_usable():
-    from nas_warmstart._matching import MATCHINGS, dp_matching
+    from nas_warmstart.dpiat.matching import MATCHINGS, dp_matching
 
     @nw.register_matching("dp_alias_for_test")
     def alias(source, target, *, seed=0):

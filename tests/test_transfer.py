@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import nas_warmstart as nw
-from nas_warmstart._transfer import clip_plan
+from nas_warmstart.dpiat.transfer import clip_plan
 from tests._oracle import authors_transfer, crop_copy
 
 INIT = -1.0
@@ -241,7 +241,7 @@ def test_a_weak_transfer_warns_and_a_good_one_does_not(timm_model):
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
     with pytest.warns(nw.NasWarmstartWarning, match=r"weak transfer: similarity 0\.0\d+, \d+\.\d% of the target"):
         report = nw.transfer(timm_model("resnet18", num_classes=10), mlp)
-    assert report.similarity < nw._transfer.LOW_SIMILARITY and report.weak  # the rule it states
+    assert report.similarity < nw.dpiat.transfer.LOW_SIMILARITY and report.weak  # the rule it states
     with warnings.catch_warnings():
         warnings.simplefilter("error", nw.NasWarmstartWarning)
         nw.transfer(timm_model("resnet18", num_classes=10), timm_model("resnet34", num_classes=10))

@@ -476,7 +476,7 @@ def _damage(index: Path, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "garbage", "missing"])
 def test_a_damaged_index_is_refused_and_reindex_restores_every_entry(tmp_path, capsys, kind):
-    from nas_warmstart._cli import main
+    from nas_warmstart.cli.app import main
 
     zoo, before = _pool_with_history(tmp_path / "pool")
     zoo.close()

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _dp
-from ._errors import InvalidArgumentError, NoMatchableLayersError
-from ._signature import ArchSignature
+from .._errors import InvalidArgumentError, NoMatchableLayersError
+from . import dp as _dp
+from .signature import ArchSignature
 
 __all__ = [
     "cached_similarities", "key_digest", "key_from_json", "key_to_json", "meets", "num_matchable",

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError, fix
+from .._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError, fix
 
 __all__ = ["Builder", "find_builder", "get_builder", "list_builders", "register_builder"]
 
@@ -148,7 +148,7 @@ def register_builder(
     Re-registering the same function under its name is a no-op; another function under a
     taken name replaces it with a :class:`~nas_warmstart.NasWarmstartWarning`.
     """
-    from ._zoo import _check_name  # the same name rule as pool entries
+    from .zoo import _check_name  # the same name rule as pool entries
 
     _check_name(name)
     if calls is not None and calls not in _CALLS:

@@ -43,8 +43,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from . import _rank
-from ._errors import (
+from .._errors import (
     InvalidArgumentError,
     NasWarmstartError,
     NasWarmstartWarning,
@@ -55,9 +54,10 @@ from ._errors import (
     ZooError,
     fix,
 )
-from ._signature import ArchSignature, LayersMode, signature
-from ._spec import ArchSpec
-from ._weights_io import check_finite, fsync_dir, load_checkpoint, load_into, state_for_saving
+from ..dpiat import batch as _rank
+from ..dpiat.signature import ArchSignature, LayersMode, signature
+from .spec import ArchSpec
+from .weights_io import check_finite, fsync_dir, load_checkpoint, load_into, state_for_saving
 
 __all__ = ["ModelZoo", "Ranked", "ReindexReport", "ZooEntry"]
 
@@ -264,7 +264,7 @@ def _weights_bytes(state: Mapping[str, torch.Tensor], record: Mapping[str, Any],
     """A self-describing safetensors file: the tensors, the entry's record, its signatures."""
     from safetensors.torch import save as save_bytes
 
-    from ._stored import SOURCE_META_KEY
+    from .stored import SOURCE_META_KEY
 
     return bytes(save_bytes(dict(state), metadata={"nas_warmstart": json.dumps(record),
                                                    SOURCE_META_KEY: json.dumps(description, separators=(",", ":"))}))
@@ -293,7 +293,7 @@ def source_from(
     *, device: str | torch.device = "cpu",
 ) -> nn.Module:
     """A pool entry as a transfer source: its module if it can be built here, else stored."""
-    from ._stored import StoredNetwork, read_description
+    from .stored import StoredNetwork, read_description
 
     desc = read_description(meta)
     if spec is not None:
@@ -553,7 +553,7 @@ class ModelZoo:
                 return signature(entry.spec.build(device="meta"), layers=layers)
             except NoBuilderError:
                 pass
-        from ._stored import read_description
+        from .stored import read_description
 
         desc = read_description(_safetensors_header(self._read_verified(entry))[0])
         if desc is None:
@@ -701,7 +701,7 @@ class ModelZoo:
             _check_name(parent)
         if if_exists == "skip" and name in self:
             return self.get(name)
-        from ._stored import check_source_only, describe_source
+        from .stored import check_source_only, describe_source
 
         if spec is None:
             check_source_only(model, name)
@@ -770,11 +770,11 @@ class ModelZoo:
         meta = _safetensors_header(data)[0]
         record = json.loads(meta.get("nas_warmstart") or "{}")
         record["spec"] = new_spec.to_dict() if new_spec is not None else None
-        from ._stored import read_description
+        from .stored import read_description
 
         desc = read_description(meta)
         if desc is None:  # a file from before stored signatures: describe it from the rebuild
-            from ._stored import describe_source
+            from .stored import describe_source
 
             assert new_spec is not None
             desc = describe_source(build_loaded(name, new_spec, state, device="cpu"))
@@ -1275,7 +1275,7 @@ def _describe_weights_file(path: Path, old: dict[str, Any] | None) -> dict[str, 
         raise ValueError("holds no nas-warmstart record (not written by a pool)")
     spec = spec_from_json(old["spec"]) if old is not None else (
         None if rec["spec"] is None else ArchSpec.from_dict(rec["spec"]))
-    from ._stored import read_description
+    from .stored import read_description
 
     desc = read_description(meta)
     model: nn.Module | None = None

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._data import DataSplits
-from ._errors import InvalidArgumentError, fix
+from .._errors import InvalidArgumentError, fix
+from .data import DataSplits
 
 __all__ = ["FitResult", "evaluate", "fit", "recalibrate_bn", "resolve_device"]
 

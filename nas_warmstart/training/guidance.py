@@ -31,10 +31,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from ._errors import InvalidArgumentError, NasWarmstartError
-from ._matching import MatchingFn, match
-from ._registry import Registry
-from ._signature import LayersMode
+from .._errors import InvalidArgumentError, NasWarmstartError
+from .._registry import Registry
+from ..dpiat.matching import MatchingFn, match
+from ..dpiat.signature import LayersMode
 
 __all__ = [
     "DISTANCES",

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._errors import InvalidArgumentError
+from .._errors import InvalidArgumentError
 
 __all__ = ["ArchSpec", "SpecKind"]
 
@@ -212,7 +212,7 @@ class ArchSpec:
                 no memory), which is enough for :func:`nas_warmstart.signature`.
         """
         if self.kind == "builder":
-            from ._builders import get_builder
+            from .builders import get_builder
 
             return get_builder(self.name).replay(self.config, device=device)[0]
         ctx = torch.device(device) if device is not None else nullcontext()

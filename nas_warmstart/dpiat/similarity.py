@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 from torch import nn
 
-from . import _dp
-from ._errors import NoMatchableLayersError
-from ._matching import as_signature
-from ._signature import ArchSignature, LayersMode
+from .._errors import NoMatchableLayersError
+from . import dp as _dp
+from .matching import as_signature
+from .signature import ArchSignature, LayersMode
 
 __all__ = ["self_score", "similarity", "similarity_matrix"]
 

@@ -29,16 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._errors import (
+from .._errors import (
     IncompatibleModelsError,
     InvalidArgumentError,
     NasWarmstartWarning,
     NoMatchableLayersError,
 )
-from ._matching import MATCHINGS, Matching, MatchingFn, as_signature, match
-from ._registry import Registry
-from ._signature import PAPER_LEAF_CLASSES, LayerSig, LayersMode
-from ._similarity import similarity
+from .._registry import Registry
+from .matching import MATCHINGS, Matching, MatchingFn, as_signature, match
+from .signature import PAPER_LEAF_CLASSES, LayerSig, LayersMode
+from .similarity import similarity
 
 __all__ = [
     "TRANSFER_METHODS",

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._errors import (
+from .._errors import (
     _ON_CLI,
     InvalidArgumentError,
     NasWarmstartError,
@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from ._signature import ArchSignature
-    from ._spec import ArchSpec
-    from ._zoo import ModelZoo
+    from ..dpiat.signature import ArchSignature
+    from ..pool.spec import ArchSpec
+    from ..pool.zoo import ModelZoo
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -93,7 +93,7 @@ class _Refs:
 
     def spec(self, ref: str) -> ArchSpec:
         """The architecture: parsed for timm/space references, the entry's for zoo ones."""
-        from ._spec import ArchSpec
+        from ..pool.spec import ArchSpec
 
         kind, rest = self.split(ref)
         if kind == "zoo":
@@ -109,7 +109,7 @@ class _Refs:
 
     def signature(self, ref: str) -> ArchSignature:
         """Structure only: built on the meta device (no weights, fast)."""
-        from ._signature import signature
+        from ..dpiat.signature import signature
 
         kind, rest = self.split(ref)
         if kind == "zoo":
@@ -143,7 +143,7 @@ def _open_zoo(path: str, *, write: bool = False) -> ModelZoo:
 
     Commands that only read open it read-only, so they work on a pool this user may not write.
     """
-    from ._zoo import ModelZoo
+    from ..pool.zoo import ModelZoo
 
     return ModelZoo(Path(path), create=False, read_only=None if write else True)
 
@@ -204,7 +204,7 @@ def _writing(path: str) -> Path:
 
 
 def _cmd_similarity(args: argparse.Namespace) -> dict[str, Any]:
-    from ._similarity import similarity
+    from ..dpiat.similarity import similarity
 
     refs = _Refs(args)
     a, b = refs.signature(args.a), refs.signature(args.b)
@@ -219,8 +219,8 @@ def _cmd_similarity(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    from ._transfer import transfer
-    from ._weights_io import load_checkpoint, load_into
+    from ..dpiat.transfer import transfer
+    from ..pool.weights_io import load_checkpoint, load_into
 
     refs = _Refs(args)
     out_path = _writing(args.out)
@@ -281,7 +281,7 @@ def _cmd_rank(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _cmd_matrix(args: argparse.Namespace) -> dict[str, Any]:
-    from ._similarity import similarity, similarity_matrix
+    from ..dpiat.similarity import similarity, similarity_matrix
 
     if len(args.models) < 2:
         raise InvalidArgumentError(f"matrix needs at least two model references, got {len(args.models)}")
@@ -362,8 +362,8 @@ def _metric_arg(text: str) -> tuple[str, Any]:
 
 
 def _cmd_zoo_add(args: argparse.Namespace) -> dict[str, Any]:
-    from ._spec import ArchSpec
-    from ._zoo import ModelZoo, _check_name
+    from ..pool.spec import ArchSpec
+    from ..pool.zoo import ModelZoo, _check_name
 
     spec = ArchSpec.parse(args.ref, num_classes=args.num_classes, in_chans=args.in_chans)
     if spec.kind != "timm":
@@ -491,7 +491,7 @@ def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_zoo_reindex(args: argparse.Namespace) -> dict[str, Any]:
-    from ._zoo import ModelZoo
+    from ..pool.zoo import ModelZoo
 
     report = ModelZoo.reindex(Path(args.dir))
     if not args.json:
@@ -567,8 +567,8 @@ class _TrialRows:
         self.width = max(len("/".join(objectives)), 10 * len(objectives))
 
     def row(self, t: Any) -> dict[str, Any]:
-        from ._spec import ArchSpec
-        from .integrations.optuna import DUPLICATE_ATTR, ENTRY_ATTR
+        from ..integrations.optuna import DUPLICATE_ATTR, ENTRY_ATTR
+        from ..pool.spec import ArchSpec
 
         a = t.user_attrs
         return {"number": t.number, "state": t.state.name, "values": t.values,
@@ -607,14 +607,14 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     import optuna
     import sqlalchemy.exc
 
-    from ._zoo import ModelZoo
-    from .integrations.optuna import (
+    from ..integrations.optuna import (
         DUPLICATE_ATTR,
         ENTRY_ATTR,
         PoolCallback,
         make_objective,
         open_study,
     )
+    from ..pool.zoo import ModelZoo
 
     # Everything is checked before anything is created: the storage URL, the search space,
     # objectives and device (make_objective), then the data set, loaded now.
@@ -669,7 +669,7 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from ._demo import run_demo
+    from .demo import run_demo
 
     return run_demo(quiet=args.json, pool_dir=args.pool, epochs=args.epochs)
 
@@ -808,7 +808,7 @@ def _parser() -> _Parser:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

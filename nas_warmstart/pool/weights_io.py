@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._errors import InvalidArgumentError, UnsafeFileError
+from .._errors import InvalidArgumentError, UnsafeFileError
 
 __all__ = ["check_finite", "fsync_dir", "load_checkpoint", "load_into", "state_for_saving"]
 

@@ -11,10 +11,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError, ZooError
-from ._signature import LayersMode, signature
-from ._transfer import TransferReport, transfer
-from ._zoo import Ranked
+from .._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError, ZooError
+from ..dpiat.signature import LayersMode, signature
+from ..dpiat.transfer import TransferReport, transfer
+from ..pool.zoo import Ranked
 
 __all__ = ["Pool", "WarmStart", "warm_start"]
 
@@ -90,8 +90,8 @@ class WarmStart:
 def _guidance(guide: nn.Module, target: nn.Module, spec: Any) -> Any:
     if spec is None or spec is False:
         return None
-    from ._guidance import GuidanceLoss
-    from ._stored import StoredNetwork
+    from ..pool.stored import StoredNetwork
+    from ..training.guidance import GuidanceLoss
 
     if isinstance(guide, StoredNetwork):
         # The transfer needs only tensors; guidance needs a network that runs. Training goes
@@ -116,7 +116,7 @@ def _guidance(guide: nn.Module, target: nn.Module, spec: Any) -> Any:
 def _recalibrate(target: nn.Module, data: Any, report: TransferReport) -> None:
     if data is None:
         return
-    from ._train import recalibrate_bn
+    from ..training.fit import recalibrate_bn
 
     n = recalibrate_bn(target, data)
     if n:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ._spec import ArchSpec
+from ..pool.spec import ArchSpec
 
 POOL = {
     "resnet-small": ArchSpec.timm("resnet18", num_classes=10, in_chans=1, layers=[1, 1, 1, 1], channels=[16, 32, 64, 128]),
@@ -29,11 +29,11 @@ CANDIDATE = ArchSpec.timm("resnet18", num_classes=10, in_chans=1, layers=[2, 2, 
 
 
 def run_demo(*, quiet: bool = False, pool_dir: str | Path | None = None, epochs: int = 2) -> dict[str, Any]:
-    from ._data import load_dataset
-    from ._train import evaluate, fit
-    from ._transfer import transfer
-    from ._warmstart import warm_start
-    from ._zoo import ModelZoo
+    from ..dpiat.transfer import transfer
+    from ..pool.zoo import ModelZoo
+    from ..search.warmstart import warm_start
+    from ..training.data import load_dataset
+    from ..training.fit import evaluate, fit
 
     say = (lambda *a: None) if quiet else print
     t0 = time.perf_counter()

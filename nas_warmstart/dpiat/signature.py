@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from ._errors import InvalidArgumentError, SignatureError
+from .._errors import InvalidArgumentError, SignatureError
 
 __all__ = [
     "PAPER_LEAF_CLASSES",

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._errors import NoBuilderError, NoMatchableLayersError, SignatureError
-from ._signature import ArchSignature, LayersMode, signature
+from .._errors import NoBuilderError, NoMatchableLayersError, SignatureError
+from ..dpiat.signature import ArchSignature, LayersMode, signature
 
 __all__ = ["SOURCE_META_KEY", "StoredNetwork", "describe_source"]
 

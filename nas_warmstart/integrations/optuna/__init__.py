@@ -53,10 +53,7 @@ import torch
 from optuna.trial import FrozenTrial, Trial, TrialState
 from torch import nn
 
-from .. import _rank
-from .._builders import find_builder
-from .._data import DataSplits, load_dataset
-from .._errors import (
+from nas_warmstart._errors import (
     InvalidArgumentError,
     NasWarmstartError,
     NoBuilderError,
@@ -65,13 +62,13 @@ from .._errors import (
     ZooEntryNotFoundError,
     ZooError,
 )
-from .._signature import ArchSignature, LayersMode, signature
-from .._spec import ArchSpec
-from .._stored import check_source_only, describe_source
-from .._train import evaluate, fit, resolve_device
-from .._warmstart import Pool, WarmStart, warm_start
-from .._weights_io import check_finite, state_for_saving
-from .._zoo import (
+from nas_warmstart.dpiat import batch as _rank
+from nas_warmstart.dpiat.signature import ArchSignature, LayersMode, signature
+from nas_warmstart.pool.builders import find_builder
+from nas_warmstart.pool.spec import ArchSpec
+from nas_warmstart.pool.stored import check_source_only, describe_source
+from nas_warmstart.pool.weights_io import check_finite, state_for_saving
+from nas_warmstart.pool.zoo import (
     ModelZoo,
     Ranked,
     _as_spec,
@@ -83,6 +80,9 @@ from .._zoo import (
     check_spec_rebuilds,
     source_from,
 )
+from nas_warmstart.search.warmstart import Pool, WarmStart, warm_start
+from nas_warmstart.training.data import DataSplits, load_dataset
+from nas_warmstart.training.fit import evaluate, fit, resolve_device
 
 __all__ = [
     "ArtifactEntry",

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from ._errors import InvalidArgumentError, NasWarmstartError, OptionalDependencyError, fix
+from .._errors import InvalidArgumentError, NasWarmstartError, OptionalDependencyError, fix
 
 __all__ = ["DataSplits", "DatasetNotFoundError", "list_datasets", "load_dataset"]
 

@@ -17,10 +17,10 @@ import networkx as nx
 import numpy as np
 from torch import nn
 
-from . import _dp
-from ._errors import InvalidArgumentError
-from ._registry import Registry
-from ._signature import PAPER_LEAF_CLASSES, ArchSignature, Element, LayerSig, LayersMode, signature
+from .._errors import InvalidArgumentError
+from .._registry import Registry
+from . import dp as _dp
+from .signature import PAPER_LEAF_CLASSES, ArchSignature, Element, LayerSig, LayersMode, signature
 
 __all__ = [
     "MATCHINGS",

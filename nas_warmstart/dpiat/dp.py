@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._signature import ArchSignature, LayerSig
+from .signature import ArchSignature, LayerSig
 
 __all__ = ["LEFT", "UP", "backtrack", "block_scores", "dp_batch", "leaf_score", "top_scores"]
 
