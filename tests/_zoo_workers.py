@@ -50,6 +50,7 @@ KILL_SCRIPT = r"""
 import os, sys, time
 sys.path.insert(0, os.getcwd())
 import nas_warmstart.pool.zoo as z
+import nas_warmstart.pool.index as ix
 from tests._zoo_workers import tiny_spec
 
 def pause(*args, **kwargs):
@@ -63,7 +64,7 @@ if point == "write":          # bytes written to tmp/, before fsync and rename
 elif point == "rename":       # weights renamed into weights/, before the index transaction
     z.ModelZoo._insert = pause
 elif point == "commit":       # row inserted inside the open transaction, before COMMIT
-    z._Txn.__exit__ = lambda self, *a: pause()
+    ix._Txn.__exit__ = lambda self, *a: pause()
 spec = tiny_spec(width=8)
 zoo.add("victim", spec.build(), spec=spec)
 print("NOT KILLED", flush=True)

@@ -131,23 +131,33 @@ def test_zoo_list_json_and_show_json(pool):
 
 def test_rank_text_and_json(pool):
     d, _ = pool
-    lines = run("rank", TINY_A, "--zoo", str(d), "--num-classes", "10").stdout.splitlines()
+    lines = run("rank", TINY_A, "--pool", str(d), "--num-classes", "10").stdout.splitlines()
     assert lines[0].split() == ["rank", "name", "similarity", "dataset", "accuracy", "params"]
     first, second = (ln.split() for ln in lines[1:3])
     assert first[:5] == ["1", "a", "1.0000", "digits", "0.93"]
     assert second[:2] == ["2", "b"] and 0 < float(second[2]) < 1
-    ranked = json.loads(run("rank", TINY_A, "--zoo", str(d), "--num-classes", "10", "--json",
+    ranked = json.loads(run("rank", TINY_A, "--pool", str(d), "--num-classes", "10", "--json",
                             "--dataset", "digits", "--min-metric", "0.9", "-k", "3").stdout)
     assert [r["name"] for r in ranked] == ["a"] and ranked[0]["similarity"] == 1.0
     assert ranked[0]["entry"]["metrics"]["accuracy"] == 0.93
 
 
+def test_zoo_option_is_a_deprecated_alias_of_pool(pool):
+    d, _ = pool
+    new = run("rank", "pool:a", "--pool", str(d), "--json")
+    old = run("rank", "zoo:a", "--zoo", str(d), "--json")
+    assert json.loads(old.stdout) == json.loads(new.stdout) and json.loads(new.stdout)[0]["name"] == "a"
+    assert "--zoo is deprecated" in old.stderr and "use --pool DIR" in old.stderr
+    assert "deprecated" not in new.stderr
+    assert "--zoo" not in run("rank", "--help").stdout  # hidden: help shows the one noun
+
+
 def test_similarity_and_transfer_from_pool_entry(pool, tmp_path):
     d, state = pool
-    data = json.loads(run("similarity", "zoo:a", TINY_A, "--zoo", str(d), "--num-classes", "10", "--json").stdout)
+    data = json.loads(run("similarity", "zoo:a", TINY_A, "--pool", str(d), "--num-classes", "10", "--json").stdout)
     assert data["similarity"] == 1.0
     out = tmp_path / "warm.safetensors"
-    report = json.loads(run("transfer", "zoo:a", TINY_A, "--zoo", str(d), "--num-classes", "10",
+    report = json.loads(run("transfer", "zoo:a", TINY_A, "--pool", str(d), "--num-classes", "10",
                             "--out", str(out), "--json").stdout)
     assert report["identical"] and report["coverage"] == 1.0
     got = load_file(str(out))  # the entry's trained weights, not a fresh initialisation
@@ -159,7 +169,7 @@ def test_matrix_png_and_csv(pool, tmp_path):
 
     d, _ = pool
     png, table = tmp_path / "sim.png", tmp_path / "sim.csv"
-    proc = run("matrix", "zoo:a", "zoo:b", TINY_A, "--zoo", str(d), "--num-classes", "10",
+    proc = run("matrix", "zoo:a", "zoo:b", TINY_A, "--pool", str(d), "--num-classes", "10",
                "--png", str(png), "--csv", str(table))
     assert proc.stdout.splitlines()[0].split() == ["a", "b", "resnet18"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -184,7 +194,7 @@ def test_zoo_remove_then_list(pool, tmp_path):
 
 
 def test_rank_on_missing_pool_is_one_line(tmp_path):
-    proc = run("rank", "timm:resnet18", "--zoo", str(tmp_path / "nope"), check=False)
+    proc = run("rank", "timm:resnet18", "--pool", str(tmp_path / "nope"), check=False)
     assert proc.returncode == 2 and "no pool at" in one_error_line(proc)
     assert not (tmp_path / "nope").exists()
 
@@ -192,12 +202,12 @@ def test_rank_on_missing_pool_is_one_line(tmp_path):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (("rank", "timm:resnet18"), "the following arguments are required: --zoo"),
-        (("rank", "timm:resnet18", "--zoo", "{empty}"), "no index.sqlite"),
+        (("rank", "timm:resnet18"), "the following arguments are required: --pool"),
+        (("rank", "timm:resnet18", "--pool", "{empty}"), "no index.sqlite"),
         (("zoo", "list", "{empty}"), "no index.sqlite"),
-        (("similarity", "zoo:a", "timm:resnet18"), "give the pool with --zoo DIR"),
+        (("similarity", "zoo:a", "timm:resnet18"), "give the pool with --pool DIR"),
         (("similarity", "space:mlp:{depth: 4", "timm:resnet18"), "does not parse"),
-        (("similarity", "zoo:aa", "timm:resnet18", "--zoo", "{pool}"), "has no entry 'aa'; did you mean 'a'?"),
+        (("similarity", "zoo:aa", "timm:resnet18", "--pool", "{pool}"), "has no entry 'aa'; did you mean 'a'?"),
         (("zoo", "show", "{pool}", "nope"), "has no entry 'nope'"),
         (("zoo", "remove", "{pool}", "a", "nope"), "has no entry 'nope'"),
         (("zoo", "add", "{new}", "timm:resnet18", "--name", "../x"), "is not allowed"),
@@ -206,7 +216,7 @@ def test_rank_on_missing_pool_is_one_line(tmp_path):
         (("zoo", "add", "{new}", "timm:resnet18", "--checkpoint", "{new}/w.safetensors"), "does not exist"),
         (("zoo", "add", "{empty}", "timm:resnet18", "--name", "x", "--if-exists", "clobber"), "invalid choice"),
         (("matrix", "timm:resnet18"), "at least two"),
-        (("rank", "zoo:a", "--zoo", "{pool}", "-k", "0"), "-k must be >= 1"),
+        (("rank", "zoo:a", "--pool", "{pool}", "-k", "0"), "-k must be >= 1"),
     ],
 )
 def test_pool_bad_arguments_exit_2(pool, tmp_path, capsys, args, needle):
@@ -430,11 +440,11 @@ def test_a_read_only_pool_can_be_listed_shown_ranked_checked_and_used(pool, tmp_
 
         assert ro_run("zoo", "list", str(ro)).stdout.splitlines()[1].split()[0] == "a"
         assert "sha256" in ro_run("zoo", "show", str(ro), "a").stdout
-        proc = ro_run("rank", TINY_A, "--zoo", str(ro), "--num-classes", "10")
+        proc = ro_run("rank", TINY_A, "--pool", str(ro), "--num-classes", "10")
         assert proc.returncode == 0 and proc.stdout.splitlines()[1].split()[:3] == ["1", "a", "1.0000"], proc.stderr
         proc = ro_run("zoo", "check", str(ro), "--full")
         assert proc.returncode == 0 and "2 entries, ok" in proc.stdout, proc.stderr
-        proc = ro_run("transfer", "zoo:a", TINY_B, "--zoo", str(ro), "--num-classes", "10",
+        proc = ro_run("transfer", "zoo:a", TINY_B, "--pool", str(ro), "--num-classes", "10",
                       "--out", str(out_dir / "w.safetensors"))
         assert proc.returncode == 0 and (out_dir / "w.safetensors").exists(), proc.stderr
         proc = ro_run("zoo", "remove", str(ro), "a")

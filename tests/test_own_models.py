@@ -331,16 +331,16 @@ def test_cli_ranks_shows_and_transfers_from_an_entry_without_a_builder(tmp_path)
     show = run("zoo", "show", str(tmp_path / "pool"), "hand")
     assert show.returncode == 0 and "no builder: a transfer source only" in show.stdout
     assert "(no builder)" in run("zoo", "list", str(tmp_path / "pool")).stdout
-    ranked = json.loads(run("rank", "zoo:hand", "--zoo", str(tmp_path / "pool"), "--json").stdout)
+    ranked = json.loads(run("rank", "zoo:hand", "--pool", str(tmp_path / "pool"), "--json").stdout)
     assert ranked[0]["name"] == "hand" and ranked[0]["similarity"] == 1.0
     out = tmp_path / "warm.safetensors"
     target = ('space:convnet:{"num_stages": 2, "depth_0": 1, "width_0": 8, "kernel_0": 3, "depth_1": 1, '
               '"width_1": 16, "kernel_1": 3, "skip": false, "in_chans": 1}')
-    proc = run("transfer", "zoo:hand", target, "--zoo", str(tmp_path / "pool"), "--num-classes", "10",
+    proc = run("transfer", "zoo:hand", target, "--pool", str(tmp_path / "pool"), "--num-classes", "10",
                "--out", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["written"] > 0 and Path(out).is_file()
-    bad = run("transfer", "timm:resnet18", "zoo:hand", "--zoo", str(tmp_path / "pool"), "--random-source",
+    bad = run("transfer", "timm:resnet18", "zoo:hand", "--pool", str(tmp_path / "pool"), "--random-source",
               "--out", str(tmp_path / "x.safetensors"))
     assert bad.returncode == 2 and "'hand' has no builder" in bad.stderr and bad.stderr.count("\n") == 1
     ref = run("similarity", 'builder:my-mlp:{"n_layers": 2}', "timm:resnet18")

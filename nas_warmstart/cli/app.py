@@ -5,7 +5,8 @@ Model references, accepted wherever a command takes a model:
 * ``timm:<name>`` or ``timm:<name>:<json kwargs>``: a timm architecture, built with
   ``pretrained=False`` (``--num-classes`` sets the classifier unless the JSON does);
 * ``space:<name>:<json config>``: a search-space architecture;
-* ``zoo:<entry>``: a network of the pool given with ``--zoo DIR``, with its trained weights.
+* ``pool:<entry>`` (or ``zoo:<entry>``): a network of the pool given with ``--pool DIR``, with
+  its trained weights.
 
 Tables are for people, ``--json`` prints JSON for scripts. Bad arguments print one line on
 stderr and exit 2. Progress bars go to stderr and stay quiet when it is not a terminal.
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 _BAR_MIN = 4  # show progress bars from this many models on
-_REF_HELP = "model reference: timm:<name>[:<json kwargs>], space:<name>:<json config> or zoo:<entry>"
+_REF_HELP = "model reference: timm:<name>[:<json kwargs>], space:<name>:<json config> or pool:<entry>"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,10 +62,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Refs:
-    """Resolves model references for one command (opens the ``--zoo`` pool at most once)."""
+    """Resolves model references for one command (opens the ``--pool`` pool at most once)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.zoo_dir: str | None = getattr(args, "zoo", None)
+        self.zoo_dir: str | None = getattr(args, "pool", None)
         self.num_classes: int = getattr(args, "num_classes", 1000)
         self.layers: Any = getattr(args, "layers", "extended")
         self._zoo: ModelZoo | None = None
@@ -72,21 +73,22 @@ class _Refs:
     @staticmethod
     def split(ref: str) -> tuple[str, str]:
         kind, _, rest = ref.partition(":")
+        kind = "zoo" if kind == "pool" else kind  # pool:<entry>; zoo:<entry> is the older spelling
         if kind == "builder":
             raise InvalidArgumentError(
                 f"{ref!r} names a builder registered in Python, and this command does not run your "
-                "code; add the model to a pool and name the entry (zoo:<entry> with --zoo DIR)"
+                "code; add the model to a pool and name the entry (pool:<entry> with --pool DIR)"
             )
         if kind not in ("timm", "space", "zoo") or not rest:
             raise InvalidArgumentError(
                 f"model reference {ref!r} is not understood; use timm:<name> (e.g. timm:resnet18), "
-                "timm:<name>:<json kwargs>, space:<name>:<json config> or zoo:<entry> with --zoo DIR"
+                "timm:<name>:<json kwargs>, space:<name>:<json config> or pool:<entry> with --pool DIR"
             )
         return kind, rest
 
     def zoo(self, ref: str) -> ModelZoo:
         if self.zoo_dir is None:
-            raise InvalidArgumentError(f"{ref!r} names a pool entry; give the pool with --zoo DIR")
+            raise InvalidArgumentError(f"{ref!r} names a pool entry; give the pool with --pool DIR")
         if self._zoo is None:
             self._zoo = _open_zoo(self.zoo_dir)
         return self._zoo
@@ -231,7 +233,7 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
     if refs.split(args.source)[0] != "zoo" and not args.source_weights and not args.random_source:
         raise InvalidArgumentError(
             f"the source {args.source!r} has no trained weights: give them with --source-weights FILE, "
-            "take a pool entry (zoo:<entry> with --zoo DIR), or pass --random-source to copy its random "
+            "take a pool entry (pool:<entry> with --pool DIR), or pass --random-source to copy its random "
             "initialisation on purpose"
         )
     src = refs.weighted(args.source)
@@ -260,7 +262,7 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_rank(args: argparse.Namespace) -> list[dict[str, Any]]:
     refs = _Refs(args)
-    zoo = _open_zoo(args.zoo)
+    zoo = _open_zoo(args.pool)
     kind, rest = refs.split(args.target)
     target: Any = f"zoo:{rest}" if kind == "zoo" else refs.signature(args.target)
     ranked = zoo.rank(
@@ -269,7 +271,7 @@ def _cmd_rank(args: argparse.Namespace) -> list[dict[str, Any]]:
     )
     if not args.json:
         if not ranked:
-            print(f"no pool entry matches (pool {args.zoo!r}, {len(zoo)} entries)")
+            print(f"no pool entry matches (pool {args.pool!r}, {len(zoo)} entries)")
         rows = [
             (i, r.name, f"{r.similarity:.4f}", r.entry.dataset or "-",
              _num(r.entry.metrics.get(args.metric, "-")), _count(r.entry.num_params))
@@ -677,6 +679,17 @@ def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ parser
 
 
+class _PoolDir(argparse.Action):
+    """``--pool DIR``; ``--zoo DIR``, its name before release 0.2, still works for one release."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if option_string == "--zoo":
+            print("nas-warmstart: warning: --zoo is deprecated and will be removed in the next "
+                  "release; use --pool DIR", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _parser() -> _Parser:
     p = _Parser(prog="nas-warmstart", description="Warm-start architecture search from a pool of trained networks.")
     p.add_argument("--version", action="version", version=_version())
@@ -684,8 +697,11 @@ def _parser() -> _Parser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp: argparse.ArgumentParser, *, zoo_required: bool = False) -> None:
-        sp.add_argument("--zoo", metavar="DIR", required=zoo_required,
-                        help="pool directory" + ("" if zoo_required else " for zoo:<entry> references"))
+        # not argparse-required: the hidden --zoo alias must satisfy it too (checked in _main)
+        sp.set_defaults(pool_required=zoo_required)
+        sp.add_argument("--pool", metavar="DIR", action=_PoolDir,
+                        help="pool directory" + ("" if zoo_required else " for pool:<entry> references"))
+        sp.add_argument("--zoo", metavar="DIR", dest="pool", action=_PoolDir, help=argparse.SUPPRESS)
         sp.add_argument("--layers", choices=("extended", "paper"), default="extended",
                         help="'paper' matches only conv/BN/linear as the DPIAT authors (default: extended)")
         sp.add_argument("--num-classes", type=int, default=1000,
@@ -709,8 +725,8 @@ def _parser() -> _Parser:
     r.set_defaults(func=_cmd_rank)
 
     t = sub.add_parser("transfer", help="transfer parameters from SOURCE into a fresh TARGET")
-    t.add_argument("source", help=_REF_HELP + " (a zoo: source brings its trained weights)")
-    t.add_argument("target", help="model reference (a zoo: target is built fresh from its spec)")
+    t.add_argument("source", help=_REF_HELP + " (a pool: source brings its trained weights)")
+    t.add_argument("target", help="model reference (a pool: target is built fresh from its spec)")
     t.add_argument("--out", required=True, help="where to write the target's weights (.safetensors)")
     t.add_argument("--source-weights", help="local weights file for a timm:/space: source")
     t.add_argument("--random-source", action="store_true",
@@ -829,6 +845,8 @@ def _main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.argv = argv
+    if getattr(args, "pool_required", False) and args.pool is None:
+        parser.error("the following arguments are required: --pool")
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     else:

@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .._errors import InvalidArgumentError, NoMatchableLayersError
+from .._errors import NoMatchableLayersError
 from . import dp as _dp
 from .signature import ArchSignature
 
 __all__ = [
-    "cached_similarities", "key_digest", "key_from_json", "key_to_json", "meets", "num_matchable",
-    "parse_thresholds", "pool_similarities",
+    "cached_similarities", "key_digest", "key_from_json", "key_to_json", "num_matchable",
+    "pool_similarities",
 ]
 
 Key = tuple[Any, ...]
@@ -173,34 +173,6 @@ def pool_similarities(
     # Same expression and order as similarity(a=target, b=entry).
     out[ok] = np.sqrt(d_tp[ok] / nm_p[ok] * (d_pt[ok] / nm_t))
     return out
-
-
-# ---------------------------------------------------------------------- shared by the pools
-
-
-def parse_thresholds(min_metric: float | Mapping[str, float] | None, metric: str) -> dict[str, float]:
-    """``rank(min_metric=...)`` as ``{metric: threshold}`` (a number applies to ``metric``)."""
-    if min_metric is None:
-        return {}
-    raw = dict(min_metric) if isinstance(min_metric, Mapping) else {metric: min_metric}
-    out: dict[str, float] = {}
-    for key, v in raw.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InvalidArgumentError(
-                f"min_metric thresholds must be numbers, got {key}={v!r}; e.g. "
-                "min_metric=0.9 or min_metric={'accuracy': 0.9}"
-            )
-        out[str(key)] = float(v)
-    return out
-
-
-def meets(metrics: Mapping[str, Any], thresholds: Mapping[str, float]) -> bool:
-    """Every thresholded metric is a number at least its threshold."""
-    for key, threshold in thresholds.items():
-        v = metrics.get(key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < threshold:
-            return False
-    return True
 
 
 def cached_similarities(

@@ -28,7 +28,9 @@ __all__ = [
 ]
 
 LayersMode = Literal["paper", "extended"]
-_MODES = ("paper", "extended")
+#: The two layer modes, the default first (see :func:`signature`).
+LAYER_MODES: tuple[LayersMode, ...] = ("extended", "paper")
+_MODES = LAYER_MODES
 
 #: The layer classes DPIAT matches, in the authors' order. The first class both modules are
 #: instances of decides whether two layers can be compared at all (Eq. 1).

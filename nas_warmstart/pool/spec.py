@@ -18,9 +18,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .._args import check_int
 from .._errors import InvalidArgumentError
 
-__all__ = ["ArchSpec", "SpecKind"]
+__all__ = ["ArchSpec", "SpecKind", "as_optional_spec", "as_spec", "spec_from_json", "spec_json"]
 
 SpecKind = Literal["timm", "space", "builder"]
 _KINDS = ("timm", "space", "builder")
@@ -87,8 +88,8 @@ class ArchSpec:
             v = getattr(self, field_name)
             if v is None:
                 object.__setattr__(self, field_name, default)
-            elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidArgumentError(f"spec {field_name} must be an integer >= 1, got {v!r}")
+            else:
+                check_int(f"spec {field_name}", v, min=1)
         for reserved in ("num_classes", "in_chans"):
             if reserved in config:
                 raise InvalidArgumentError(
@@ -256,3 +257,31 @@ class ArchSpec:
                 f"search space {self.name!r} built a {type(model).__name__}, not a torch.nn.Module"
             )
         return model
+
+
+def spec_from_json(text: str | None) -> ArchSpec | None:
+    """A stored spec column/record: JSON of an ArchSpec, or null for an entry without one."""
+    d = json.loads(text) if text else None
+    return None if d is None else ArchSpec.from_dict(d)
+
+
+def spec_json(spec: ArchSpec | None) -> str:
+    return "null" if spec is None else spec.to_json()
+
+
+def as_spec(spec: Any) -> ArchSpec:
+    if isinstance(spec, ArchSpec):
+        return spec
+    if isinstance(spec, str):
+        return ArchSpec.parse(spec)
+    if isinstance(spec, Mapping):
+        return ArchSpec.from_dict(spec)
+    raise InvalidArgumentError(
+        f"spec must be an ArchSpec, a reference such as 'timm:resnet18' or a spec dict, got "
+        f"{type(spec).__name__}; e.g. ArchSpec.timm('resnet18', num_classes=10), or "
+        "ArchSpec.builder(name, trial.params) for a function registered with register_builder"
+    )
+
+
+def as_optional_spec(spec: Any) -> ArchSpec | None:
+    return None if spec is None else as_spec(spec)

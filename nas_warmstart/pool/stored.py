@@ -22,15 +22,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import NoBuilderError, NoMatchableLayersError, SignatureError
+from .._errors import (
+    InvalidArgumentError,
+    NoBuilderError,
+    NoMatchableLayersError,
+    SignatureError,
+    fix,
+)
+from ..dpiat.signature import LAYER_MODES as _MODES
 from ..dpiat.signature import ArchSignature, LayersMode, signature
+from .spec import ArchSpec
+from .weights_io import SOURCE_META_KEY, load_into, state_shapes
 
-__all__ = ["SOURCE_META_KEY", "StoredNetwork", "describe_source"]
+__all__ = [
+    "SOURCE_META_KEY", "StoredNetwork", "build_loaded", "check_spec_rebuilds", "describe_source",
+    "no_builder_fix", "source_from",
+]
 
-#: safetensors metadata key of the source description (signatures, parameter names, attrs).
-SOURCE_META_KEY = "nas_warmstart_source"
 _VERSION = 1
-_MODES: tuple[LayersMode, ...] = ("extended", "paper")
 #: Module attributes that transfer rules read (the ViT position-embedding resampling).
 _ATTRS = ("num_prefix_tokens", "no_embed_class")
 
@@ -146,3 +155,74 @@ def read_description(meta: Mapping[str, str]) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return d if isinstance(d, dict) else None
+
+
+def no_builder_fix(entry: str) -> str:
+    """How to give a pool entry without a builder one (for NoBuilderError messages)."""
+    return (
+        "To rebuild it, register the function that builds it, "
+        "nas_warmstart.register_builder('my-model', fn), and give the entry its spec: "
+        + fix(f"zoo.set_spec({entry!r}, ArchSpec.builder('my-model', params))",
+              f"in Python, zoo.set_spec({entry!r}, ArchSpec.builder('my-model', params))")
+        + "; or build the module yourself and load zoo.load_state_dict(name) into it"
+    )
+
+
+def check_spec_rebuilds(
+    spec: ArchSpec, model: nn.Module | Mapping[str, torch.Tensor], *, what: str = "this model"
+) -> None:
+    """Raise unless ``spec`` builds a module with the state-dict names and shapes of ``model``
+    (a module or a state dict).
+
+    Built on the meta device, so it is cheap; a pool checks this before storing, so that
+    loading the entry later cannot fail.
+    """
+    rebuilt = state_shapes(spec.build(device="meta"))
+    own = state_shapes(model) if isinstance(model, nn.Module) else {k: tuple(v.shape) for k, v in model.items()}
+    if rebuilt != own:
+        diff = sorted(set(rebuilt.items()) ^ set(own.items()))
+        raise InvalidArgumentError(
+            f"spec {spec} does not rebuild {what}: state dicts differ in "
+            f"{len(diff)} entries (first {diff[0][0]!r}: spec {rebuilt.get(diff[0][0])} vs "
+            f"model {own.get(diff[0][0])}); pass the spec the model was built from, with "
+            "the same num_classes/in_chans (timm, space) or parameters (builder)"
+        )
+
+
+def build_loaded(
+    name: str, spec: ArchSpec | None, state: Mapping[str, torch.Tensor], *, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild a pool entry's module from its spec and load its weights (strict)."""
+    if spec is None:
+        raise NoBuilderError(
+            f"pool entry {name!r} has no builder: it was added without a spec, so it holds its "
+            "signature and tensors (enough to rank it and to transfer from it) but no way to "
+            f"rebuild the module. {no_builder_fix(name)}"
+        )
+    try:
+        model = spec.build()
+    except NoBuilderError as e:
+        raise NoBuilderError(f"pool entry {name!r} is built by {spec}: {e}") from None
+    load_into(model, state, what=f"the weights of pool entry {name!r}")
+    return model.to(device)
+
+
+def source_from(
+    name: str, spec: ArchSpec | None, state: Mapping[str, torch.Tensor], meta: Mapping[str, str],
+    *, device: str | torch.device = "cpu",
+) -> nn.Module:
+    """A pool entry as a transfer source: its module if it can be built here, else stored."""
+    desc = read_description(meta)
+    if spec is not None:
+        try:
+            return build_loaded(name, spec, state, device=device)
+        except NoBuilderError:
+            if desc is None:
+                raise
+    if desc is None:
+        raise NoBuilderError(
+            f"pool entry {name!r} has no builder and its weights file holds no stored signature "
+            "(it was written by an older release), so it cannot be a transfer source; "
+            f"{no_builder_fix(name)}"
+        )
+    return StoredNetwork(state, desc, name=name, fix=no_builder_fix(name)).to(device)

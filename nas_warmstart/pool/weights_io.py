@@ -7,6 +7,7 @@ containers, so a hostile checkpoint cannot run code.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
@@ -19,7 +20,14 @@ from torch import nn
 
 from .._errors import InvalidArgumentError, UnsafeFileError
 
-__all__ = ["check_finite", "fsync_dir", "load_checkpoint", "load_into", "state_for_saving"]
+__all__ = [
+    "check_finite", "fsync_dir", "load_checkpoint", "load_into", "safetensors_header", "state_for_saving",
+    "state_shapes", "weights_bytes",
+]
+
+#: safetensors metadata keys of a pool file: the entry's record, and its source description.
+RECORD_META_KEY = "nas_warmstart"
+SOURCE_META_KEY = "nas_warmstart_source"
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "state_dict_ema")
 
@@ -160,3 +168,36 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, what: str)
             + ". Check the model name, its kwargs and num_classes/in_chans"
         )
     model.load_state_dict(state, strict=True)
+
+
+def state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of ``model``'s state dict."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def weights_bytes(state: Mapping[str, torch.Tensor], record: Mapping[str, Any], description: Mapping[str, Any]) -> bytes:
+    """A self-describing safetensors file: the tensors, the entry's record, its signatures."""
+    from safetensors.torch import save as save_bytes
+
+    return bytes(save_bytes(dict(state), metadata={RECORD_META_KEY: json.dumps(record),
+                                                   SOURCE_META_KEY: json.dumps(description, separators=(",", ":"))}))
+
+
+def safetensors_header(data: bytes) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """(metadata, tensor shapes) of a safetensors file's bytes, read without unpickling."""
+    if len(data) < 8:
+        raise ValueError("too short to be a safetensors file")
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise ValueError("not a safetensors file (bad header length)")
+    header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", None) or {}
+    body = len(data) - 8 - n
+    shapes = {}
+    for k, v in header.items():
+        lo, hi = v["data_offsets"]
+        if not 0 <= lo <= hi <= body:
+            raise ValueError(f"tensor {k!r} lies outside the file (truncated?)")
+        shapes[k] = tuple(int(d) for d in v["shape"])
+    return meta, shapes
+

@@ -4,47 +4,21 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import torch
 from torch import nn
 
+from .._args import positive_int
 from .._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError, ZooError
 from ..dpiat.signature import LayersMode, signature
 from ..dpiat.transfer import TransferReport, transfer
-from ..pool.zoo import Ranked
+from ..pool.base import Pool, Ranked
 
-__all__ = ["Pool", "WarmStart", "warm_start"]
+__all__ = ["WarmStart", "warm_start"]
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Pool(Protocol):
-    """What a pool of trained networks offers (:class:`ModelZoo`; the Optuna-artifact pool).
-
-    ``rank`` returns :class:`Ranked` items best first; ``load`` rebuilds an entry's module with
-    its weights; ``add`` stores a trained module under a name with its spec (or None) and
-    metrics; ``remove`` deletes one; iteration yields entries (``name``, ``spec``, ``dataset``,
-    ...). A pool may also offer ``load_source(name)`` (the entry as a transfer source, which
-    works for entries without a builder); :func:`warm_start` uses it when present.
-    """
-
-    def rank(self, target: Any, *, k: int | None = ..., dataset: str | None = ...,
-             min_metric: float | Mapping[str, float] | None = ..., metric: str = ...,
-             exclude: Sequence[str] = ..., layers: LayersMode = ...) -> list[Ranked]: ...
-
-    def load(self, name: str, *, device: str | torch.device = ...) -> nn.Module: ...
-
-    def add(self, name: str, model: nn.Module, *, spec: Any = ..., dataset: str | None = ...,
-            metrics: Mapping[str, Any] | None = ..., parent: str | None = ...,
-            provenance: Mapping[str, Any] | None = ..., if_exists: Any = ...) -> Any: ...
-
-    def remove(self, name: str, *, missing_ok: bool = ...) -> bool: ...
-
-    def __iter__(self) -> Iterator[Any]: ...
 
 
 @dataclass
@@ -172,8 +146,7 @@ def warm_start(
     """
     if not isinstance(target, nn.Module):
         raise InvalidArgumentError(f"target must be a torch.nn.Module, got {type(target).__name__}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
+    positive_int("k", k)
     if not isinstance(min_similarity, (int, float)) or not 0.0 <= min_similarity <= 1.0:
         raise InvalidArgumentError(f"min_similarity must be a number in [0, 1], got {min_similarity!r}")
     first_param = next(target.parameters(), None)  # the guide goes where the target is
@@ -202,8 +175,7 @@ def warm_start(
                      r.name, r.similarity, min_similarity)
             break
         try:
-            load_source = getattr(zoo, "load_source", None)
-            source = load_source(r.name) if callable(load_source) else zoo.load(r.name)
+            source = zoo.load_source(r.name)
         except (ZooError, NoBuilderError) as e:
             warnings.warn(f"warm start: skipping pool entry {r.name!r}: {e}", NasWarmstartWarning, stacklevel=2)
             continue

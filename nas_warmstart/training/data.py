@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from .._args import check_int, positive_int
 from .._errors import InvalidArgumentError, NasWarmstartError, OptionalDependencyError, fix
 
 __all__ = ["DataSplits", "DatasetNotFoundError", "list_datasets", "load_dataset"]
@@ -62,8 +63,7 @@ class DataSplits:
         """A DataLoader over ``split`` (``"train"`` shuffles with a seeded generator)."""
         if split not in ("train", "val", "test"):
             raise InvalidArgumentError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         g = torch.Generator().manual_seed(seed)
         return DataLoader(
             getattr(self, split), batch_size=batch_size,
@@ -80,10 +80,7 @@ class DataSplits:
 def _check_size(image_size: Any, default: int) -> int:
     if image_size is None:
         return default
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= 1024:
-        raise InvalidArgumentError(
-            f"image_size must be an integer between 8 and 1024 (pixels per side), got {image_size!r}"
-        )
+    check_int("image_size", image_size, min=8, max=1024, hint=" (pixels per side)")
     return image_size
 
 
@@ -269,8 +266,7 @@ def load_dataset(
         DatasetNotFoundError: the local files are missing (the message says where to put them).
         InvalidArgumentError: an unknown name or a bad image size.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
+    check_int("seed", seed)
     if isinstance(name, str) and name.startswith("imagefolder:"):
         return _imagefolder(name[len("imagefolder:"):], image_size, seed)
     if name not in _LOADERS:

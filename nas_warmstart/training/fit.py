@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._errors import InvalidArgumentError, fix
+from .._args import check_int, positive_int
+from .._device import device_of, resolve_device
+from .._errors import InvalidArgumentError
 from .data import DataSplits
 
 __all__ = ["FitResult", "evaluate", "fit", "recalibrate_bn", "resolve_device"]
@@ -92,42 +94,6 @@ class _Diverged(Exception):
         self.reason = reason
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` this machine has, or an error saying what it has.
-
-    Raises:
-        InvalidArgumentError: an unknown device type (``"tpu"``), CUDA or MPS asked on a machine
-            without it, or a GPU index beyond the machine's count.
-    """
-    use = fix("device='cpu'", "--device cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InvalidArgumentError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidArgumentError(
-                f"device {str(device)!r} asked, but torch sees no usable CUDA GPU on this machine "
-                f"(torch.cuda.is_available() is False); use {use}"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InvalidArgumentError(
-                f"device {str(device)!r} asked, but this machine has {torch.cuda.device_count()} CUDA "
-                f"GPU(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}"
-            )
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise InvalidArgumentError(f"device {str(device)!r} asked, but MPS is not available here; use {use}")
-    elif dev.type != "cpu":
-        raise InvalidArgumentError(f"device {str(device)!r} is not supported; use cpu, cuda, cuda:N or mps")
-    return dev
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _loader(data: DataSplits | Iterable[Any], split: str, batch_size: int, seed: int) -> Iterable[Any]:
     if isinstance(data, DataSplits):
         return data.loader(split, batch_size=batch_size, seed=seed)
@@ -179,12 +145,11 @@ def recalibrate_bn(
     Returns:
         How many images were used (0 when the model has no BatchNorm layer).
     """
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise InvalidArgumentError(f"images must be a positive integer, got {images!r}")
+    positive_int("images", images)
     layers = _bn_layers(model)
     if not layers:
         return 0
-    dev = torch.device(device) if device is not None else _device_of(model)
+    dev = torch.device(device) if device is not None else device_of(model, torch.device("cpu"))
     modes = {m: m.training for m in model.modules()}
     momenta = [m.momentum for m in layers]
     model.eval()
@@ -227,7 +192,7 @@ def evaluate(
 
     The model is put in eval mode and left there.
     """
-    dev = torch.device(device) if device is not None else _device_of(model)
+    dev = torch.device(device) if device is not None else device_of(model, torch.device("cpu"))
     model.eval()
     correct = total = 0
     loss_sum = 0.0
@@ -303,20 +268,18 @@ def fit(
     Returns:
         A :class:`FitResult`; on divergence the model holds its initial weights again.
     """
-    for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise InvalidArgumentError(f"{name} must be an integer >= {lo}, got {v!r}")
+    check_int("epochs", epochs, min=1)
+    check_int("batch_size", batch_size, min=1)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise InvalidArgumentError(f"lr must be a positive finite number, got {lr!r}")
-    if isinstance(bn_images, bool) or not isinstance(bn_images, int) or bn_images < 0:
-        raise InvalidArgumentError(f"bn_images must be an integer >= 0 (0: off), got {bn_images!r}")
+    check_int("bn_images", bn_images, min=0, hint=" (0: off)")
     if not 0.0 <= label_smoothing < 1.0:
         raise InvalidArgumentError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if not isinstance(data, DataSplits):
         raise InvalidArgumentError(
             f"data must be DataSplits from nas_warmstart.data.load_dataset, got {type(data).__name__}"
         )
-    dev = resolve_device(device) if device is not None else _device_of(model)
+    dev = resolve_device(device) if device is not None else device_of(model, torch.device("cpu"))
     model.to(dev)
     cuda = dev.type == "cuda"
     amp = cuda if amp is None else amp

@@ -31,6 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from .._args import check_int
+from .._device import device_of
 from .._errors import InvalidArgumentError, NasWarmstartError
 from .._registry import Registry
 from ..dpiat.matching import MatchingFn, match
@@ -616,14 +618,6 @@ def resolve_pairs(guide: nn.Module, target: nn.Module, pairs: PairsSpec) -> list
 # ---------------------------------------------------------------------------- the loss
 
 
-def _device_of(model: nn.Module) -> torch.device | None:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return None
-
-
 def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, Tensor):
         return obj.to(device)
@@ -722,13 +716,8 @@ class GuidanceLoss:
             raise InvalidArgumentError(
                 f"weight must be a finite number >= 0, got {weight!r}; the paper uses 1.0"
             )
-        if steps is not None and (
-            isinstance(steps, bool) or not isinstance(steps, int) or steps < 0
-        ):
-            raise InvalidArgumentError(
-                f"steps must be None (guide the whole run) or an int >= 0, got {steps!r}; the "
-                "paper's 'guidance as initialisation' uses 300"
-            )
+        check_int("steps", steps, min=0, none_ok=True,
+                  hint=" (None guides the whole run; the paper's 'guidance as initialisation' uses 300)")
         self.guide = guide
         self.target = target
         self.weight = float(weight)
@@ -798,9 +787,9 @@ class GuidanceLoss:
             )
         if not self.active:
             self._last_terms = {}
-            return torch.zeros((), device=_device_of(self.target))
+            return torch.zeros((), device=device_of(self.target))
         self.guide.eval()
-        device = _device_of(self.guide)
+        device = device_of(self.guide)
         if device is not None:
             inputs, kwargs = _to_device(inputs, device), _to_device(kwargs, device)
         with torch.no_grad(), capture(self.guide, self._guide_names, detach=True) as g_cap:

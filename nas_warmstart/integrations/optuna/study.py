@@ -1,0 +1,77 @@
+"""open_study: create or continue a study from several workers started at the same moment."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import optuna
+
+from nas_warmstart._args import check_int, positive_int
+from nas_warmstart._errors import InvalidArgumentError
+
+log = logging.getLogger(__name__)
+
+def open_study(
+    *,
+    storage: str | optuna.storages.BaseStorage,
+    study_name: str,
+    attempts: int = 5,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> optuna.study.Study:
+    """``optuna.create_study(..., load_if_exists=True)`` for one of several workers started together.
+
+    Optuna's RDB schema set-up is not safe against processes opening a *new* database file at
+    the same moment: one of them can fail with ``IntegrityError: UNIQUE constraint failed:
+    alembic_version.version_num`` or ``OperationalError: table ... already exists`` (4 of 30
+    processes, started 3 at a time on fresh SQLite files, failed so here). This function retries
+    exactly those SQLAlchemy errors, after a short random wait, up to ``attempts`` times in all;
+    every other error is raised at once. With it every worker may run the same start-up code,
+    and none has to create the study before the others start. A storage *object* you build
+    yourself (``RDBStorage(url, heartbeat_interval=...)``) sets up its schema in its own
+    constructor, before this function sees it: pass the URL, or build it only once the database
+    exists.
+
+    Args:
+        storage: an Optuna storage URL (``sqlite:///search.db``) or storage object.
+        study_name: the study to create or continue.
+        attempts: how many times to try.
+        seed: give the study a ``TPESampler`` seeded with ``seed`` plus the number of trials
+            the study already holds. A sampler seeded the same way on every run would repeat
+            the first run's draws when a search is resumed (TPE's first trials are random); this
+            way a rerun continues with new configurations and a fresh study stays reproducible.
+            Workers started together on one study see the same count: give each its own seed.
+            Not together with ``sampler``.
+        **kwargs: any other ``optuna.create_study`` argument (``direction(s)``, ``sampler``, ...).
+    """
+    import sqlalchemy.exc
+
+    positive_int("attempts", attempts)
+    check_int("seed", seed, none_ok=True)
+    if seed is not None and kwargs.get("sampler") is not None:
+        raise InvalidArgumentError("pass either seed (a resumable TPESampler) or sampler, not both")
+    if "load_if_exists" in kwargs:
+        raise InvalidArgumentError(
+            "open_study always continues an existing study; for load_if_exists=False call "
+            "optuna.create_study directly"
+        )
+    for attempt in range(1, attempts + 1):
+        try:
+            study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+            if attempt == attempts:
+                raise
+            log.info("opening study %r: %s (another worker is setting up the storage); retrying",
+                     study_name, str(e).splitlines()[0])
+            time.sleep(random.uniform(0.1, 0.3) * attempt)
+            continue
+        if seed is not None:
+            done = len(study.get_trials(deepcopy=False))
+            study.sampler = optuna.samplers.TPESampler(seed=seed + done)
+            log.info("study %r: %d trials so far; TPESampler seed %d", study_name, done, seed + done)
+        return study
+    raise AssertionError("unreachable")  # pragma: no cover
+

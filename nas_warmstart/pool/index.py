@@ -1,0 +1,355 @@
+"""The SQLite index of a pool directory: schema, connections, transactions, damage checks.
+
+One connection per thread and process (``sqlite3`` connections must not cross threads, and one
+inherited through ``fork()`` must never be used). Every SQLite failure becomes a
+:class:`~nas_warmstart.ZooError` that names the index file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from .._errors import ZooError, fix
+
+log = logging.getLogger(__name__)
+
+_FORMAT = "nas-warmstart/model-zoo"
+_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    name TEXT PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    dataset TEXT,
+    metrics TEXT NOT NULL,
+    parent TEXT,
+    provenance TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    num_params INTEGER NOT NULL,
+    nbytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    digest_extended TEXT NOT NULL,
+    digest_paper TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_dataset ON entries(dataset);
+CREATE TABLE IF NOT EXISTS archs (
+    digest TEXT NOT NULL,
+    layers TEXT NOT NULL,
+    num_matchable INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (digest, layers)
+);
+"""
+_ENTRY_COLS = (
+    "name, uid, spec, dataset, metrics, parent, provenance, created, updated, num_params, "
+    "nbytes, sha256, digest_extended, digest_paper"
+)
+
+
+
+
+class ZooIndex:
+    """The ``index.sqlite`` of the pool directory ``root``.
+
+    Args:
+        root: the pool directory.
+        journal_mode: SQLite journal mode, ``"wal"`` or ``"delete"``.
+        read_only: open it for reading only (URI ``mode=ro``; never written).
+    """
+
+    def __init__(self, root: Path, *, journal_mode: Literal["wal", "delete"], read_only: bool) -> None:
+        self.root = root
+        self.path = root / "index.sqlite"
+        self.weights = root / "weights"
+        self.read_only = read_only
+        self._journal_mode = journal_mode
+        self._local = threading.local()
+
+    def reindex_fix(self) -> str:
+        return "rebuild it from the weight files' own metadata with " + fix(
+            f"ModelZoo.reindex({str(self.root)!r})", f"`nas-warmstart zoo reindex {self.root}`"
+        )
+
+    def conn(self) -> _IndexConn:
+        conn: _IndexConn | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            # One connection per thread and process: sqlite3 connections must not cross
+            # threads, and one inherited through fork() must never be used.
+            conn = _IndexConn(self._connect(), self)
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if not self.read_only:
+                raw = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
+                raw.execute("PRAGMA busy_timeout = 120000")
+                raw.execute("PRAGMA synchronous = FULL")
+                return raw
+            uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
+            raw = sqlite3.connect(uri, uri=True, timeout=120.0, isolation_level=None)
+            try:
+                raw.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError:
+                # A WAL index in a directory we may not write, without its -shm file: SQLite can
+                # read it only as an immutable file (fine: nobody can be writing there either).
+                raw.close()
+                raw = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=120.0, isolation_level=None)
+            return raw
+        except sqlite3.DatabaseError as e:
+            raise _index_error(self, e) from None
+
+    def write(self) -> _Txn:
+        self.check_writable()
+        return _Txn(self.conn())
+
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise ZooError(
+                f"the pool {str(self.path)!r} is open read-only (this process may not write its "
+                "index or directory, or read_only=True was passed); "
+                + fix("open it with ModelZoo(path, read_only=False) as a user who may write there",
+                      "run this command as a user who may write the pool directory")
+            )
+
+    def init_schema(self) -> None:
+        conn = self.conn()
+        raw = conn.raw
+        if not self.read_only:
+            for attempt in range(50):
+                try:
+                    mode = raw.execute(f"PRAGMA journal_mode = {self._journal_mode}").fetchone()[0]
+                    break
+                except sqlite3.OperationalError as e:  # another process is switching the mode
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise _index_error(self, e) from None
+                    time.sleep(0.05 * (attempt + 1))
+                except sqlite3.DatabaseError as e:
+                    raise _index_error(self, e) from None
+            else:  # pragma: no cover
+                raise ZooError(f"could not open the pool index at {self.path} (database locked)")
+            if mode.lower() != self._journal_mode:
+                log.warning("pool %s: SQLite kept journal_mode=%s (asked %s)", self.path, mode, self._journal_mode)
+        try:  # an existing pool is opened without writing to it
+            row = raw.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
+        except sqlite3.OperationalError as e:  # no meta table: a new pool, or not a pool at all
+            if "no such table" not in str(e):
+                raise _index_error(self, e) from None
+            row = None
+        except sqlite3.DatabaseError as e:
+            raise _index_error(self, e) from None
+        if row is not None:
+            self._check_format(row[0])
+            # Touch both tables: a damaged index fails here, at open, with the fix in the message.
+            conn.execute("SELECT COUNT(*) FROM entries").fetchone()
+            conn.execute("SELECT COUNT(*) FROM archs").fetchone()
+            return
+        stored = _count_weight_files(self.weights)
+        if stored or self.read_only:
+            raise ZooError(
+                f"the pool index {str(self.path)!r} holds no pool tables"
+                + (f" while {stored} weight files are stored beside it" if stored else "")
+                + f"; {self.reindex_fix()} (nothing was changed)"
+            )
+        with self.write() as c:
+            c.executescript_in_txn(_SCHEMA)
+            row = c.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
+            if row is None:
+                c.execute("INSERT INTO meta VALUES ('format', ?)", (json.dumps({"format": _FORMAT, "version": _VERSION}),))
+            else:
+                self._check_format(row[0])
+
+    def _check_format(self, text: str) -> None:
+        meta = json.loads(text)
+        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+            raise ZooError(
+                f"{self.path} holds a pool of format {meta!r}; this release reads "
+                f"{_FORMAT} version {_VERSION}"
+            )
+
+    def close(self) -> None:
+        """Close this thread's index connection (others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.raw.close()
+            self._local.conn = None
+
+
+
+def _readable_rows(index: Path) -> dict[str, dict[str, Any]]:
+    """The old index's rows by uid, when it can still be read (else nothing)."""
+    if not index.is_file() or _index_file_problem(index) is not None:
+        return {}
+    try:
+        uri = "file:" + urllib.parse.quote(str(index.resolve())) + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            rows = conn.execute(f"SELECT {_ENTRY_COLS} FROM entries").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+    cols = [c.strip() for c in _ENTRY_COLS.split(",")]
+    return {r[1]: dict(zip(cols, r, strict=True)) for r in rows}
+
+
+
+_MISSING = "weights file missing"
+
+
+def _file_problem(path: Path, nbytes: int) -> str | None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return _MISSING
+    if size != nbytes:
+        return f"weights file has {size} of {nbytes} bytes"
+    return None
+
+
+_EMPTY = "is empty (0 bytes)"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _count_weight_files(weights: Path) -> int:
+    try:
+        return sum(1 for _ in weights.glob("*.safetensors"))
+    except OSError:
+        return 0
+
+
+def _index_file_problem(index: Path) -> str | None:
+    """Why ``index`` cannot be a pool index, read from its bytes (None: it looks sound).
+
+    SQLite's 100-byte header holds the page size and, when its "version-valid-for" number
+    equals the change counter, the database size in pages; a file shorter than that is
+    truncated. While a WAL or rollback journal holds pages the header may run ahead of the
+    file legitimately, so the size rule is applied only without one.
+    """
+    try:
+        size = index.stat().st_size
+        with open(index, "rb") as f:
+            head = f.read(100)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if size == 0:
+        return _EMPTY
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        return "is not an SQLite database (garbage or another kind of file)"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    journals = [index.with_name(index.name + s) for s in ("-wal", "-journal")]
+    busy = any(j.exists() and j.stat().st_size > 0 for j in journals)
+    if head[92:96] == head[24:28] and pages and size < page * pages and not busy:
+        return f"is truncated ({size:,} of {page * pages:,} bytes)"
+    return None
+
+
+def _index_error(zoo: ZooIndex, e: sqlite3.Error) -> ZooError:
+    """A SQLite failure as a ZooError that names the index file and what to do."""
+    what = " ".join(str(e).split()) or type(e).__name__
+    where = f"the pool index {str(zoo.path)!r}"
+    low = what.lower()
+    if "readonly" in low or "read-only" in low:
+        return ZooError(
+            f"{where} is read-only for this process ({what}); "
+            + fix("open it with ModelZoo(path, read_only=True) to rank and load from it",
+                  "this command writes to the pool: run it as a user who may write the pool "
+                  "directory (list, show, rank, transfer and check only read)")
+        )
+    if "locked" in low or "busy" in low:
+        return ZooError(f"{where} stayed locked by another process for over 2 minutes ({what}); "
+                        "retry when the other writer has finished")
+    if "malformed" in low or "not a database" in low or "no such table" in low or "encrypted" in low:
+        return ZooError(f"{where} is damaged ({what}); the weight files are not affected: "
+                        f"{zoo.reindex_fix()}")
+    return ZooError(f"{where} cannot be used ({what}); check that the pool directory exists and "
+                    f"is readable, or {zoo.reindex_fix()}")
+
+
+class _Rows:
+    """Rows of one statement, read eagerly so that a damaged index fails inside the wrapper."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+
+class _IndexConn:
+    """The pool's SQLite connection: every SQLite failure becomes a :class:`ZooError` that
+    names the index and the fix (integrity errors, which would be our bugs, pass through)."""
+
+    def __init__(self, raw: sqlite3.Connection, zoo: ZooIndex) -> None:
+        self.raw = raw
+        self.zoo = zoo
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
+        try:
+            return _Rows(self.raw.execute(sql, args).fetchall())
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as e:
+            raise _index_error(self.zoo, e) from None
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self.raw.executemany(sql, rows)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as e:
+            raise _index_error(self.zoo, e) from None
+
+
+class _Txn:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception).
+
+    IMMEDIATE takes the write lock up front, so two writers never both read "name is free" and
+    then collide at commit; the busy timeout makes the second one wait instead of failing.
+    """
+
+    def __init__(self, conn: _IndexConn) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> _Txn:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.raw.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
+        return self.conn.execute(sql, args)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def executescript_in_txn(self, script: str) -> None:
+        # executescript() would COMMIT first; run the statements one by one instead.
+        for stmt in script.split(";"):
+            if stmt.strip():
+                self.conn.execute(stmt)

@@ -1,0 +1,110 @@
+"""One search candidate, whatever runs the search: build → warm start → train → measure.
+
+Every search back end (the Optuna objective, a Ray Tune trainable) runs the same steps for a
+sampled architecture; only how it reports progress, prunes and records results differs. A
+candidate that cannot be built, cannot take the data or diverges is a *failed* candidate with
+a reason (the back end marks its trial failed and the search goes on), never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import NasWarmstartError
+from ..pool.spec import ArchSpec
+from ..training.data import DataSplits
+from ..training.fit import evaluate, fit
+from .metrics import count_params, measure_latency
+
+__all__ = ["CandidateResult", "train_candidate"]
+
+
+@dataclass
+class CandidateResult:
+    """What :func:`train_candidate` did.
+
+    Attributes:
+        model: the trained network (None when it could not be built).
+        metrics: ``accuracy`` (validation), ``test_accuracy``, ``epochs``, ``params`` and the
+            asked extras (``flops``, ``latency``); empty for a failed candidate.
+        curve: validation accuracy after each epoch (None when training did not finish).
+        fail_reason: why the candidate failed, or None.
+    """
+
+    model: nn.Module | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    curve: list[float] | None = None
+    fail_reason: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.fail_reason is not None
+
+
+def train_candidate(
+    spec: ArchSpec,
+    data: DataSplits,
+    *,
+    epochs: int,
+    seed: int,
+    warm_start: Callable[[nn.Module], Any] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    measure: Sequence[str] = (),
+    flops: Callable[[], int] | None = None,
+    device: str | torch.device | None = None,
+    fit_kwargs: Mapping[str, Any] | None = None,
+) -> CandidateResult:
+    """Build ``spec``, warm-start it, train it on ``data`` and measure it.
+
+    Args:
+        spec: the candidate's architecture.
+        data: the data set (train for training, val for ``accuracy``, test for ``test_accuracy``).
+        epochs: training epochs.
+        seed: ``torch.manual_seed(seed)`` before the build; also the training seed.
+        warm_start: called with the built model before training (e.g. a pool's warm start);
+            returns the guidance loss for ``fit`` or None.
+        on_epoch: called after every epoch with ``(epoch, metrics)``; it may raise to stop
+            the candidate (a pruner's exception passes through unchanged).
+        measure: extra metrics: ``"flops"`` (needs ``flops``) and ``"latency"`` (median ms for
+            one image on this machine).
+        flops: FLOPs of the candidate per image.
+        device: where to train (default CPU).
+        fit_kwargs: any other :func:`nas_warmstart.fit` argument (``batch_size``, ``lr``, ...).
+    """
+    torch.manual_seed(seed)
+    try:
+        model = spec.build()
+    except (NasWarmstartError, RuntimeError, ValueError, TypeError) as e:
+        return CandidateResult(None, fail_reason=f"the candidate could not be built: {e}")
+    guidance = warm_start(model) if warm_start is not None else None
+
+    def after_epoch(epoch: int, metrics: dict[str, float]) -> bool:
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        return False
+
+    try:
+        result = fit(model, data, epochs=epochs, guidance=guidance, callback=after_epoch, seed=seed,
+                     device=device, progress=False, **dict(fit_kwargs or {}))
+    except (NasWarmstartError, RuntimeError, ValueError) as e:
+        return CandidateResult(model, fail_reason=f"training failed: {type(e).__name__}: {e}")
+    curve = [h["val_accuracy"] for h in result.history]
+    if result.status == "diverged":
+        return CandidateResult(model, curve=curve,
+                               fail_reason=f"training diverged: {result.reason} ({'; '.join(result.notes)})")
+    metrics: dict[str, Any] = {
+        "accuracy": result.final["val_accuracy"], "test_accuracy": evaluate(model, data)["accuracy"],
+        "epochs": len(result.history), "params": count_params(model),
+    }
+    if "flops" in measure:
+        if flops is None:
+            raise ValueError("measure=('flops',) needs flops=")
+        metrics["flops"] = flops()
+    if "latency" in measure:
+        metrics["latency"] = measure_latency(model, (1, data.in_chans, data.image_size, data.image_size))
+    return CandidateResult(model, metrics=metrics, curve=curve)
