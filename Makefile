@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/nas-warmstart demo
 
+# ruff, mypy, and the import contracts of pyproject.toml (which stage may import which).
 lint: setup
 	$(BIN)/ruff check nas_warmstart search_spaces tests benchmarks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: setup lint
 	$(BIN)/python -m pytest -q

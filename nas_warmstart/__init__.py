@@ -3,8 +3,10 @@
 Rank a pool of trained networks by DPIAT architecture similarity, transfer parameters from the
 nearest one across the architecture difference, guide early training, and distill the winner.
 
-The public surface is the names in ``__all__``; everything else lives in private modules.
-``import nas_warmstart`` imports torch, numpy and networkx only (never ray or plotting).
+The public surface is the names in ``__all__`` (and the modules ``nas_warmstart.data``,
+``nas_warmstart.guidance`` and ``nas_warmstart.integrations.optuna``); the subpackages hold one
+stage of the data flow each (see the README's layout section). ``import nas_warmstart`` imports
+torch, numpy and networkx only (never Optuna, Ray or plotting).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ._errors import (
     ZooEntryNotFoundError,
     ZooError,
 )
+from ._registry import Registry
 from .dpiat.dp import cache_info, clear_caches
 from .dpiat.matching import MATCHINGS, LayerPair, Matching, match, register_matching
 from .dpiat.signature import PAPER_LEAF_CLASSES, ArchSignature, LayerSig, signature
@@ -32,16 +35,18 @@ from .dpiat.similarity import similarity, similarity_matrix
 from .dpiat.transfer import (
     TRANSFER_METHODS,
     CopiedTensor,
+    TransferContext,
     TransferReport,
     UntouchedTensor,
     register_transfer_method,
     transfer,
 )
 from .guidance import GuidanceLoss, linear_cka
+from .pool.base import Pool, Ranked
 from .pool.builders import list_builders, register_builder
 from .pool.spec import ArchSpec
 from .pool.stored import StoredNetwork
-from .pool.zoo import ModelZoo, Ranked, ZooEntry
+from .pool.zoo import ModelZoo, ZooEntry
 from .search.warmstart import WarmStart, warm_start
 from .training.fit import FitResult, evaluate, fit, recalibrate_bn
 
@@ -78,9 +83,12 @@ __all__ = [
     "NoBuilderError",
     "NoMatchableLayersError",
     "OptionalDependencyError",
+    "Pool",
     "Ranked",
+    "Registry",
     "SignatureError",
     "StoredNetwork",
+    "TransferContext",
     "TransferReport",
     "UnsafeFileError",
     "UntouchedTensor",

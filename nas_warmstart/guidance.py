@@ -10,20 +10,20 @@ A frozen guide network steers a target network's training through a CKA alignmen
     loss = task_loss(logits, y) + gl(x)
     loss.backward(); opt.step(); opt.zero_grad(); gl.step()
 
-Also here: :func:`linear_cka` (differentiable minibatch CKA), :func:`capture` (activation
-hooks as a context manager), the hook-point rules :func:`default_layers` and
-:func:`paper_layers`, the layer pairings :func:`uniform_pairs`, :func:`dpiat_pairs` and
-:func:`resolve_pairs`, and the registries of distances and pairings.
+Also here (from :mod:`nas_warmstart.align`, which conversion shares): :func:`linear_cka`
+(differentiable minibatch CKA), :func:`capture` (activation hooks as a context manager), the
+hook-point rules :func:`default_layers` and :func:`paper_layers`, the layer pairings
+:func:`uniform_pairs`, :func:`dpiat_pairs` and :func:`resolve_pairs`, and the registries of
+distances and pairings. The algorithm is described in ``docs/guidance.md``.
 """
 
 from __future__ import annotations
 
-from .training.guidance import (
+from .align import (
     DISTANCES,
     PAIRINGS,
     Captured,
     DistanceFn,
-    GuidanceLoss,
     Pair,
     PairingFn,
     PairsSpec,
@@ -39,6 +39,7 @@ from .training.guidance import (
     resolve_pairs,
     uniform_pairs,
 )
+from .training.guidance import GuidanceLoss
 
 __all__ = [
     "DISTANCES",

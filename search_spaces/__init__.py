@@ -24,8 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
-from nas_warmstart._errors import InvalidArgumentError
-from nas_warmstart._registry import Registry
+from nas_warmstart import InvalidArgumentError, Registry
 
 from ._base import Choice, Picker, Space
 from .convnet import ConvNetSpace

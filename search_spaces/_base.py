@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas_warmstart._errors import InvalidArgumentError
+from nas_warmstart import InvalidArgumentError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from nas_warmstart._errors import InvalidArgumentError
+from nas_warmstart import InvalidArgumentError
 
 from ._base import Picker, Space, _int_choices, _list, _str_choices
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from nas_warmstart._errors import InvalidArgumentError
+from nas_warmstart import InvalidArgumentError
 
 from ._base import Picker, Space, _int_choices, _int_range, _positive_int
 

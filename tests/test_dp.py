@@ -83,7 +83,7 @@ def test_eq1_examples():
     assert _dp.leaf_score(_layer("Conv2d", (8, 4, 3, 3)), _layer("Linear", (8, 4))) == 0.0
     assert _dp.leaf_score(_layer("BatchNorm2d", (16,)), _layer("BatchNorm2d", (64,))) == 0.25
     assert _dp.leaf_score(_layer(None, None), _layer(None, None)) == 0.0
-    table = _dp._leaf_table([dw.key, pw.key], [pw.key, dw.key])
+    table = _dp.leaf_table([dw.key, pw.key], [pw.key, dw.key])
     assert table.tolist() == [[eq1(dw, pw), eq1(pw, pw)], [eq1(dw, dw), eq1(pw, dw)]]
 
 

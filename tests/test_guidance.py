@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nas_warmstart import InvalidArgumentError, NasWarmstartError
+from nas_warmstart.align.cka import _biased_hsic_terms, _centre_and_bound
 from nas_warmstart.guidance import (
     GuidanceLoss,
     capture,
@@ -29,7 +30,6 @@ from nas_warmstart.guidance import (
     resolve_pairs,
     uniform_pairs,
 )
-from nas_warmstart.training.guidance import _biased_hsic_terms, _centre_and_bound
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from .._errors import NoMatchableLayersError
 from . import dp as _dp
-from .signature import ArchSignature
+from .signature import ArchSignature, is_matchable
 
 __all__ = [
     "cached_similarities", "key_digest", "key_from_json", "key_to_json", "num_matchable",
@@ -67,8 +67,7 @@ def num_matchable(key: Key) -> int:
     """``ArchSignature.num_matchable`` computed from the key alone."""
 
     def ok(leaf: tuple[Any, Any]) -> bool:
-        kind, shape = leaf
-        return kind is not None and shape is not None and all(s > 0 for s in shape)
+        return is_matchable(*leaf)
 
     return sum(sum(ok(x) for x in e[1]) if e[0] == "B" else ok(e) for e in key)
 
@@ -90,7 +89,7 @@ def _batched_dp(
     # The DP's rows are the entry's elements (pool_is_target) or the target's (fixed k).
     n_of = (lambda c: len(ids[c])) if pool_is_target else (lambda c: k)
     m_of = (lambda c: k) if pool_is_target else (lambda c: len(ids[c]))
-    for chunk in _dp._chunks(list(range(len(ids))), n_of, m_of):
+    for chunk in _dp.chunks(list(range(len(ids))), n_of, m_of):
         var = np.array([len(ids[c]) for c in chunk], dtype=np.int64)
         padded = np.full((len(chunk), int(var.max())), pad, dtype=np.int64)
         for r, c in enumerate(chunk):
@@ -161,8 +160,8 @@ def pool_similarities(
     if u_leaves and e_leaves:
         ui = np.array([i for i, _ in u_leaves])
         ei = np.array([i for i, _ in e_leaves])
-        table_pt[np.ix_(ui, ei)] = _dp._leaf_table([e for _, e in e_leaves], [e for _, e in u_leaves])
-        table_tp[np.ix_(ei, ui)] = _dp._leaf_table([e for _, e in u_leaves], [e for _, e in e_leaves])
+        table_pt[np.ix_(ui, ei)] = _dp.leaf_table([e for _, e in e_leaves], [e for _, e in u_leaves])
+        table_tp[np.ix_(ei, ui)] = _dp.leaf_table([e for _, e in u_leaves], [e for _, e in e_leaves])
     d_pt = _batched_dp(p_ids, t_ids, table_pt, pool_is_target=False)  # D(entry→target)
     d_tp = _batched_dp(p_ids, t_ids, table_tp, pool_is_target=True)  # D(target→entry)
     if pool_num_matchable is None:

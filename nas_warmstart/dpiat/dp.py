@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .signature import ArchSignature, LayerSig
+from .signature import ArchSignature, LayerSig, is_matchable
 
 __all__ = ["LEFT", "UP", "backtrack", "block_scores", "dp_batch", "leaf_score", "top_scores"]
 
@@ -58,7 +58,7 @@ def leaf_score(a: LayerSig, b: LayerSig) -> float:
     return score
 
 
-def _leaf_table(
+def leaf_table(
     src: Sequence[tuple[Any, Any]], tgt: Sequence[tuple[Any, Any]]
 ) -> np.ndarray:
     """Eq. 1 for every (target type, source type) pair of (kind, shape) keys, vectorised."""
@@ -73,7 +73,7 @@ def _leaf_table(
         ndim = np.zeros(len(keys), dtype=np.int64)
         kinds: list[Any] = []
         for r, (kind, shape) in enumerate(keys):
-            ok = kind is not None and shape is not None and all(s > 0 for s in shape)
+            ok = is_matchable(kind, shape)
             kinds.append(kind if ok else None)
             if ok:
                 shapes[r, : len(shape)] = shape
@@ -255,7 +255,7 @@ def block_batch(pairs: list[tuple[BlockKey, BlockKey]]) -> tuple[np.ndarray, np.
             t_rows[tk] = [t_types.setdefault(k, len(t_types)) for k in tk]
     ns, nt = len(s_types), len(t_types)
     table = np.zeros((nt + 1, ns + 1))  # the last row/column is padding and scores 0
-    table[:nt, :ns] = _leaf_table(list(s_types), list(t_types))
+    table[:nt, :ns] = leaf_table(list(s_types), list(t_types))
     n = np.array([len(tk) for _, tk in pairs], dtype=np.int64)
     m = np.array([len(sk) for sk, _ in pairs], dtype=np.int64)
     N, M = int(n.max(initial=0)), int(m.max(initial=0))
@@ -285,7 +285,7 @@ DP_BATCH_BUDGET = 4_000_000
 GROUP_MIN = 512
 
 
-def _chunks(items: list[Any], n_of: Callable[[Any], int], m_of: Callable[[Any], int]) -> Iterator[list[Any]]:
+def chunks(items: list[Any], n_of: Callable[[Any], int], m_of: Callable[[Any], int]) -> Iterator[list[Any]]:
     """Split a DP batch so that no temporary exceeds :data:`DP_BATCH_BUDGET` elements.
 
     A small batch that fits is returned as is, in order: one padded call was measured faster
@@ -316,7 +316,7 @@ def block_scores(pairs: list[tuple[BlockKey, BlockKey]]) -> list[float]:
     todo = list(dict.fromkeys(k for k, v in zip(pairs, out, strict=True) if v is None))
     if todo:
         fresh: dict[tuple[BlockKey, BlockKey], float] = {}
-        for chunk in _chunks(todo, lambda k: len(k[1]), lambda k: len(k[0])):
+        for chunk in chunks(todo, lambda k: len(k[1]), lambda k: len(k[0])):
             sc, n, m = block_batch(chunk)
             values, _ = dp_batch(sc, n, m, choices=False)
             fresh.update(zip(chunk, values.tolist(), strict=True))
@@ -350,7 +350,7 @@ def top_scores(src: ArchSignature, tgt: ArchSignature) -> np.ndarray:
     s_single = [(j, k) for j, k in enumerate(s_key) if k[0] != "B"]
     t_single = [(i, k) for i, k in enumerate(t_key) if k[0] != "B"]
     if s_single and t_single:
-        table = _leaf_table([k for _, k in s_single], [k for _, k in t_single])
+        table = leaf_table([k for _, k in s_single], [k for _, k in t_single])
         sc[np.ix_([i for i, _ in t_single], [j for j, _ in s_single])] = table
     return sc
 

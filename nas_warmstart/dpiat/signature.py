@@ -55,6 +55,11 @@ _FORMAT = "nas-warmstart/arch-signature"
 _VERSION = 1
 
 
+def is_matchable(kind: str | None, shape: tuple[int, ...] | None) -> bool:
+    """The one rule for a layer that can score above zero: a kind and a shape without zeros."""
+    return kind is not None and shape is not None and all(s > 0 for s in shape)
+
+
 @dataclass(frozen=True)
 class LayerSig:
     """One layer of a standardized network.
@@ -86,7 +91,7 @@ class LayerSig:
     @property
     def matchable(self) -> bool:
         """Whether this layer can score above zero against some layer."""
-        return self.kind is not None and self.shape is not None and all(s > 0 for s in self.shape)
+        return is_matchable(self.kind, self.shape)
 
     @property
     def is_params_holder(self) -> bool:

@@ -238,9 +238,9 @@ class ArchSpec:
                     f"timm could not build {self.name!r} with kwargs {dict(self.config)}: "
                     f"{type(e).__name__}{': ' + str(e) if str(e) else ' (the kwargs violate a rule of this model)'}"
                 ) from None
-        from search_spaces import get_space
+        from .._plugins import search_spaces
 
-        space = get_space(self.name)
+        space = search_spaces().get_space(self.name)
         try:
             with ctx:
                 assert self.num_classes is not None and self.in_chans is not None  # set for space specs

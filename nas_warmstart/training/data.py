@@ -28,8 +28,12 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .._args import check_int, positive_int
 from .._errors import InvalidArgumentError, NasWarmstartError, OptionalDependencyError, fix
+from .._registry import Registry
 
-__all__ = ["DataSplits", "DatasetNotFoundError", "list_datasets", "load_dataset"]
+__all__ = [
+    "DATASETS", "DataSplits", "DatasetLoader", "DatasetNotFoundError", "list_datasets", "load_dataset",
+    "register_dataset",
+]
 
 
 class DatasetNotFoundError(NasWarmstartError, FileNotFoundError):
@@ -236,16 +240,19 @@ def _tv_loader(name: str) -> Callable[[Path | None, int | None, int], DataSplits
     return load
 
 
-_LOADERS: dict[str, Callable[[Path | None, int | None, int], DataSplits]] = {
-    "digits": _digits,
-    "synthetic": _synthetic,
-    **{n: _tv_loader(n) for n in _TV},
-}
+#: A data-set loader: ``(root or None, image_size or None, seed) -> DataSplits``.
+DatasetLoader = Callable[[Path | None, int | None, int], DataSplits]
+
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+register_dataset = DATASETS.register
+for _name, _loader in {"digits": _digits, "synthetic": _synthetic, **{n: _tv_loader(n) for n in _TV}}.items():
+    register_dataset(_name)(_loader)
+del _name, _loader
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset` (plus ``imagefolder:<path>``)."""
-    return sorted(_LOADERS)
+    return DATASETS.names()
 
 
 def load_dataset(
@@ -269,8 +276,9 @@ def load_dataset(
     check_int("seed", seed)
     if isinstance(name, str) and name.startswith("imagefolder:"):
         return _imagefolder(name[len("imagefolder:"):], image_size, seed)
-    if name not in _LOADERS:
+    if name not in DATASETS:
         raise InvalidArgumentError(
-            f"unknown data set {name!r}; choose one of {list_datasets()} or imagefolder:<path>"
+            f"unknown data set {name!r}; choose one of {list_datasets()} or imagefolder:<path>, or "
+            "register a loader with @nas_warmstart.data.register_dataset(name)"
         )
-    return _LOADERS[name](Path(root) if root is not None else None, image_size, seed)
+    return DATASETS.get(name)(Path(root) if root is not None else None, image_size, seed)

@@ -22,13 +22,14 @@ match the weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -39,13 +40,33 @@ from .._device import device_of, resolve_device
 from .._errors import InvalidArgumentError
 from .data import DataSplits
 
-__all__ = ["FitResult", "evaluate", "fit", "recalibrate_bn", "resolve_device"]
+__all__ = ["FitResult", "LossTerm", "evaluate", "fit", "recalibrate_bn", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
 #: ``callback(epoch, metrics) -> bool | None``; returning True stops training early. An
 #: exception (e.g. ``optuna.TrialPruned``) propagates to the caller.
 EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
+
+
+class LossTerm(Protocol):
+    """A term ``fit`` adds to the task loss: the hook guidance and conversion plug in through.
+
+    Per training step, ``fit`` runs the model's forward pass inside ``term.capture()``, adds
+    ``term(x)`` to the loss, and calls ``term.step()`` after the optimizer step;
+    ``state_dict``/``load_state_dict`` let a divergence retry restart its schedule.
+    :class:`~nas_warmstart.guidance.GuidanceLoss` is one.
+    """
+
+    def capture(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def step(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -227,7 +248,7 @@ def fit(
     batch_size: int = 128,
     weight_decay: float = 0.0,
     label_smoothing: float = 0.0,
-    guidance: Any = None,
+    guidance: LossTerm | None = None,
     callback: EpochCallback | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -247,8 +268,10 @@ def fit(
         epochs: training epochs.
         lr: Adam learning rate (the DPIAT experiments use 4e-3).
         label_smoothing: cross-entropy label smoothing.
-        guidance: a :class:`~nas_warmstart.guidance.GuidanceLoss` built for ``model``; its term
-            is added to the task loss and its step counter advanced per optimizer step.
+        guidance: a loss term added to the task loss (a :class:`LossTerm`: a
+            :class:`~nas_warmstart.guidance.GuidanceLoss` built for ``model``, or any object
+            with ``capture()``, ``__call__(x)`` and ``step()``); its step counter advances per
+            optimizer step.
         callback: called after every epoch with the epoch's metrics; return True to stop.
         seed: seeds initialisation-independent randomness (shuffling, dropout): the same
             seed, model and data give the same run on CPU.
@@ -293,7 +316,7 @@ def fit(
     for attempt in range(2 if retry_on_divergence else 1):
         if attempt:
             model.load_state_dict(initial)
-            if guidance is not None:
+            if guidance is not None and guidance_state is not None:
                 guidance.load_state_dict(guidance_state)  # "guidance as init" restarts too
             attempt_lr, attempt_clip = attempt_lr / 10, attempt_clip or 1.0
             result.retried = True
