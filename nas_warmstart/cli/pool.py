@@ -1,0 +1,189 @@
+"""The ``zoo`` commands: manage a pool directory (add, list, show, remove, check, reindex)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import (
+    InvalidArgumentError,
+    ZooError,
+)
+
+if TYPE_CHECKING:
+
+    pass
+
+from .common import (
+    EXIT_FAILURE,
+    _clip,
+    _count,
+    _date,
+    _metric_text,
+    _num,
+    _open_zoo,
+    _table,
+)
+
+
+def _metric_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--metric takes key=value (e.g. accuracy=0.93), got {text!r}")
+    for conv in (int, float):
+        try:
+            return key, conv(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _cmd_zoo_add(args: argparse.Namespace) -> dict[str, Any]:
+    from ..pool.spec import ArchSpec
+    from ..pool.zoo import ModelZoo, _check_name
+
+    spec = ArchSpec.parse(args.ref, num_classes=args.num_classes, in_chans=args.in_chans)
+    if spec.kind != "timm":
+        raise InvalidArgumentError(
+            f"zoo add takes a timm:<name>[:<json kwargs>] reference, got {args.ref!r}; add "
+            "search-space models from Python with ModelZoo.add(name, model, spec=...)"
+        )
+    name = _check_name(args.name if args.name is not None else spec.name)
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise InvalidArgumentError(f"checkpoint {args.checkpoint!r} does not exist or is not a file")
+    p = Path(args.dir)
+    if p.is_dir() and not (p / "index.sqlite").is_file() and not (p / "weights").is_dir() and any(p.iterdir()):
+        raise ZooError(f"{args.dir!r} is a non-empty directory that holds no pool; give a new or empty directory")
+    zoo = ModelZoo(p)
+    assert spec.num_classes is not None and spec.in_chans is not None  # set for timm specs
+    entry = zoo.add_timm(
+        spec.name, args.checkpoint, name=name, num_classes=spec.num_classes, in_chans=spec.in_chans,
+        dataset=args.dataset, metrics=dict(args.metric or ()), if_exists=args.if_exists, **spec.config,
+    )
+    if not args.json:
+        weights = f"weights from {args.checkpoint}" if args.checkpoint else "random initialisation"
+        print(f"added {entry.name}: {entry.spec} ({_count(entry.num_params)} params, {weights}) to {args.dir}")
+    return entry.to_dict()
+
+
+def _arch_text(spec: Any) -> str:
+    return "(no builder)" if spec is None else str(spec)
+
+
+def _cmd_zoo_list(args: argparse.Namespace) -> list[dict[str, Any]]:
+    zoo = _open_zoo(args.dir)
+    entries = [e for e in zoo if args.dataset is None or e.dataset == args.dataset]
+    if not args.json:
+        if not entries:
+            print(f"no entries in {args.dir}" + (f" with dataset {args.dataset!r}" if args.dataset else ""))
+        elif args.wide:
+            _table(
+                ("name", "architecture", "dataset", "metrics", "params", "created"),
+                [(e.name, _arch_text(e.spec), e.dataset or "-", _metric_text(e.metrics), _count(e.num_params), _date(e.created))
+                 for e in entries],
+                right=(4,),
+            )
+        else:  # fits 100 columns: long names, architectures and metrics are clipped
+            _table(
+                ("name", "architecture", "dataset", "accuracy", "params", "created"),
+                [(_clip(e.name, 22), _clip(_arch_text(e.spec), 32), _clip(e.dataset or "-", 10),
+                  _num(e.metrics.get("accuracy", "-")), _count(e.num_params), _date(e.created)[:10])
+                 for e in entries],
+                right=(3, 4),
+            )
+    return [e.to_dict() for e in entries]
+
+
+def _cmd_zoo_show(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = _open_zoo(args.dir)
+    e = zoo.get(args.name)
+    out = {
+        **e.to_dict(), "uid": e.uid, "digest_paper": e.digest_paper,
+        "ref": e.spec.to_ref() if e.spec is not None else None,
+        "signature": zoo.signature(e.name).describe(),
+    }
+    if e.spec is None:
+        arch = "no builder: a transfer source only (rank, transfer); it cannot be loaded as a module"
+    elif e.spec.kind == "builder":
+        arch = f"{e.spec} (a registered builder's; rebuilt in processes that register {e.spec.name!r})"
+    else:
+        arch = f"{e.spec} (num_classes={e.spec.num_classes}, in_chans={e.spec.in_chans})"
+    if not args.json:
+        rows = [
+            ("name", e.name),
+            ("architecture", arch),
+            ("reference", out["ref"] or "-"),
+            ("dataset", e.dataset or "-"),
+            ("metrics", _metric_text(e.metrics)),
+            ("params", f"{e.num_params:,}"),
+            ("parent", e.parent or "-"),
+            ("provenance", json.dumps(e.provenance) if e.provenance else "-"),
+            ("created", _date(e.created)),
+            ("updated", _date(e.updated)),
+            ("weights", f"{e.path} ({e.nbytes:,} bytes, sha256 {e.sha256})"),
+            ("digest", e.digest),
+            ("signature", out["signature"]),
+        ]
+        for k, v in rows:
+            print(f"{k + ':':<14}{v}")
+    return out
+
+
+def _cmd_zoo_remove(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = _open_zoo(args.dir, write=True)
+    for name in args.names:  # all or nothing: check every name before removing any
+        zoo.get(name)
+    removed = [n for n in dict.fromkeys(args.names) if zoo.remove(n, missing_ok=True)]
+    if not args.json:
+        for n in removed:
+            print(f"removed {n}")
+    return {"removed": removed}
+
+
+def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = _open_zoo(args.dir, write=args.gc)
+    report = zoo.check(full=args.full)
+    out: dict[str, Any] = {"path": args.dir, "entries": len(zoo), **report}
+    if args.gc:
+        out["deleted"] = zoo.gc()
+    bad = bool(report["missing"] or report["damaged"] or report["nonfinite"])
+    args.exit_status = EXIT_FAILURE if bad else 0
+    if not args.json:
+        print(f"pool {args.dir}: {len(zoo)} entries, " + ("PROBLEMS FOUND" if bad else "ok"))
+        for key, what in (("missing", "entries whose weights file is missing"),
+                          ("damaged", "entries whose weights file is damaged"),
+                          ("nonfinite", "entries with NaN/inf weights" + ("" if args.full else " (checked with --full)")),
+                          ("orphans", "unreferenced weight files"),
+                          ("partial", "leftovers of interrupted writes")):
+            print(f"  {key}: {len(report[key])} {what}")
+            for item in report[key]:
+                print(f"    {item}")
+        if bad:
+            print(f"  remove such entries with `nas-warmstart zoo remove {args.dir} NAME` and add them again")
+        if args.gc:
+            print(f"gc deleted {len(out['deleted'])} files")
+            for p in out["deleted"]:
+                print(f"  {p}")
+    return out
+
+
+def _cmd_zoo_reindex(args: argparse.Namespace) -> dict[str, Any]:
+    from ..pool.zoo import ModelZoo
+
+    report = ModelZoo.reindex(Path(args.dir))
+    if not args.json:
+        print(f"pool {args.dir}: restored {len(report.restored)} entries"
+              + (f" ({report.from_old_index} rows kept from the old index)" if report.from_old_index else ""))
+        for key, what in (("without_metadata", "restored without data set or metrics (files of an older release)"),
+                          ("superseded", "older files of a name a newer file holds (left for gc)"),
+                          ("skipped", "files not restored")):
+            items = getattr(report, key)
+            if items:
+                print(f"  {len(items)} {what}:")
+                for item in items:
+                    print(f"    {item}")
+        if report.backup:
+            print(f"  the old index was kept as {report.backup}")
+    return report.to_dict()
+

@@ -1,0 +1,183 @@
+"""The ``search`` command: a warm-started Optuna search over a search space, resumable."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import (
+    InvalidArgumentError,
+)
+
+if TYPE_CHECKING:
+
+    pass
+
+from .common import (
+    EXIT_FAILURE,
+    _clip,
+    _count,
+    _one_line,
+    _one_line_text,
+)
+
+
+def _check_storage(url: str) -> None:
+    """Refuse a --storage URL that cannot work, before anything is created."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "e.g. sqlite:///search.db (a file here), postgresql://user@host/db or mysql://user@host/db"
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise InvalidArgumentError(f"--storage {url!r} is not a database URL; use {example}") from None
+    backend = u.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql"):
+        raise InvalidArgumentError(f"--storage {url!r} names no database Optuna can use ({backend!r}); use {example}")
+    try:
+        u.get_dialect().import_dbapi()
+    except Exception as e:  # a missing driver surfaces as ImportError or SQLAlchemy's own errors
+        raise InvalidArgumentError(
+            f"--storage {url!r} needs a {backend} driver that is not installed ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); install the module it names, e.g. "
+            "pip install 'psycopg[binary]' for postgresql:// or pymysql for mysql+pymysql://"
+        ) from None
+    if backend == "sqlite" and u.database not in (None, "", ":memory:"):
+        db = Path(u.database).expanduser()
+        if not db.parent.resolve().is_dir():
+            raise InvalidArgumentError(
+                f"--storage {url!r}: the folder {str(db.parent)!r} does not exist; create it or give "
+                "another path (sqlite:///FILE is relative to the current directory, sqlite:////abs/FILE absolute)"
+            )
+        if db.is_dir():
+            raise InvalidArgumentError(f"--storage {url!r} names a directory; give a database file, e.g. sqlite:///search.db")
+        if db.is_file() and db.stat().st_size:
+            with open(db, "rb") as f:
+                if not f.read(16).startswith(b"SQLite format 3"):
+                    raise InvalidArgumentError(f"--storage {url!r}: {str(db)!r} is not an SQLite database; give another file")
+
+
+def _value_text(objectives: Sequence[str], values: Sequence[float] | None) -> str:
+    if not values:
+        return "-"
+    out = []
+    for o, v in zip(objectives, values, strict=True):
+        out.append(f"{v:.4f}" if o == "accuracy" else f"{v:.3g} ms" if o == "latency" else _count(int(v)))
+    return " / ".join(out)
+
+
+class _TrialRows:
+    """Builds each finished trial's row and prints it at once (flushed: pipes and logs too)."""
+
+    def __init__(self, objective: Any, objectives: Sequence[str], *, quiet: bool) -> None:
+        import threading
+
+        self.objective, self.objectives, self.quiet = objective, tuple(objectives), quiet
+        self.lock = threading.Lock()
+        self.header = False
+        self.width = max(len("/".join(objectives)), 10 * len(objectives))
+
+    def row(self, t: Any) -> dict[str, Any]:
+        from ..integrations.optuna import DUPLICATE_ATTR, ENTRY_ATTR
+        from ..pool.spec import ArchSpec
+
+        a = t.user_attrs
+        return {"number": t.number, "state": t.state.name, "values": t.values,
+                "architecture": (self.objective.space.describe(ArchSpec.from_dict(a["spec"]).config)
+                                 if "spec" in a else None),
+                "source": a.get("warm_start_source"), "similarity": a.get("warm_start_similarity"),
+                "duplicate_of": a.get(DUPLICATE_ATTR), "pool_entry": a.get(ENTRY_ATTR),
+                "fail_reason": a.get("fail_reason")}
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if self.quiet:
+            return
+        r = self.row(trial)
+        if r["duplicate_of"] is not None:
+            source = f"= trial {r['duplicate_of']} (repeat, not retrained)"
+        elif r["source"]:
+            source = f"{r['source']} ({r['similarity']:.3f})"
+        else:
+            source = "-"
+        line = (f"{r['number']:>5}  {r['state']:<8}  {_value_text(self.objectives, r['values']):<{self.width}}  "
+                f"{_clip(source, 34):<34}  {r['architecture'] or ''}").rstrip()
+        with self.lock:
+            if not self.header:
+                print(f"{'trial':>5}  {'state':<8}  {'/'.join(self.objectives):<{self.width}}  "
+                      f"{'warm start from (similarity)':<34}  architecture", flush=True)
+                self.header = True
+            print(line, flush=True)
+            if r["state"] == "FAIL" and r["fail_reason"]:
+                print(f"{'':>5}  reason: {_one_line_text(r['fail_reason'])}", flush=True)
+
+
+def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    import shlex
+    from collections import Counter
+
+    import optuna
+    import sqlalchemy.exc
+
+    from ..integrations.optuna import (
+        DUPLICATE_ATTR,
+        ENTRY_ATTR,
+        PoolCallback,
+        make_objective,
+        open_study,
+    )
+    from ..pool.zoo import ModelZoo
+
+    # Everything is checked before anything is created: the storage URL, the search space,
+    # objectives and device (make_objective), then the data set, loaded now.
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    _check_storage(args.storage)
+    objective = make_objective(
+        args.space, args.dataset, None, epochs=args.epochs, objectives=objectives,
+        pruning=not args.no_pruning, guidance=True if args.guidance else None, seed=args.seed,
+        data_root=args.root, device=args.device,
+    )
+    data = objective.data
+    if not args.verbose:  # the rows below say what happened; Optuna's warnings carry tracebacks
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    name = args.study_name or f"{args.space}-{data.name}".replace(":", "_")
+    try:  # several `search` workers may start together on a new storage
+        study = open_study(storage=args.storage, study_name=name, directions=objective.directions, seed=args.seed)
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise InvalidArgumentError(f"cannot open --storage {args.storage!r}: {_one_line(e.orig if hasattr(e, 'orig') and e.orig else e)[:300]}") from None
+    except ValueError as e:  # e.g. the study exists with other directions
+        raise InvalidArgumentError(f"study {name!r} in {args.storage}: {_one_line(e)}; give another --study-name") from None
+    pool = None if args.cold else ModelZoo(args.pool)
+    objective.pool = pool
+    before = len(study.trials)
+    rows = _TrialRows(objective, objectives, quiet=args.json)
+    args.resume = "nas-warmstart " + shlex.join(args.argv)
+    try:
+        study.optimize(objective, n_trials=args.trials, n_jobs=args.n_jobs,
+                       callbacks=[rows, *([PoolCallback(pool)] if pool is not None else [])])
+    except KeyboardInterrupt:
+        # Optuna marks the interrupted trial FAIL but runs no callback for it: drop its entry.
+        for t in study.get_trials(deepcopy=False)[before:]:
+            if t.state != optuna.trial.TrialState.COMPLETE and pool is not None and ENTRY_ATTR in t.user_attrs:
+                pool.remove(t.user_attrs[ENTRY_ATTR], missing_ok=True)
+        raise
+    mine = [rows.row(t) for t in study.trials[before:]]
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    # a repeated architecture ties with the trial it repeats: name the original only
+    best = [t.number for t in study.best_trials if DUPLICATE_ATTR not in t.user_attrs] if done else []
+    if not args.json:
+        label = "best trial" if len(objectives) == 1 else "Pareto front"
+        best_text = f"{best}" + (f" ({_value_text(objectives, study.trials[best[0]].values)})" if len(best) == 1 else "")
+        print(f"\nstudy {study.study_name!r} in {args.storage}: {len(study.trials)} trials; {label}: {best_text}")
+        if pool is not None:
+            print(f"pool {args.pool}: {len(pool)} entries")
+    failed = [r for r in mine if r["state"] == "FAIL"]
+    if mine and len(failed) == len(mine):
+        reason, n = Counter(_one_line_text(r["fail_reason"] or "no reason recorded") for r in failed).most_common(1)[0]
+        args.exit_status = EXIT_FAILURE
+        args.final_error = (f"all {len(mine)} trials of this run failed; the most common reason "
+                            f"({n} of {len(mine)}): {reason}")
+    return {"study": study.study_name, "storage": args.storage, "trials": mine, "best": best}
+
+
