@@ -17,6 +17,9 @@ from ._errors import OptionalDependencyError
 
 __all__ = ["search_spaces", "try_import"]
 
+#: Distributions whose name differs from their top-level module.
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
+
 
 def try_import(module: str, *, extra: str | None = None, purpose: str = "") -> ModuleType:
     """``import module``, or an :class:`~nas_warmstart.OptionalDependencyError` saying what to install.
@@ -31,7 +34,7 @@ def try_import(module: str, *, extra: str | None = None, purpose: str = "") -> M
         return importlib.import_module(module)
     except ImportError as e:
         top = module.split(".")[0]
-        how = f'pip install "nas-warmstart[{extra}]"' if extra else f"pip install {top}"
+        how = f'pip install "nas-warmstart[{extra}]"' if extra else f"pip install {_DISTRIBUTIONS.get(top, top)}"
         raise OptionalDependencyError(
             f"{purpose + ' needs' if purpose else 'this needs'} {top}, which is not installed "
             f"({e}); install it with: {how}"

@@ -1,6 +1,6 @@
 """Guidance: linear CKA against NumPy oracles, activation capture, layer pairing, the loss.
 
-Spec: specs/guidance-theseus-recasting.md §1-§2.
+The algorithm: docs/guidance.md.
 """
 
 from __future__ import annotations

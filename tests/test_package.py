@@ -52,3 +52,80 @@ def test_no_warnings_on_normal_use():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         nw.transfer(nn.Sequential(nn.Linear(3, 4)), nn.Sequential(nn.Linear(3, 5)))
+
+
+def test_try_import_names_what_to_install(monkeypatch):
+    from nas_warmstart._plugins import try_import
+
+    assert try_import("json").dumps([1]) == "[1]"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(nw.OptionalDependencyError, match=r'--png needs matplotlib.*pip install "nas-warmstart\[viz\]"'):
+        try_import("matplotlib", extra="viz", purpose="--png")
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    with pytest.raises(ImportError, match="pip install scikit-learn$"):  # the distribution, not the module
+        try_import("sklearn.datasets")
+
+
+def test_every_public_name_imports_from_where_it_did_before_the_stage_folders():
+    # The names importable before the package was split into one folder per stage.
+    import nas_warmstart.data as data
+    import nas_warmstart.guidance as guidance
+    import nas_warmstart.integrations.optuna as integration
+
+    before = {
+        nw: "PAPER_LEAF_CLASSES ArchSignature ArchSpec CopiedTensor FitResult GuidanceLoss IncompatibleModelsError "
+            "InvalidArgumentError LayerPair LayerSig Matching ModelZoo NasWarmstartError NasWarmstartWarning "
+            "NoBuilderError NoMatchableLayersError OptionalDependencyError Ranked SignatureError StoredNetwork "
+            "TransferReport UnsafeFileError UntouchedTensor WarmStart ZooEntry ZooEntryExistsError "
+            "ZooEntryNotFoundError ZooError __version__ cache_info clear_caches evaluate fit linear_cka "
+            "list_builders list_matchings list_transfer_methods match recalibrate_bn register_builder "
+            "register_matching register_transfer_method signature similarity similarity_matrix transfer "
+            "warm_start MATCHINGS TRANSFER_METHODS",
+        data: "DataSplits DatasetNotFoundError list_datasets load_dataset",
+        guidance: "DISTANCES PAIRINGS Captured DistanceFn GuidanceLoss Pair PairingFn PairsSpec capture "
+                  "default_layers dpiat_pairs linear_cka list_distances list_pairings paper_layers "
+                  "register_distance register_pairing resolve_pairs uniform_pairs",
+        integration: "ArtifactEntry OptunaArtifactPool PoolCallback SearchObjective WarmStarter enqueue_pool "
+                     "make_objective measure_latency open_study DUPLICATE_ATTR ENTRY_ATTR ENTRY_SPEC_ATTR "
+                     "SEED_ATTR trial_entry_name",
+    }
+    for module, names in before.items():
+        missing = [n for n in names.split() if not hasattr(module, n)]
+        assert not missing, (module.__name__, missing)
+    assert issubclass(nw.ModelZoo, nw.Pool) and issubclass(integration.OptunaArtifactPool, nw.Pool)
+    assert nw.TransferContext.__name__ == "TransferContext" and callable(nw.TransferContext.copy)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "value", "message"),
+    [
+        ({"min": 1, "_positive": True}, 0, "k must be a positive integer, got 0"),
+        ({"min": 1, "_positive": True}, True, "k must be a positive integer, got True"),  # bool is no int here
+        ({"min": 0, "hint": " (0: off)"}, -1, "k must be an integer >= 0 (0: off), got -1"),
+        ({"min": 8, "max": 1024}, 2048, "k must be an integer between 8 and 1024, got 2048"),
+        ({"none_ok": True}, 1.5, "k must be an integer or None, got 1.5"),
+    ],
+)
+def test_one_integer_rule_with_one_wording(kwargs, value, message):
+    from nas_warmstart._args import check_int
+
+    with pytest.raises(nw.InvalidArgumentError) as e:
+        check_int("k", value, **kwargs)
+    assert str(e.value) == message
+    assert check_int("k", 8, min=8, max=8) == 8 and check_int("k", None, none_ok=True) is None
+
+
+def test_a_registered_data_set_loads_by_name():
+    from nas_warmstart.data import DATASETS, list_datasets, load_dataset, register_dataset
+
+    calls = []
+
+    @register_dataset("contract-tiny")
+    def tiny(root, image_size, seed):
+        calls.append((root, image_size, seed))
+        return DATASETS.get("synthetic")(root, image_size, seed)
+
+    data = load_dataset("contract-tiny", image_size=16, seed=3)
+    assert calls == [(None, 16, 3)] and data.image_size == 16 and "contract-tiny" in list_datasets()
+    with pytest.raises(nw.InvalidArgumentError, match="register a loader with"):
+        load_dataset("no-such-data")

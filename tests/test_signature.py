@@ -1,4 +1,4 @@
-"""Standardization (specs/dpiat.md §2): the block rule, the paper models' table, JSON."""
+"""Standardization (docs/dpiat.md): the block rule, the paper models' table, JSON."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from tests._oracle import ref_similarity
 from tests.conftest import PAPER_MODELS
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "dpiat_similarity_paper_models.csv"
-# The reference values also live in the repository so that the test runs without shared/.
+# The authors' reference values live in tests/data/ so that the test needs nothing else.
 LOCAL_COPY = Path(__file__).parent / "data" / "dpiat_similarity_paper_models.csv"
 
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import (
     InvalidArgumentError,
-    OptionalDependencyError,
 )
+from .._plugins import try_import
 
 if TYPE_CHECKING:
     import numpy as np
@@ -144,12 +144,7 @@ def _cmd_matrix(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _need_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise OptionalDependencyError(
-            '--png needs matplotlib; install it with: pip install "nas-warmstart[viz]"'
-        ) from None
+    try_import("matplotlib", extra="viz", purpose="--png")
 
 
 def _heatmap(m: np.ndarray, labels: Sequence[str], path: Path, *, layers: str) -> None:

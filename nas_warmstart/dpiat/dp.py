@@ -1,7 +1,7 @@
 """The DPIAT score (Eq. 1) and the two-level dynamic program, vectorised and memoised.
 
 The recurrence, the multiple-match factor f(d) = d^(-1/2) and every tie-break follow the
-authors' implementation bit for bit (specs/dpiat.md §4):
+authors' implementation bit for bit (docs/dpiat.md):
 
     dp[i][j] = max(dp[i-1][j], dp[i][j-1], max_k dp[k-1][j-1] + (Σ_{l=k..i} sc[l][j]) / sqrt(i-k+1))
 

@@ -304,7 +304,7 @@ def _params_holder(module: nn.Module, name: str) -> LayerSig | None:
 def _std(module: nn.Module, name: str, level: int, mode: str) -> tuple[int, int, Any]:
     """Returns (depth, number of conv/linear layers, content); content is a LayerSig or a list.
 
-    Follows the authors' block rule exactly (see specs/dpiat.md §2): children in registration
+    Follows the authors' block rule exactly (see docs/dpiat.md): children in registration
     order, single-child wrappers do not deepen the level, a node with more single layers than
     blocks becomes one flat block (except the root), groups with < 2 conv/linear layers are
     spliced into the parent, singletons are unwrapped.

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .._args import check_int, positive_int
-from .._errors import InvalidArgumentError, NasWarmstartError, OptionalDependencyError, fix
+from .._errors import InvalidArgumentError, NasWarmstartError, fix
+from .._plugins import try_import
 from .._registry import Registry
 
 __all__ = [
@@ -122,10 +123,7 @@ def _tensor_splits(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int
 
 
 def _digits(root: Path | None, image_size: int | None, seed: int) -> DataSplits:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:  # pragma: no cover - scikit-learn is a dependency
-        raise OptionalDependencyError("the digits data set needs scikit-learn: pip install scikit-learn") from None
+    load_digits = try_import("sklearn.datasets", purpose="the digits data set").load_digits
     size = _check_size(image_size, 32)
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (1797, 1, 8, 8) in [0, 1]

@@ -46,8 +46,8 @@ class GuidanceLoss:
     """Representational-alignment guidance loss with an optional warm-up schedule.
 
     Implements Subramaniam et al., "Training the Untrainable: Introducing Inductive Bias via
-    Representational Alignment" (arXiv 2410.20035, NeurIPS 2025), §2 of
-    ``specs/guidance-theseus-recasting.md``.
+    Representational Alignment" (arXiv 2410.20035, NeurIPS 2025); ``docs/guidance.md`` describes
+    it in full.
 
     ``gl(x)`` returns ``weight · Σ_{(g, t) ∈ pairs} distance(A_t(x), A_g(x))``, where ``A_t`` are
     the target's activations recorded by :meth:`capture` during the target's own forward
