@@ -6,6 +6,11 @@ A method receives the source and target layer modules, their signatures and the
 the weight's plan so that BatchNorm statistics can follow its channel selection. Register your
 own with ``@nas_warmstart.register_transfer_method(name)``; ``docs/dpiat.md`` describes the four
 built in.
+
+The source may be a :class:`~nas_warmstart.StoredNetwork` (a pool entry without a builder): its
+layers are plain holder modules with the stored tensors under their original names, so a method
+reads ``weight``/``bias`` (and ``running_mean`` ...) as attributes and never calls a module or
+tests its class.
 """
 
 from __future__ import annotations
