@@ -156,16 +156,20 @@ class NewEntry:
         return {m: batch.key_digest(self.signatures[m].key) for m in LAYER_MODES}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: ranking makes one per entry, and frozen init costs 4x
 class Candidate:
     """One entry as ranking sees it; ``ref`` is the pool's own handle (a row, a record)."""
 
     name: str
     dataset: str | None
-    metrics: Mapping[str, Any]
+    metrics: Mapping[str, Any] | str  # a str is the metrics' JSON, parsed only if a filter needs it
     digest: str
     digest_paper: str
     ref: Any
+
+
+def _metrics(c: Candidate) -> Mapping[str, Any]:
+    return json.loads(c.metrics) if isinstance(c.metrics, str) else c.metrics
 
 
 class Pool(abc.ABC, Generic[E]):
@@ -389,21 +393,19 @@ class Pool(abc.ABC, Generic[E]):
         skip = set(exclude)
         cands = [
             c for c in self._candidates(dataset)
-            if c.name not in skip and (not thresholds or meets(c.metrics, thresholds))
+            if c.name not in skip and (not thresholds or meets(_metrics(c), thresholds))
         ]
         cands = self._usable(cands)
+        ext = layers == "extended"
+        scored = [(c.digest if ext else c.digest_paper, c) for c in cands]
         by_digest: dict[str, Candidate] = {}
-        for c in cands:
-            by_digest.setdefault(c.digest if layers == "extended" else c.digest_paper, c)
+        for d, c in scored:
+            by_digest.setdefault(d, c)
         sims = batch.cached_similarities(
             t_key, sorted(by_digest), layers, lambda ds: self._keys(ds, layers, by_digest)
         )
-
-        def sim(c: Candidate) -> float:
-            return sims[c.digest if layers == "extended" else c.digest_paper]
-
-        order = sorted(cands, key=lambda c: (-sim(c), c.name))
+        order = sorted(scored, key=lambda dc: (-sims[dc[0]], dc[1].name))
         if k is not None:
             order = order[:k]
-        return [Ranked(name=c.name, similarity=sim(c), entry=self._entry_of(c)) for c in order]
+        return [Ranked(name=c.name, similarity=sims[d], entry=self._entry_of(c)) for d, c in order]
 

@@ -719,7 +719,7 @@ class ModelZoo(Pool["ZooEntry"]):
         args: tuple[Any, ...] = ()
         if dataset is not None:
             sql, args = sql + " WHERE dataset = ?", (dataset,)
-        return [Candidate(row[0], row[3], _LazyMetrics(row[4]), row[12], row[13], row)
+        return [Candidate(row[0], row[3], row[4], row[12], row[13], row)
                 for row in self._conn().execute(sql, args).fetchall()]
 
     def _usable(self, candidates: list[Candidate]) -> list[Candidate]:
@@ -789,27 +789,3 @@ class ModelZoo(Pool["ZooEntry"]):
             raise ZooError(f"pool index is inconsistent: no architecture rows for {missing[:3]}")
         return out
 
-
-class _LazyMetrics(Mapping[str, Any]):
-    """An index row's metrics JSON, parsed on first use (ranking a large pool without
-    thresholds never reads them)."""
-
-    __slots__ = ("_d", "_text")
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._d: dict[str, Any] | None = None
-
-    def _get(self) -> dict[str, Any]:
-        if self._d is None:
-            self._d = json.loads(self._text)
-        return self._d
-
-    def __getitem__(self, key: str) -> Any:
-        return self._get()[key]
-
-    def __iter__(self) -> Any:
-        return iter(self._get())
-
-    def __len__(self) -> int:
-        return len(self._get())
