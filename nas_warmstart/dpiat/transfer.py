@@ -102,8 +102,9 @@ def transfer(
         layers: ``"extended"`` (default) also transfers LayerNorm/GroupNorm/Embedding/
             layer-scale parameters and bare parameters (ViT ``pos_embed``, ``cls_token``);
             ``"paper"`` only conv/BN/linear.
-        seed: seeds the ``"random"`` matching and the ``"full"`` method; ``None`` uses the
-            global RNGs as the authors' code does.
+        seed: seeds the ``"random"`` matching and the ``"full"`` method. With ``None`` the
+            ``"full"`` method draws from torch's global generator (as the authors' code does)
+            and the ``"random"`` matching uses seed 0.
         warn_weak: warn when the transfer is weak (see Returns); False leaves that to the
             caller (``TransferReport.weak``).
 
