@@ -1,4 +1,5 @@
-"""Every Python block of README.md runs, in order, in one namespace, as part of the tests (Sybil).
+"""Every Python block of README.md and docs/*.md runs, in order, one namespace per file, as part of
+the tests (Sybil).
 
 A block that starts with ``>>>`` is a doctest: what it prints must match what the README
 shows. The blocks run in a fresh temporary directory, so the files they write (a pool, a
@@ -29,7 +30,7 @@ def _leave_tmp(namespace: dict[str, Any]) -> None:
 
 pytest_collect_file = Sybil(
     parsers=[PythonCodeBlockParser(doctest_optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)],
-    patterns=["README.md"],
+    patterns=["README.md", "docs/*.md"],
     setup=_enter_tmp,
     teardown=_leave_tmp,
 ).pytest()
