@@ -62,6 +62,7 @@ def test_try_import_names_what_to_install(monkeypatch):
     with pytest.raises(nw.OptionalDependencyError, match=r'--png needs matplotlib.*pip install "nas-warmstart\[viz\]"'):
         try_import("matplotlib", extra="viz", purpose="--png")
     monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # imported already by earlier tests
     with pytest.raises(ImportError, match="pip install scikit-learn$"):  # the distribution, not the module
         try_import("sklearn.datasets")
 
