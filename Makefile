@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model clean
+.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model compare-revisions clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,12 @@ bench-search: setup
 # study warm vs cold (5 seeds x 30 trials; ~1 min on 2 cores).
 bench-own-model: setup
 	$(BIN)/python benchmarks/bench_own_model.py
+
+# A refactor changes no number: similarity, transfer tensors (and ranking with POOL=DIR) of this
+# checkout against another one, compared exactly, e.g. OLD=/tmp/old after
+# `git worktree add /tmp/old <rev>` (~8 min on 2 cores).
+compare-revisions: setup
+	$(BIN)/python benchmarks/compare_revisions.py $(OLD) $(if $(POOL),--pool $(POOL))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

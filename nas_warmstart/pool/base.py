@@ -274,9 +274,39 @@ class Pool(abc.ABC, Generic[E]):
         verify_spec: bool = True,
         **options: Any,
     ) -> E:
-        """Add a trained network; see :meth:`ModelZoo.add <nas_warmstart.ModelZoo.add>`.
+        """Add a trained network.
 
-        ``options`` are the pool's own (``trial=`` for the Optuna-artifact pool).
+        The entry becomes visible only once its weights file is complete on disk. Besides the
+        state dict, the file stores the model's signatures, so any entry is a transfer source
+        whether or not this process can rebuild it.
+
+        Args:
+            name: unique entry name (letters, digits, ``. _ - + = @``).
+            model: the trained module; its state dict is stored (a
+                :class:`~nas_warmstart.StoredNetwork` from another pool works too).
+            spec: how to rebuild it: an ``ArchSpec`` (timm, search space or registered
+                builder), ``"timm:<name>"`` or a spec dict. None stores it without a builder:
+                it ranks and transfers like any entry, but ``load`` (and so guidance and
+                conversion from it) raise :class:`~nas_warmstart.NoBuilderError` until
+                :meth:`set_spec` gives it one.
+            dataset: what it was trained on.
+            metrics: JSON metrics (``{"accuracy": 0.9}``); used by ``rank(min_metric=...)``.
+            parent: the entry it was warm-started from.
+            provenance: details of that warm start (similarity, coverage, ...).
+            if_exists: one of the pool's ``IF_EXISTS``: ``"error"`` (default), ``"replace"``
+                (the newest write wins), ``"rename"`` (add as ``name-2``, ``name-3``, ...: the
+                smallest free suffix; not in an artifact pool), or ``"skip"`` (keep and return
+                the existing entry).
+            verify_spec: check that ``spec`` rebuilds a module with this state dict's names
+                and shapes (built on the meta device: cheap), so ``load`` cannot fail later.
+            options: the pool's own (``trial=`` for the Optuna-artifact pool).
+
+        Returns:
+            The stored entry (with its final name).
+
+        Raises:
+            ZooEntryExistsError: the name is taken and ``if_exists="error"``.
+            InvalidArgumentError: a bad name, spec, metrics or a spec that does not fit.
         """
         check_name(name)
         check_choice("if_exists", if_exists, self.IF_EXISTS)

@@ -115,24 +115,7 @@ def _describe_weights_file(path: Path, old: dict[str, Any] | None) -> dict[str, 
 
 
 def reindex(path: str | os.PathLike[str], *, journal_mode: Literal["wal", "delete"] = "wal") -> ReindexReport:
-    """Rebuild a pool's index from its weight files, so that a lost or damaged index loses nothing.
-
-    Every ``weights/*.safetensors`` file carries its own record (name, spec, data set,
-    metrics, parent, provenance, creation time); its size and SHA-256 are recomputed from
-    the bytes and its tensors are checked against the spec (names and shapes). Where the
-    old index can still be read, its rows win for the files it references (they hold later
-    ``update_metrics`` calls and the exact names of renamed entries). Several files with
-    one name: files written with ``if_exists="rename"`` get the next free ``-2``, ``-3``
-    suffix in creation order; otherwise the newest wins and the older ones stay as
-    unreferenced files (``check`` lists them, ``gc`` deletes them). Files that cannot be
-    read or do not fit their spec are skipped and listed.
-
-    The new index is built beside the old one and renamed into place; the old one is kept
-    as ``index.sqlite.before-reindex-<time>``. Stop the pool's writers first.
-
-    Returns:
-        A :class:`ReindexReport`.
-    """
+    """Rebuild the index of the pool directory ``path``; see :meth:`ModelZoo.reindex <nas_warmstart.ModelZoo.reindex>`."""
     root = Path(path)
     weights = root / "weights"
     if not weights.is_dir():

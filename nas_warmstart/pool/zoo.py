@@ -378,57 +378,6 @@ class ModelZoo(Pool["ZooEntry"]):
 
     # ------------------------------------------------------------------ writing
 
-    def add(
-        self,
-        name: str,
-        model: nn.Module,
-        *,
-        spec: ArchSpec | str | Mapping[str, Any] | None = None,
-        dataset: str | None = None,
-        metrics: Mapping[str, Any] | None = None,
-        parent: str | None = None,
-        provenance: Mapping[str, Any] | None = None,
-        if_exists: IfExists = "error",
-        verify_spec: bool = True,
-        **options: Any,
-    ) -> ZooEntry:
-        """Add a trained network.
-
-        The entry becomes visible only once its weights file is complete on disk. Besides the
-        state dict, the file stores the model's signatures, so any entry is a transfer source
-        whether or not this process can rebuild it.
-
-        Args:
-            name: unique entry name (letters, digits, ``. _ - + = @``).
-            model: the trained module; its state dict is stored (a
-                :class:`~nas_warmstart.StoredNetwork` from another pool works too).
-            spec: how to rebuild it: an ``ArchSpec`` (timm, search space or registered
-                builder), ``"timm:<name>"`` or a spec dict. None stores it without a builder:
-                it ranks and transfers like any entry, but ``load`` (and so guidance and
-                conversion from it) raise :class:`~nas_warmstart.NoBuilderError` until
-                :meth:`set_spec` gives it one.
-            dataset: what it was trained on.
-            metrics: JSON metrics (``{"accuracy": 0.9}``); used by ``rank(min_metric=...)``.
-            parent: the entry it was warm-started from.
-            provenance: details of that warm start (similarity, coverage, ...).
-            if_exists: ``"error"`` (default), ``"replace"`` (the newest write wins),
-                ``"rename"`` (add as ``name-2``, ``name-3``, ...: the smallest free suffix), or
-                ``"skip"`` (keep and return the existing entry).
-            verify_spec: check that ``spec`` rebuilds a module with this state dict's names
-                and shapes (built on the meta device: cheap), so ``load`` cannot fail later.
-
-        Returns:
-            The stored entry (with its final name).
-
-        Raises:
-            ZooEntryExistsError: the name is taken and ``if_exists="error"``.
-            InvalidArgumentError: a bad name, spec, metrics or a spec that does not fit.
-        """
-        return super().add(
-            name, model, spec=spec, dataset=dataset, metrics=metrics, parent=parent,
-            provenance=provenance, if_exists=if_exists, verify_spec=verify_spec, **options,
-        )
-
     def _check_options(self, options: Mapping[str, Any]) -> None:
         super()._check_options(options)
         self._check_writable()
