@@ -40,8 +40,9 @@ def _metric_arg(text: str) -> tuple[str, Any]:
 
 
 def _cmd_zoo_add(args: argparse.Namespace) -> dict[str, Any]:
+    from ..pool.base import check_name
     from ..pool.spec import ArchSpec
-    from ..pool.zoo import ModelZoo, _check_name
+    from ..pool.zoo import ModelZoo
 
     spec = ArchSpec.parse(args.ref, num_classes=args.num_classes, in_chans=args.in_chans)
     if spec.kind != "timm":
@@ -49,7 +50,7 @@ def _cmd_zoo_add(args: argparse.Namespace) -> dict[str, Any]:
             f"zoo add takes a timm:<name>[:<json kwargs>] reference, got {args.ref!r}; add "
             "search-space models from Python with ModelZoo.add(name, model, spec=...)"
         )
-    name = _check_name(args.name if args.name is not None else spec.name)
+    name = check_name(args.name if args.name is not None else spec.name)
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise InvalidArgumentError(f"checkpoint {args.checkpoint!r} does not exist or is not a file")
     p = Path(args.dir)

@@ -1,8 +1,8 @@
 """What every pool provides, written once: ranking with its filters, and the checks of ``add``.
 
 A pool stores trained networks under names. :class:`Pool` holds everything that does not depend
-on where the weights live: the argument rules of :meth:`Pool.add` (:func:`prepare_add` turns a
-model into the record, signatures, digests and state dict a pool writes) and :meth:`Pool.rank`
+on where the weights live: the argument rules of :meth:`Pool.add` (which turns a model into the
+:class:`NewEntry` a pool writes: record, signatures, digests, state dict) and :meth:`Pool.rank`
 (the ``k``, ``layers``, ``dataset``, ``min_metric`` and ``exclude`` rules, and the similarity of
 the target to every distinct architecture, bit-identical to :func:`nas_warmstart.similarity`).
 A storage back end implements the primitives: ``names``, ``get``, ``load_state_dict``,
@@ -133,7 +133,7 @@ def meets(metrics: Mapping[str, Any], thresholds: Mapping[str, float]) -> bool:
 
 @dataclass(frozen=True)
 class NewEntry:
-    """A model checked and serialisable, ready for a pool to write (see :func:`prepare_add`)."""
+    """A model checked and serialisable, ready for a pool to write (made by :meth:`Pool.add`)."""
 
     name: str
     spec: ArchSpec | None

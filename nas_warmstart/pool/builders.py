@@ -148,9 +148,9 @@ def register_builder(
     Re-registering the same function under its name is a no-op; another function under a
     taken name replaces it with a :class:`~nas_warmstart.NasWarmstartWarning`.
     """
-    from .zoo import _check_name  # the same name rule as pool entries
+    from .base import check_name  # the same name rule as pool entries
 
-    _check_name(name)
+    check_name(name)
     if calls is not None and calls not in _CALLS:
         raise InvalidArgumentError(f"calls must be one of {_CALLS} or None, got {calls!r}")
 

@@ -20,7 +20,7 @@ from .._errors import NasWarmstartError, NoBuilderError, ZooError
 from ..dpiat import batch as _rank
 from ..dpiat.signature import LAYER_MODES as _MODES
 from ..dpiat.signature import ArchSignature, signature
-from .base import check_name as _check_name
+from .base import check_name
 from .index import _ENTRY_COLS, _FORMAT, _SCHEMA, _VERSION, ZooIndex, _readable_rows
 from .spec import ArchSpec, spec_from_json, spec_json
 from .stored import read_description
@@ -97,7 +97,7 @@ def _describe_weights_file(path: Path, old: dict[str, Any] | None) -> dict[str, 
     described = "created" in rec
     created = float(rec.get("created") or path.stat().st_mtime)
     out: dict[str, Any] = {
-        "uid": path.stem, "name": _check_name(rec["name"]), "spec": spec,
+        "uid": path.stem, "name": check_name(rec["name"]), "spec": spec,
         "dataset": rec.get("dataset"), "metrics": rec.get("metrics") or {}, "parent": rec.get("parent"),
         "provenance": rec.get("provenance") or {}, "created": created, "updated": created,
         "if_exists": rec.get("if_exists", "error"), "described": described, "from_index": False,

@@ -87,10 +87,6 @@ __all__ = ["ModelZoo", "Ranked", "ReindexReport", "ZooEntry"]
 
 log = logging.getLogger(__name__)
 
-# Kept importable here: other modules and plug-ins used these names before the pool package.
-_check_name = check_name
-_plain = plain_json
-
 @dataclass(frozen=True)
 class ZooEntry:
     """One trained network in a pool (its weights stay on disk until :meth:`ModelZoo.load`).
@@ -499,7 +495,7 @@ class ModelZoo(Pool["ZooEntry"]):
                     k = 2
                     while c.execute("SELECT 1 FROM entries WHERE name = ?", (f"{name}-{k}",)).fetchone():
                         k += 1
-                    name = _check_name(f"{name}-{k}")
+                    name = check_name(f"{name}-{k}")
             c.executemany("INSERT OR IGNORE INTO archs VALUES (?, ?, ?, ?)", archs)
             c.execute(f"INSERT INTO entries ({_ENTRY_COLS}) VALUES ({', '.join('?' * 14)})", (name, *values))
         return name, old_uid
@@ -527,7 +523,7 @@ class ModelZoo(Pool["ZooEntry"]):
             name: entry name (default: ``model_name``).
             **kwargs: timm ``create_model`` arguments (stored in the spec).
         """
-        entry_name = _check_name(name or model_name)
+        entry_name = check_name(name or model_name)
         if if_exists == "skip" and entry_name in self:
             return self.get(entry_name)
         spec = ArchSpec.timm(model_name, num_classes=num_classes, in_chans=in_chans, **kwargs)
@@ -542,7 +538,7 @@ class ModelZoo(Pool["ZooEntry"]):
 
     def update_metrics(self, name: str, metrics: Mapping[str, Any]) -> ZooEntry:
         """Merge ``metrics`` into an entry's metrics (e.g. after a longer evaluation)."""
-        new = _plain(dict(metrics), "metrics")
+        new = plain_json(dict(metrics), "metrics")
         with self._write() as c:
             row = c.execute("SELECT metrics FROM entries WHERE name = ?", (name,)).fetchone()
             if row is None:

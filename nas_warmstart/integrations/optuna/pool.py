@@ -212,9 +212,9 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
             key = _rank.key_from_json(stored)
             return key, _rank.num_matchable(key)
         assert entry.spec is not None  # entries without a spec always store their keys
-        return self._spec_key_nm(entry.spec, layers)
+        return self._spec_key_and_count(entry.spec, layers)
 
-    def _spec_key_nm(self, spec: ArchSpec, layers: LayersMode) -> tuple[tuple[Any, ...], int]:
+    def _spec_key_and_count(self, spec: ArchSpec, layers: LayersMode) -> tuple[tuple[Any, ...], int]:
         ck = (spec.to_json(), layers)
         with self._keys_lock:
             hit = self._spec_keys.get(ck)
@@ -226,7 +226,7 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
         return hit
 
     def _spec_key(self, spec: ArchSpec, layers: LayersMode) -> tuple[Any, ...]:
-        return self._spec_key_nm(spec, layers)[0]
+        return self._spec_key_and_count(spec, layers)[0]
 
     def _candidates(self, dataset: str | None) -> list[Candidate]:
         return [Candidate(e.name, e.dataset, e.metrics, e.digest, e.digest_paper, e)
