@@ -209,8 +209,9 @@ class Pool(abc.ABC, Generic[E]):
         """Remove an entry; returns whether one was removed."""
 
     @abc.abstractmethod
-    def _store(self, new: NewEntry, **options: Any) -> E:
-        """Write a prepared entry (``if_exists`` applied by the pool) and return its record."""
+    def _store(self, new: NewEntry, existing: E | None, **options: Any) -> E:
+        """Write a prepared entry (``if_exists`` applied by the pool) and return its record;
+        ``existing`` is what :meth:`_existing` found (None when it did not look)."""
 
     @abc.abstractmethod
     def _candidates(self, dataset: str | None) -> list[Candidate]:
@@ -321,7 +322,7 @@ class Pool(abc.ABC, Generic[E]):
         if parent is not None:
             check_name(parent)
         existing = self._existing(name, if_exists)
-        if existing is not None:
+        if existing is not None and if_exists == "skip":
             return existing
         if arch is None:
             check_source_only(model, name)
@@ -336,7 +337,7 @@ class Pool(abc.ABC, Generic[E]):
             if_exists=if_exists, description=description, signatures=sigs, state=state,
             num_params=sum(p.numel() for p in model.parameters()),
         )
-        return self._store(new, **options)
+        return self._store(new, existing, **options)
 
     def _check_options(self, options: Mapping[str, Any]) -> None:
         """Check the pool's own ``add`` options (and whether it may write at all)."""
@@ -346,9 +347,9 @@ class Pool(abc.ABC, Generic[E]):
             )
 
     def _existing(self, name: str, if_exists: str) -> E | None:
-        """The entry to return instead of adding (``if_exists="skip"`` and taken), else None.
-
-        A pool may also raise :class:`~nas_warmstart.ZooEntryExistsError` here.
+        """The entry already called ``name``, or None; with ``if_exists="skip"`` it is
+        returned instead of adding. A pool that must know it anyway (to replace it) returns it
+        for every policy, or raises :class:`~nas_warmstart.ZooEntryExistsError` here.
         """
         if if_exists == "skip" and name in self:
             return self.get(name)

@@ -378,7 +378,8 @@ class ModelZoo(Pool["ZooEntry"]):
         super()._check_options(options)
         self._check_writable()
 
-    def _store(self, new: NewEntry, **options: Any) -> ZooEntry:
+    def _store(self, new: NewEntry, existing: ZooEntry | None, **options: Any) -> ZooEntry:
+        # if_exists is applied inside the index transaction (_insert), race-free
         name, spec, sigs, keys, digests = new.name, new.spec, new.signatures, new.keys, new.digests
         now = time.time()
         # The file describes itself (everything but its own hash), so a lost index loses

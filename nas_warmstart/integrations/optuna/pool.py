@@ -297,14 +297,13 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
             raise ZooEntryExistsError(
                 f"the artifact pool already has an entry {name!r}; pass if_exists='replace' or 'skip'"
             )
-        return existing if if_exists == "skip" else None
+        return existing
 
-    def _store(self, new: NewEntry, **options: Any) -> ArtifactEntry:
+    def _store(self, new: NewEntry, existing: ArtifactEntry | None, **options: Any) -> ArtifactEntry:
         from optuna.artifacts import upload_artifact
 
         trial: Trial | None = options.get("trial")
         name, spec, sigs = new.name, new.spec, new.signatures
-        existing = next((e for e in self.entries() if e.name == name), None)
         data = weights_bytes(new.state, {"name": name}, new.description)
         with tempfile.TemporaryDirectory(prefix="nas-warmstart-") as tmp:
             path = Path(tmp) / f"{name}.safetensors"
