@@ -48,7 +48,7 @@ from .pool.spec import ArchSpec
 from .pool.stored import StoredNetwork
 from .pool.zoo import ModelZoo, ZooEntry
 from .search.warmstart import WarmStart, warm_start
-from .training.fit import FitResult, evaluate, fit, recalibrate_bn
+from .training.fit import FitResult, FitState, evaluate, fit, recalibrate_bn
 
 __version__ = "0.1.0"
 
@@ -71,6 +71,7 @@ __all__ = [
     "ArchSpec",
     "CopiedTensor",
     "FitResult",
+    "FitState",
     "GuidanceLoss",
     "IncompatibleModelsError",
     "InvalidArgumentError",

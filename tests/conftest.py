@@ -56,3 +56,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One real two-node Ray cluster for the whole run (about 5 s to start, ~0.7 GB).
+
+    The head node has no CPUs, so every trial and task runs on the worker node (2 CPUs,
+    resource ``worker_node``), while a :class:`RayPool` actor lives on the head: the layout of a
+    cluster whose nodes share no pool directory. ``RAY_AUTH_MODE=disabled`` (set above) turns
+    off the token authentication local clusters get by default. Tests using it are marked ``ray``.
+    """
+    ray = pytest.importorskip("ray", reason='Ray tests need the ray extra: pip install -e ".[ray]"')
+    from ray.cluster_utils import Cluster
+
+    crash_dir = tmp_path_factory.mktemp("ray-crash-markers")
+    os.environ["NW_TEST_CRASH_DIR"] = str(crash_dir)  # read by tests/_ray_spaces.py in the workers
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")  # workers import tests.*
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False, "object_store_memory": 150 * 2**20,
+    })
+    worker = cluster.add_node(num_cpus=2, resources={"worker_node": 2}, object_store_memory=150 * 2**20)
+    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    try:
+        yield {"cluster": cluster, "worker_node_id": worker.node_id, "crash_dir": crash_dir}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -218,6 +218,63 @@ def test_callback_stops_and_exceptions_propagate(synthetic):
         nw.fit(small_cnn(), synthetic, epochs=2, batch_size=32, callback=prune)
 
 
+@pytest.mark.parametrize("guided", [False, True])
+def test_a_resumed_fit_trains_exactly_as_the_uninterrupted_one(synthetic, tmp_path, guided):
+    """Stop after epoch 2 of 4, save the state and the weights, go on in a fresh module: the
+    same weights, history and guidance schedule as one run of 4 epochs (bit-equal on CPU)."""
+    def guide_for(model):
+        if not guided:
+            return None
+        torch.manual_seed(9)
+        return nw.guidance.GuidanceLoss(small_cnn(), model, steps=20)
+
+    torch.manual_seed(0)
+    whole = small_cnn()
+    start = copy.deepcopy(whole.state_dict())
+    states = []
+    full = nw.fit(whole, synthetic, epochs=4, batch_size=32, seed=3, guidance=guide_for(whole),
+                  on_state=states.append)
+    assert [s.epoch for s in states] == [1, 2, 3, 4]
+
+    first = small_cnn()
+    first.load_state_dict(start)
+    saved = []
+    part = nw.fit(first, synthetic, epochs=4, batch_size=32, seed=3, guidance=guide_for(first),
+                  on_state=saved.append, callback=lambda e, m: e == 2)
+    assert part.status == "stopped" and len(part.history) == 2
+    saved[-1].save(tmp_path / "state.pt")
+    torch.save(first.state_dict(), tmp_path / "weights.pt")
+
+    second = small_cnn()  # "another process": fresh module, state read back from files
+    second.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
+    state = nw.FitState.load(tmp_path / "state.pt")
+    g = guide_for(second)
+    rest = nw.fit(second, synthetic, epochs=4, batch_size=32, seed=3, guidance=g, resume=state)
+    assert rest.status == "ok" and [h["epoch"] for h in rest.history] == [1, 2, 3, 4]
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in rest.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in full.history]
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, second.state_dict()[k]), k
+    if guided:
+        assert g.steps_done == states[-1].guidance["steps_done"] > 0
+
+
+def test_resume_refuses_states_that_do_not_fit(synthetic, tmp_path):
+    states = []
+    nw.fit(small_cnn(), synthetic, epochs=2, batch_size=32, on_state=states.append)
+    with pytest.raises(nw.InvalidArgumentError, match="epochs=1"):
+        nw.fit(small_cnn(), synthetic, epochs=1, batch_size=32, resume=states[-1])
+    with pytest.raises(nw.InvalidArgumentError, match="unguided but guidance is given"):
+        nw.fit(small_cnn(), synthetic, epochs=2, batch_size=32, resume=states[-1],
+               guidance=nw.guidance.GuidanceLoss(small_cnn(), small_cnn()))
+    # a finished run resumed does nothing more and reports its history
+    done = nw.fit(small_cnn(), synthetic, epochs=2, batch_size=32, resume=states[-1])
+    assert done.status == "ok" and done.history == states[-1].history
+    (tmp_path / "bad.pt").write_bytes(b"not a state")
+    with pytest.raises(nw.InvalidArgumentError, match="not a training state"):
+        nw.FitState.load(tmp_path / "bad.pt")
+
+
 def test_divergence_is_detected_retried_then_reported(synthetic):
     torch.manual_seed(0)
     m = small_cnn()

@@ -166,7 +166,7 @@ def _parser() -> _Parser:
     zx.add_argument("--json", action="store_true")
     zx.set_defaults(func=_cmd_zoo_reindex)
 
-    se = sub.add_parser("search", help="run (or continue) a warm-started Optuna search over a search space")
+    se = sub.add_parser("search", help="run (or continue) a warm-started search over a search space (Optuna or Ray Tune)")
     se.add_argument("space", help="search space: convnet, efficientnet, mlp, mobilenetv3, resnet or vit")
     se.add_argument("--pool", default="nas-warmstart-pool", help="pool directory (default: ./nas-warmstart-pool)")
     se.add_argument("--dataset", default="digits", help="digits (default), cifar10, ... or imagefolder:<path>")
@@ -175,15 +175,28 @@ def _parser() -> _Parser:
     se.add_argument("--epochs", type=int, default=2, help="training epochs per trial (default: 2)")
     se.add_argument("--objectives", default="accuracy",
                     help="comma-separated: accuracy[,params][,flops][,latency] (default: accuracy)")
-    se.add_argument("--storage", default="sqlite:///nas-warmstart.db",
-                    help="Optuna storage URL; a rerun with the same study continues it (default: sqlite:///nas-warmstart.db)")
-    se.add_argument("--study-name", help="default: <space>-<dataset>")
+    se.add_argument("--backend", choices=("optuna", "ray"), default="optuna",
+                    help="optuna (default: trials in this process) or ray (Ray Tune, on this machine or a cluster)")
+    se.add_argument("--storage", default=None,
+                    help="Optuna storage URL; a rerun with the same study continues it (default for --backend optuna: "
+                         "sqlite:///nas-warmstart.db; with --backend ray: the searcher's study is kept there, "
+                         "e.g. to watch it in optuna-dashboard)")
+    se.add_argument("--study-name", help="study (Optuna) or experiment (Ray) name; default: <space>-<dataset>")
     se.add_argument("--guidance", action="store_true", help="also guide training by the source network (CKA)")
     se.add_argument("--cold", action="store_true", help="no pool: train every trial from random init (baseline)")
     se.add_argument("--no-pruning", action="store_true", help="ignore the pruner (default: MedianPruner)")
-    se.add_argument("--n-jobs", type=int, default=1, help="trials in parallel threads (default: 1)")
+    se.add_argument("--n-jobs", type=int, default=None, help="trials in parallel threads (default: 1; Optuna back end)")
     se.add_argument("--seed", type=int, default=0, help="sampler and initialisation seed (default: 0)")
     se.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    ray_opts = se.add_argument_group("--backend ray")
+    ray_opts.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start Ray here)")
+    ray_opts.add_argument("--max-concurrent", type=int, metavar="K", help="trials at a time (default: 2)")
+    ray_opts.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs per trial (default: 1)")
+    ray_opts.add_argument("--gpus-per-trial", type=float, metavar="G", help="GPUs per trial, fractions allowed (default: 0)")
+    ray_opts.add_argument("--storage-path", metavar="DIR|URI",
+                          help="Tune results and checkpoints: a directory every node sees, or s3://, gs://, ... "
+                               "(default: ./nas-warmstart-ray)")
+    ray_opts.add_argument("--resume", action="store_true", help="continue the experiment (Tuner.restore)")
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=_cmd_search)
 
@@ -228,8 +241,10 @@ def _main(argv: list[str]) -> int:
     if getattr(args, "out", None) is not None and not str(args.out).endswith(".safetensors"):
         parser.error(f"--out must name a .safetensors file, got {args.out!r}")
     for opt, flag in (("num_classes", "--num-classes"), ("in_chans", "--in-chans"), ("k", "-k"),
-                      ("trials", "--trials"), ("epochs", "--epochs"), ("n_jobs", "--n-jobs")):
-        if getattr(args, opt, 1) < 1:
+                      ("trials", "--trials"), ("epochs", "--epochs"), ("n_jobs", "--n-jobs"),
+                      ("max_concurrent", "--max-concurrent")):
+        value = getattr(args, opt, None)
+        if value is not None and value < 1:
             parser.error(f"{flag} must be >= 1, got {getattr(args, opt)}")
     func: Callable[[argparse.Namespace], Any] = args.func
     try:
@@ -244,7 +259,7 @@ def _main(argv: list[str]) -> int:
         print(f"nas-warmstart: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        resume = getattr(args, "resume", None)
+        resume = getattr(args, "resume_hint", None)
         print("nas-warmstart: interrupted" + (f"; continue the search with: {resume}" if resume else ""),
               file=sys.stderr)
         return 130

@@ -4,16 +4,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._errors import (
-    InvalidArgumentError,
-)
-
-if TYPE_CHECKING:
-
-    pass
-
+from .._errors import InvalidArgumentError
 from .common import (
     EXIT_FAILURE,
     _clip,
@@ -21,6 +14,8 @@ from .common import (
     _one_line,
     _one_line_text,
 )
+
+DEFAULT_STORAGE = "sqlite:///nas-warmstart.db"
 
 
 def _check_storage(url: str) -> None:
@@ -68,16 +63,55 @@ def _value_text(objectives: Sequence[str], values: Sequence[float] | None) -> st
     return " / ".join(out)
 
 
-class _TrialRows:
-    """Builds each finished trial's row and prints it at once (flushed: pipes and logs too)."""
+class RowPrinter:
+    """Prints each finished trial's row at once (flushed: pipes and logs too), for both back
+    ends: ``row`` holds number (or trial id), state, values, architecture, source,
+    similarity, duplicate_of and fail_reason."""
 
-    def __init__(self, objective: Any, objectives: Sequence[str], *, quiet: bool) -> None:
+    def __init__(self, objectives: Sequence[str], *, quiet: bool, id_width: int = 5) -> None:
         import threading
 
-        self.objective, self.objectives, self.quiet = objective, tuple(objectives), quiet
+        self.objectives, self.quiet, self.id_width = tuple(objectives), quiet, id_width
         self.lock = threading.Lock()
         self.header = False
         self.width = max(len("/".join(objectives)), 10 * len(objectives))
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import threading
+
+        self.__dict__.update(state, lock=threading.Lock())
+
+    def print(self, r: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if r.get("duplicate_of") is not None:
+            source = f"= trial {r['duplicate_of']} (repeat, not retrained)"
+        elif r["source"]:
+            source = f"{r['source']} ({r['similarity']:.3f})"
+        else:
+            source = "-"
+        w = self.id_width
+        line = (f"{r['number']!s:>{w}}  {r['state']:<8}  {_value_text(self.objectives, r['values']):<{self.width}}  "
+                f"{_clip(source, 34):<34}  {r['architecture'] or ''}").rstrip()
+        with self.lock:
+            if not self.header:
+                print(f"{'trial':>{w}}  {'state':<8}  {'/'.join(self.objectives):<{self.width}}  "
+                      f"{'warm start from (similarity)':<34}  architecture", flush=True)
+                self.header = True
+            print(line, flush=True)
+            if r["state"] in ("FAIL", "ERROR") and r["fail_reason"]:
+                print(f"{'':>{w}}  reason: {_one_line_text(r['fail_reason'])}", flush=True)
+
+
+class _TrialRows:
+    """The Optuna back end's rows: an Optuna callback printing each finished trial."""
+
+    def __init__(self, objective: Any, objectives: Sequence[str], *, quiet: bool) -> None:
+        self.objective = objective
+        self.printer = RowPrinter(objectives, quiet=quiet)
 
     def row(self, t: Any) -> dict[str, Any]:
         from ..integrations.optuna import DUPLICATE_ATTR, ENTRY_ATTR
@@ -92,25 +126,7 @@ class _TrialRows:
                 "fail_reason": a.get("fail_reason")}
 
     def __call__(self, study: Any, trial: Any) -> None:
-        if self.quiet:
-            return
-        r = self.row(trial)
-        if r["duplicate_of"] is not None:
-            source = f"= trial {r['duplicate_of']} (repeat, not retrained)"
-        elif r["source"]:
-            source = f"{r['source']} ({r['similarity']:.3f})"
-        else:
-            source = "-"
-        line = (f"{r['number']:>5}  {r['state']:<8}  {_value_text(self.objectives, r['values']):<{self.width}}  "
-                f"{_clip(source, 34):<34}  {r['architecture'] or ''}").rstrip()
-        with self.lock:
-            if not self.header:
-                print(f"{'trial':>5}  {'state':<8}  {'/'.join(self.objectives):<{self.width}}  "
-                      f"{'warm start from (similarity)':<34}  architecture", flush=True)
-                self.header = True
-            print(line, flush=True)
-            if r["state"] == "FAIL" and r["fail_reason"]:
-                print(f"{'':>5}  reason: {_one_line_text(r['fail_reason'])}", flush=True)
+        self.printer.print(self.row(trial))
 
 
 def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,6 +147,20 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
 
     # Everything is checked before anything is created: the storage URL, the search space,
     # objectives and device (make_objective), then the data set, loaded now.
+    if args.backend == "ray":
+        from .search_ray import _cmd_search_ray
+
+        return _cmd_search_ray(args)
+    given = [f for f, v in (("--address", args.address), ("--max-concurrent", args.max_concurrent),
+                            ("--gpus-per-trial", args.gpus_per_trial), ("--cpus-per-trial", args.cpus_per_trial),
+                            ("--storage-path", args.storage_path), ("--resume", args.resume or None)) if v is not None]
+    args.n_jobs = args.n_jobs or 1
+    if given:
+        raise InvalidArgumentError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --backend ray; the Optuna back end "
+            "runs trials in this process (--n-jobs threads) and continues a study by running the same command again"
+        )
+    args.storage = args.storage or DEFAULT_STORAGE
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     _check_storage(args.storage)
     objective = make_objective(
@@ -152,7 +182,7 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     objective.pool = pool
     before = len(study.trials)
     rows = _TrialRows(objective, objectives, quiet=args.json)
-    args.resume = "nas-warmstart " + shlex.join(args.argv)
+    args.resume_hint = "nas-warmstart " + shlex.join(args.argv)
     try:
         study.optimize(objective, n_trials=args.trials, n_jobs=args.n_jobs,
                        callbacks=[rows, *([PoolCallback(pool)] if pool is not None else [])])

@@ -18,7 +18,7 @@ from torch import nn
 from .._errors import NasWarmstartError
 from ..pool.spec import ArchSpec
 from ..training.data import DataSplits
-from ..training.fit import evaluate, fit
+from ..training.fit import FitState, evaluate, fit
 from .metrics import count_params, measure_latency
 
 __all__ = ["CandidateResult", "train_candidate"]
@@ -58,6 +58,8 @@ def train_candidate(
     flops: Callable[[], int] | None = None,
     device: str | torch.device | None = None,
     fit_kwargs: Mapping[str, Any] | None = None,
+    resume: tuple[Mapping[str, torch.Tensor], FitState] | None = None,
+    on_state: Callable[[nn.Module, FitState], None] | None = None,
 ) -> CandidateResult:
     """Build ``spec``, warm-start it, train it on ``data`` and measure it.
 
@@ -75,12 +77,22 @@ def train_candidate(
         flops: FLOPs of the candidate per image.
         device: where to train (default CPU).
         fit_kwargs: any other :func:`nas_warmstart.fit` argument (``batch_size``, ``lr``, ...).
+        resume: ``(weights, state)`` of an interrupted run of this candidate (a checkpoint):
+            the built model loads ``weights`` before ``warm_start`` is called (a resuming
+            ``warm_start`` only rebuilds the guidance) and training goes on after
+            ``state.epoch`` (:func:`nas_warmstart.fit`'s ``resume``).
+        on_state: called after every epoch, before ``on_epoch``, with the model and the
+            run's :class:`~nas_warmstart.FitState` (to write a checkpoint).
     """
     torch.manual_seed(seed)
     try:
         model = spec.build()
     except (NasWarmstartError, RuntimeError, ValueError, TypeError) as e:
         return CandidateResult(None, fail_reason=f"the candidate could not be built: {e}")
+    state = None
+    if resume is not None:
+        weights, state = resume
+        model.load_state_dict(dict(weights))
     guidance = warm_start(model) if warm_start is not None else None
 
     def after_epoch(epoch: int, metrics: dict[str, float]) -> bool:
@@ -90,7 +102,9 @@ def train_candidate(
 
     try:
         result = fit(model, data, epochs=epochs, guidance=guidance, callback=after_epoch, seed=seed,
-                     device=device, progress=False, **dict(fit_kwargs or {}))
+                     device=device, progress=False, resume=state,
+                     on_state=(lambda s: on_state(model, s)) if on_state is not None else None,
+                     **dict(fit_kwargs or {}))
     except (NasWarmstartError, RuntimeError, ValueError) as e:
         return CandidateResult(model, fail_reason=f"training failed: {type(e).__name__}: {e}")
     curve = [h["val_accuracy"] for h in result.history]

@@ -16,7 +16,7 @@ from ..dpiat.signature import LayersMode, signature
 from ..dpiat.transfer import TransferReport, transfer
 from ..pool.base import Pool, Ranked
 
-__all__ = ["WarmStart", "warm_start"]
+__all__ = ["WarmStart", "check_guidance", "guidance_for", "warm_start"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,20 @@ class WarmStart:
         }
 
 
-def _guidance(guide: nn.Module, target: nn.Module, spec: Any) -> Any:
+def check_guidance(spec: Any) -> None:
+    """Refuse a ``guidance=`` argument that is not None, a bool, a pairing name or a dict."""
+    if spec is None or isinstance(spec, (bool, str, Mapping)):
+        return
+    raise InvalidArgumentError(
+        f"guidance must be None, True, a pairing name ('uniform', 'dpiat', 'paper') or a dict of "
+        f"GuidanceLoss arguments (e.g. {{'steps': 300}}), got {type(spec).__name__}"
+    )
+
+
+def guidance_for(guide: nn.Module, target: nn.Module, spec: Any) -> Any:
+    """The guidance loss ``warm_start(guidance=spec)`` builds for ``target`` with ``guide``
+    (None when ``spec`` is None/False, or when ``guide`` cannot run: a warning says so)."""
+    check_guidance(spec)
     if spec is None or spec is False:
         return None
     from ..pool.stored import StoredNetwork
@@ -79,12 +92,8 @@ def _guidance(guide: nn.Module, target: nn.Module, spec: Any) -> Any:
         return GuidanceLoss(guide, target)
     if isinstance(spec, str):
         return GuidanceLoss(guide, target, pairs=spec)
-    if isinstance(spec, Mapping):
-        return GuidanceLoss(guide, target, **dict(spec))
-    raise InvalidArgumentError(
-        f"guidance must be None, True, a pairing name ('uniform', 'dpiat', 'paper') or a dict of "
-        f"GuidanceLoss arguments (e.g. {{'steps': 300}}), got {type(spec).__name__}"
-    )
+    assert isinstance(spec, Mapping)
+    return GuidanceLoss(guide, target, **dict(spec))
 
 
 def _recalibrate(target: nn.Module, data: Any, report: TransferReport) -> None:
@@ -159,7 +168,7 @@ def warm_start(
         _recalibrate(target, bn_data, report)
         return WarmStart(
             source=None, similarity=report.similarity, report=report, guide=source,
-            guidance=_guidance(source, target, guidance),
+            guidance=guidance_for(source, target, guidance),
         )
     if not isinstance(pool_or_source, Pool):
         raise InvalidArgumentError(
@@ -189,6 +198,6 @@ def warm_start(
         log.info("warm start from %s (similarity %.3f): %s", r.name, r.similarity, report.summary())
         return WarmStart(
             source=r.name, similarity=r.similarity, report=report, guide=source,
-            guidance=_guidance(source, target, guidance), candidates=ranked,
+            guidance=guidance_for(source, target, guidance), candidates=ranked,
         )
     return None

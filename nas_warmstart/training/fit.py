@@ -29,6 +29,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
@@ -40,7 +41,7 @@ from .._device import device_of, resolve_device
 from .._errors import InvalidArgumentError
 from .data import DataSplits
 
-__all__ = ["FitResult", "LossTerm", "evaluate", "fit", "recalibrate_bn", "resolve_device"]
+__all__ = ["FitResult", "FitState", "LossTerm", "evaluate", "fit", "recalibrate_bn", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,59 @@ class FitResult:
             if int(h["epoch"]) == epoch:
                 return h["val_accuracy"]
         raise InvalidArgumentError(f"no epoch {epoch} in this run (it has {len(self.history)})")
+
+
+@dataclass
+class FitState:
+    """Where a :func:`fit` run stands after an epoch: what a later run needs to go on from there.
+
+    ``fit(on_state=...)`` hands one over after every epoch; ``fit(resume=state)`` (with the
+    model holding the weights of that epoch) continues the run with the next epoch, with the
+    optimizer, learning-rate schedule, guidance schedule, shuffling order and random state it
+    had, so the resumed run trains exactly as the uninterrupted one would (bit-equal on CPU).
+    Holds tensors, numbers and lists only: :meth:`save` writes a file that
+    ``torch.load(weights_only=True)`` reads back.
+
+    Attributes:
+        epoch: epochs finished.
+        history: the per-epoch metrics so far.
+        optimizer, scheduler: their ``state_dict()``.
+        guidance: the loss term's ``state_dict()`` (None: unguided).
+        loader_rng, torch_rng: the training shuffle's generator state and torch's global one.
+        lr, grad_clip, retried: the settings of the attempt that produced this state (a
+            divergence retry lowers ``lr`` and turns clipping on).
+    """
+
+    epoch: int
+    history: list[dict[str, float]]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    guidance: dict[str, Any] | None
+    loader_rng: torch.Tensor
+    torch_rng: torch.Tensor
+    lr: float
+    grad_clip: float | None
+    retried: bool = False
+
+    _FIELDS = ("epoch", "history", "optimizer", "scheduler", "guidance", "loader_rng", "torch_rng",
+               "lr", "grad_clip", "retried")
+
+    def save(self, path: str | Path) -> None:
+        """Write the state to ``path`` (a ``torch.save`` file of plain containers and tensors)."""
+        torch.save({f: getattr(self, f) for f in self._FIELDS}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FitState:
+        """Read a state written by :meth:`save` (``weights_only=True``: nothing is unpickled)."""
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated file, or one holding objects we refuse to unpickle
+            raise InvalidArgumentError(f"{str(path)!r} is not a training state written by FitState.save: {e}") from None
+        missing = [f for f in cls._FIELDS if not isinstance(d, dict) or f not in d]
+        if missing:
+            raise InvalidArgumentError(f"{str(path)!r} is not a training state written by FitState.save "
+                                       f"(missing {missing})")
+        return cls(**{f: d[f] for f in cls._FIELDS})
 
 
 class _Diverged(Exception):
@@ -259,6 +313,8 @@ def fit(
     retry_on_divergence: bool = True,
     bn_images: int = BN_IMAGES,
     progress: bool | None = None,
+    resume: FitState | None = None,
+    on_state: Callable[[FitState], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``data.train``, validating on ``data.val`` after each epoch.
 
@@ -287,6 +343,12 @@ def fit(
             weights. 0 turns it off (eval-mode scores then use the running averages that
             training tracked).
         progress: show a progress bar (None: only on a terminal).
+        resume: continue an interrupted run: the :class:`FitState` that ``on_state`` gave
+            after its last finished epoch, with ``model`` holding that epoch's weights, and the
+            same other arguments (``epochs`` is the run's total). Training goes on with the
+            next epoch; the result's history includes the earlier epochs.
+        on_state: called after every epoch (before ``callback``) with the run's
+            :class:`FitState`, e.g. to write a checkpoint with the model's weights.
 
     Returns:
         A :class:`FitResult`; on divergence the model holds its initial weights again.
@@ -309,18 +371,39 @@ def fit(
     channels_last = cuda if channels_last is None else channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if resume is not None:
+        if not isinstance(resume, FitState):
+            raise InvalidArgumentError(f"resume must be a FitState (from on_state), got {type(resume).__name__}")
+        if not 0 <= resume.epoch <= epochs:
+            raise InvalidArgumentError(
+                f"resume holds the state after epoch {resume.epoch}, but this run has epochs={epochs}; "
+                "pass the epochs of the interrupted run"
+            )
+        if (resume.guidance is None) != (guidance is None):
+            raise InvalidArgumentError(
+                "resume was " + ("guided" if resume.guidance is not None else "unguided")
+                + " but guidance is " + ("None" if guidance is None else "given")
+                + "; resume with the guidance of the interrupted run"
+            )
+        if guidance is not None and resume.guidance is not None:
+            guidance.load_state_dict(resume.guidance)
     initial = copy.deepcopy(model.state_dict())
     guidance_state = guidance.state_dict() if guidance is not None else None
-    result = FitResult(status="ok")
+    result = FitResult(status="ok", history=[dict(h) for h in resume.history] if resume is not None else [])
+    initial_history = list(result.history)
+    initial_epoch = resume.epoch if resume is not None else 0
     attempt_lr, attempt_clip = float(lr), grad_clip
-    for attempt in range(2 if retry_on_divergence else 1):
+    if resume is not None:
+        attempt_lr, attempt_clip, result.retried = float(resume.lr), resume.grad_clip, resume.retried
+    for attempt in range(2 if retry_on_divergence and not result.retried else 1):
         if attempt:
+            resume = None  # the retry starts this process's part of the run again
             model.load_state_dict(initial)
             if guidance is not None and guidance_state is not None:
                 guidance.load_state_dict(guidance_state)  # "guidance as init" restarts too
             attempt_lr, attempt_clip = attempt_lr / 10, attempt_clip or 1.0
             result.retried = True
-            result.history = []
+            result.history = list(initial_history)
             result.notes.append(
                 f"retrying from the initial weights with gradient clipping {attempt_clip} and lr {attempt_lr:g}"
             )
@@ -332,6 +415,7 @@ def fit(
                 callback=callback, seed=seed, dev=dev, amp=amp, channels_last=channels_last,
                 grad_clip=attempt_clip, schedule_epochs=schedule_epochs or epochs,
                 bn_images=bn_images, progress=progress, history=result.history,
+                resume=resume, start_epoch=initial_epoch, on_state=on_state, retried=result.retried,
             )
         except _Diverged as d:
             result.status, result.reason = "diverged", d.reason
@@ -350,6 +434,8 @@ def _run(
     weight_decay: float, label_smoothing: float, guidance: Any, callback: EpochCallback | None,
     seed: int, dev: torch.device, amp: bool, channels_last: bool, grad_clip: float | None,
     schedule_epochs: int, bn_images: int, progress: bool | None, history: list[dict[str, float]],
+    resume: FitState | None = None, start_epoch: int = 0, on_state: Callable[[FitState], None] | None = None,
+    retried: bool = False,
 ) -> Literal["ok", "stopped"]:
     from tqdm import tqdm
 
@@ -361,9 +447,16 @@ def _run(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: 0.1 + 0.9 * (1 + math.cos(math.pi * min(t, total) / total)) / 2
     )
-    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", leave=False,
+    generator = loader.generator
+    assert isinstance(generator, torch.Generator)
+    if resume is not None:
+        opt.load_state_dict(resume.optimizer)
+        sched.load_state_dict(resume.scheduler)
+        generator.set_state(resume.loader_rng)
+        torch.set_rng_state(resume.torch_rng)
+    bar = tqdm(range(start_epoch + 1, epochs + 1), desc="fit", unit="epoch", leave=False,
                disable=None if progress is None else not progress)
-    step = 0
+    step = int(sched.last_epoch) if resume is not None else 0
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
@@ -429,6 +522,13 @@ def _run(
             raise _Diverged(f"the validation loss became {metrics['val_loss']} after epoch {epoch}")
         history.append(metrics)
         bar.set_postfix(val_acc=f"{val['accuracy']:.3f}", loss=f"{metrics['train_loss']:.3f}")
+        if on_state is not None:
+            on_state(FitState(
+                epoch=epoch, history=[dict(h) for h in history], optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(), guidance=guidance.state_dict() if guidance is not None else None,
+                loader_rng=generator.get_state(), torch_rng=torch.get_rng_state(), lr=lr,
+                grad_clip=grad_clip, retried=retried,
+            ))
         if callback is not None and callback(epoch, dict(metrics)):
             return "stopped"
     return "ok"

@@ -1,5 +1,43 @@
-"""Ray Tune and Ray Train adapters (needs the ``ray`` extra).
+"""Warm-started architecture search on Ray Tune, with a pool that needs no shared filesystem.
 
-Not implemented yet: the next releases add warm-started Ray Tune searches and conversion on
-Ray Train here. Nothing inside ``nas_warmstart`` imports this package.
+Needs the ``ray`` extra (``pip install "nas-warmstart[ray]"``). Ray's own weight reuse,
+Population Based Training, copies checkpoints between trials of the *same* architecture; here
+every trial starts from the most similar trained network of a pool, whatever its architecture.
+
+* :func:`make_trainable`: the ready-made Tune function trainable for a search space (build,
+  warm start, train with a report and checkpoint per epoch, measure, register), the same
+  candidate pipeline as the Optuna objective; resumes from its checkpoint after a failure or
+  a restore. :func:`define_by_run` gives the space to ``OptunaSearch``.
+* :func:`make_tuner` / :func:`restore_tuner`: a ready experiment (OptunaSearch + ASHA,
+  resources per trial, storage path, retries) and its continuation.
+* :class:`RayPool`: a :class:`~nas_warmstart.ModelZoo` owned by a named, detached actor on
+  one node; trials rank, load and register through it, so no node but that one needs the
+  pool directory.
+* :class:`RegisterCheckpoints`: a ``tune.Callback`` that registers your own trainable's
+  finished checkpoints (:func:`save_checkpoint`) from the driver.
 """
+
+from nas_warmstart._plugins import try_import
+
+try_import("ray.tune", extra="ray", purpose="nas_warmstart.integrations.ray")
+
+from .callbacks import RegisterCheckpoints  # noqa: E402
+from .pool import DEFAULT_NAMESPACE, RayPool  # noqa: E402
+from .trainable import (  # noqa: E402
+    CHECKPOINT_META,
+    CHECKPOINT_STATE,
+    CHECKPOINT_WEIGHTS,
+    LoadedCheckpoint,
+    define_by_run,
+    load_checkpoint,
+    make_trainable,
+    save_checkpoint,
+    trial_entry_name,
+)
+from .tuner import experiment_path, make_tuner, restore_tuner  # noqa: E402
+
+__all__ = [
+    "CHECKPOINT_META", "CHECKPOINT_STATE", "CHECKPOINT_WEIGHTS", "DEFAULT_NAMESPACE", "LoadedCheckpoint",
+    "RayPool", "RegisterCheckpoints", "define_by_run", "experiment_path", "load_checkpoint",
+    "make_trainable", "make_tuner", "restore_tuner", "save_checkpoint", "trial_entry_name",
+]

@@ -1,0 +1,473 @@
+"""The ready-made Tune trainable, and the checkpoint format it shares with your own trainables.
+
+:func:`make_trainable` runs, per Tune trial, the same candidate pipeline as the Optuna
+objective (:func:`nas_warmstart.search.candidate.train_candidate`: build, warm start, train,
+measure), with Tune's reporting, checkpoints and restore around it:
+
+* every epoch but the last is reported with ``tune.report(metrics, checkpoint=...)``; the
+  checkpoint holds the weights, the :class:`~nas_warmstart.FitState` and the provenance, so a
+  retried or restored trial goes on after its last reported epoch (nothing is trained twice,
+  and the warm start is not redone: its source and similarity come from the checkpoint);
+* after the last epoch the network is measured and registered in the pool (``parent`` = its
+  warm-start source), then the final result is reported, so a trial a scheduler stops early
+  registers nothing;
+* a candidate that cannot be built, cannot take the data or diverges reports
+  ``accuracy=nan`` with ``fail_reason`` and ends (an Optuna searcher records it as failed);
+  the search goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+from torch import nn
+
+from nas_warmstart._args import positive_int
+from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError, NoMatchableLayersError
+from nas_warmstart._plugins import search_spaces
+from nas_warmstart.pool.base import Pool, check_name
+from nas_warmstart.pool.spec import ArchSpec, as_optional_spec
+from nas_warmstart.search.candidate import train_candidate
+from nas_warmstart.search.warmstart import check_guidance, guidance_for, warm_start
+from nas_warmstart.training.data import DataSplits, load_dataset
+from nas_warmstart.training.fit import FitState
+
+__all__ = [
+    "CHECKPOINT_META", "CHECKPOINT_STATE", "CHECKPOINT_WEIGHTS", "OBJECTIVE_MODES", "LoadedCheckpoint", "define_by_run",
+    "load_checkpoint", "make_trainable", "save_checkpoint", "trial_entry_name",
+]
+
+log = logging.getLogger(__name__)
+
+#: file names inside a checkpoint directory written by :func:`save_checkpoint`.
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_META = "nas_warmstart.json"
+CHECKPOINT_STATE = "fit_state.pt"
+
+#: the Tune ``mode`` of each objective.
+OBJECTIVE_MODES = {"accuracy": "max", "params": "min", "flops": "min", "latency": "min"}
+
+_NOT_NAME = re.compile(r"[^A-Za-z0-9._+=@-]+")
+
+
+def trial_entry_name(experiment: str, trial_id: str) -> str:
+    """The pool entry name of a Tune trial: ``<experiment>-<trial id>`` (made name-safe)."""
+    stem = _NOT_NAME.sub("-", experiment).strip("-.").replace("..", ".")[:160] or "tune"
+    if not stem[0].isalnum():
+        stem = "e" + stem
+    return check_name(f"{stem}-{_NOT_NAME.sub('-', trial_id)[:38]}")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    spec: ArchSpec | str | Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    fit_state: FitState | None = None,
+    **meta: Any,
+) -> Path:
+    """Write ``model`` as a checkpoint directory that the pool tools understand.
+
+    Files: ``model.safetensors`` (the state dict), ``nas_warmstart.json`` (the spec, the
+    warm-start provenance and ``meta``) and, when given, ``fit_state.pt`` (a
+    :class:`~nas_warmstart.FitState`, to resume training). Report it with
+    ``tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))``; the
+    :class:`~nas_warmstart.integrations.ray.RegisterCheckpoints` callback registers such
+    checkpoints from the driver.
+
+    Returns:
+        The directory.
+    """
+    from safetensors.torch import save_file
+
+    from nas_warmstart.pool.weights_io import state_for_saving
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    arch = as_optional_spec(spec)
+    save_file(state_for_saving(model), str(out / CHECKPOINT_WEIGHTS))
+    if fit_state is not None:
+        fit_state.save(out / CHECKPOINT_STATE)
+    doc = {"spec": arch.to_dict() if arch is not None else None, "provenance": dict(provenance or {}), **meta}
+    (out / CHECKPOINT_META).write_text(json.dumps(doc, default=str))
+    return out
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What :func:`load_checkpoint` read: ``weights``, ``spec``, ``provenance``, ``fit_state``, ``meta``."""
+
+    weights: dict[str, torch.Tensor]
+    spec: ArchSpec | None
+    provenance: dict[str, Any]
+    fit_state: FitState | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_checkpoint(directory: str | os.PathLike[str]) -> LoadedCheckpoint:
+    """Read a checkpoint directory written by :func:`save_checkpoint` (nothing is unpickled)."""
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    if not (d / CHECKPOINT_WEIGHTS).is_file():
+        raise InvalidArgumentError(
+            f"checkpoint {str(d)!r} holds no {CHECKPOINT_WEIGHTS}; write checkpoints with "
+            "nas_warmstart.integrations.ray.save_checkpoint(model, directory, spec=...)"
+        )
+    meta: dict[str, Any] = {}
+    if (d / CHECKPOINT_META).is_file():
+        meta = json.loads((d / CHECKPOINT_META).read_text())
+    spec = ArchSpec.from_dict(meta["spec"]) if meta.get("spec") else None
+    state = FitState.load(d / CHECKPOINT_STATE) if (d / CHECKPOINT_STATE).is_file() else None
+    rest = {k: v for k, v in meta.items() if k not in ("spec", "provenance")}
+    return LoadedCheckpoint(load_file(str(d / CHECKPOINT_WEIGHTS)), spec, dict(meta.get("provenance") or {}),
+                            state, rest)
+
+
+# ----------------------------------------------------------------------------- the trainable
+
+
+def _in_worker(name: str, module: str) -> Any:
+    """The space called ``name`` in this process, importing the module that registers it (a
+    space of your own must be registered when its module is imported, and that module must be
+    importable on every node)."""
+    spaces = search_spaces()
+    if name not in spaces.list_spaces():
+        import importlib
+
+        importlib.import_module(module)
+    return spaces.get_space(name)
+
+
+class _DefineByRun:
+    """A picklable define-by-run function (Tune pickles the searcher with its space)."""
+
+    def __init__(self, space: str, module: str) -> None:
+        self.space, self.module = space, module
+
+    def __call__(self, trial: Any) -> None:
+        _in_worker(self.space, self.module).suggest(trial)
+
+    def __repr__(self) -> str:
+        return f"define_by_run({self.space!r})"
+
+
+def define_by_run(space: Any) -> Callable[[Any], None]:
+    """The define-by-run function of a search space, for ``OptunaSearch(space=...)``.
+
+    ``OptunaSearch(space=define_by_run("resnet"), metric="accuracy", mode="max")`` samples the
+    same parameters (names, ranges, conditions) as the Optuna backend; the trial's config holds
+    them, and :func:`make_trainable` turns them back into the architecture.
+    """
+    sp = _space(space)
+    return _DefineByRun(sp.name, type(sp).__module__)
+
+
+def _space(space: Any) -> Any:
+    spaces = search_spaces()
+    sp = spaces.get_space(space) if isinstance(space, str) else space
+    if not isinstance(sp, spaces.SearchSpace):
+        raise InvalidArgumentError(
+            f"space must be a search-space name ({', '.join(spaces.list_spaces())}) or a SearchSpace, "
+            f"got {type(space).__name__}"
+        )
+    return sp
+
+
+@dataclass(frozen=True)
+class _Settings:
+    space: str
+    space_module: str
+    dataset: str | DataSplits
+    pool: Pool | None
+    epochs: int
+    objectives: tuple[str, ...]
+    guidance: Any
+    k: int
+    min_similarity: float
+    register: bool
+    batch_size: int
+    lr: float
+    seed: int
+    device: str | None
+    data_root: str | None
+    image_size: int | None
+    fit_kwargs: dict[str, Any]
+
+
+_DATA: dict[tuple[Any, ...], DataSplits] = {}
+_DATA_LOCK = threading.Lock()
+
+
+def _data(s: _Settings) -> DataSplits:
+    """The data set, loaded once per worker process (trials reusing an actor share it)."""
+    if isinstance(s.dataset, DataSplits):
+        return s.dataset
+    key = (s.dataset, s.data_root, s.image_size)
+    with _DATA_LOCK:
+        if key not in _DATA:
+            _DATA[key] = load_dataset(s.dataset, s.data_root, image_size=s.image_size)
+        return _DATA[key]
+
+
+def _device(s: _Settings) -> str:
+    if s.device is not None:
+        return s.device
+    import ray
+
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def _trial_seed(base: int, trial_id: str) -> int:
+    tail = trial_id.rsplit("_", 1)[-1]
+    return base + (int(tail) if tail.isdigit() else zlib.crc32(trial_id.encode()) % 100_000)
+
+
+def _provenance_metrics(prov: Mapping[str, Any] | None) -> dict[str, Any]:
+    prov = prov or {}
+    return {
+        "warm_started": prov.get("source") is not None,
+        "warm_start_source": prov.get("source"),
+        "warm_start_similarity": prov.get("similarity"),
+        "warm_start_coverage": prov.get("coverage"),
+        "warm_start_guided": bool(prov.get("guided")),
+    }
+
+
+def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
+    import optuna
+
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id() or "local"
+    entry = trial_entry_name(ctx.get_experiment_name() or "tune", trial_id)
+    sp = _in_worker(s.space, s.space_module)
+    data = _data(s)
+    params = {k: v for k, v in config.items() if not str(k).startswith("_")}
+    try:
+        arch = sp.suggest(optuna.trial.FixedTrial(params))
+    except (NasWarmstartError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"trial config {params} is not a configuration of search space {sp.name!r}: {e}; sample it "
+            f"with OptunaSearch(space=define_by_run({sp.name!r}))"
+        ) from None
+    spec = ArchSpec.space(sp.name, arch, num_classes=data.num_classes, in_chans=data.in_chans)
+    seed = _trial_seed(s.seed, trial_id)
+
+    resume = None
+    provenance: dict[str, Any] | None = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            got = load_checkpoint(d)
+        if got.spec != spec or got.fit_state is None:
+            raise InvalidArgumentError(
+                f"trial {trial_id}: its checkpoint holds {got.spec}, not {spec}; it was not written by "
+                "this trainable for this trial"
+            )
+        resume, provenance = (got.weights, got.fit_state), got.provenance
+        log.info("trial %s: resuming after epoch %d", trial_id, got.fit_state.epoch)
+
+    def warm(model: nn.Module) -> Any:
+        nonlocal provenance
+        assert s.pool is not None
+        if provenance is not None:  # resumed: the weights came from the checkpoint
+            if provenance.get("guided") and provenance.get("source"):
+                guide = s.pool.load_source(provenance["source"], device=_device(s))
+                return guidance_for(guide, model, s.guidance)
+            return None
+        ws = None
+        try:
+            ws = warm_start(model, s.pool, k=s.k, guidance=s.guidance, dataset=data.name,
+                            exclude=(entry,), min_similarity=s.min_similarity, warn_weak=False)
+        except NoMatchableLayersError as e:
+            log.warning("trial %s: cold start, the candidate cannot be matched: %s", trial_id, e)
+        provenance = ws.provenance() if ws is not None else {"source": None}
+        return ws.guidance if ws is not None else None
+
+    last_state: list[FitState] = []
+
+    def on_state(model: nn.Module, state: FitState) -> None:
+        last_state[:] = [state]
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch >= s.epochs:
+            return  # the last epoch is reported after the measurements and the registration
+        _report(s, model_of[0], spec, entry, provenance, last_state[0], metrics)
+
+    model_of: list[nn.Module] = []
+
+    def warm_and_keep(model: nn.Module) -> Any:
+        model_of[:] = [model]
+        return warm(model) if s.pool is not None else None
+
+    if s.pool is None:
+        provenance = provenance if provenance is not None else {"source": None}
+    result = train_candidate(
+        spec, data, epochs=s.epochs, seed=seed, warm_start=warm_and_keep, on_epoch=on_epoch,
+        measure=[o for o in s.objectives if o in ("flops", "latency")],
+        flops=lambda: sp.flops(arch, data.image_size, num_classes=data.num_classes, in_chans=data.in_chans),
+        device=_device(s), fit_kwargs={"batch_size": s.batch_size, "lr": s.lr, **s.fit_kwargs},
+        resume=resume, on_state=on_state,
+    )
+    if result.fail_reason is not None:
+        log.warning("trial %s failed: %s", trial_id, result.fail_reason)
+        failed = {o: float("nan") for o in s.objectives}
+        tune.report({**failed, "fail_reason": result.fail_reason[:2000], "failed": True,
+                     **_provenance_metrics(provenance)})
+        return
+    assert result.model is not None and result.curve is not None
+    final = {k: v for k, v in result.metrics.items()}
+    registered = None
+    if s.pool is not None and s.register:
+        prov = dict(provenance or {})
+        prov.update(experiment=tune.get_context().get_experiment_name(), trial_id=trial_id)
+        registered = s.pool.add(
+            entry, result.model, spec=spec, dataset=data.name, metrics=final,
+            parent=(provenance or {}).get("source"), provenance=prov, if_exists="replace",
+        ).name
+    epoch_metrics = {"val_accuracy": result.curve[-1], "epoch": len(result.curve)}
+    _report(s, result.model, spec, entry, provenance, last_state[0] if last_state else None,
+            {**epoch_metrics, **final}, final=True, registered=registered)
+
+
+def _report(
+    s: _Settings, model: nn.Module, spec: ArchSpec, entry: str, provenance: Mapping[str, Any] | None,
+    state: FitState | None, metrics: Mapping[str, Any], *, final: bool = False, registered: str | None = None,
+) -> None:
+    out: dict[str, Any] = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    if not final:
+        out["accuracy"] = out["val_accuracy"]  # the objective Tune's scheduler compares per epoch
+    out.update(_provenance_metrics(provenance), spec=json.dumps(spec.to_dict()), pool_entry=registered,
+               finished=final, failed=False)
+    with tempfile.TemporaryDirectory(prefix="nas-warmstart-ckpt-") as d:
+        if state is not None:
+            save_checkpoint(model, d, spec=spec, provenance=provenance, fit_state=state, entry=entry,
+                            epoch=state.epoch, finished=final)
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(out)
+
+
+def make_trainable(
+    space: Any,
+    dataset: str | DataSplits,
+    pool: Pool | None,
+    *,
+    epochs: int,
+    objectives: Sequence[str] = ("accuracy",),
+    guidance: bool | str | Mapping[str, Any] | None = None,
+    k: int = 1,
+    min_similarity: float = 0.0,
+    register: bool = True,
+    batch_size: int = 32,
+    lr: float = 4e-3,
+    seed: int = 0,
+    device: str | None = None,
+    data_root: str | None = None,
+    image_size: int | None = None,
+    fit_kwargs: Mapping[str, Any] | None = None,
+) -> Callable[[dict[str, Any]], None]:
+    """A Tune function trainable that warm-starts every trial from ``pool``.
+
+    Pair it with ``OptunaSearch(space=define_by_run(space), metric="accuracy", mode="max")``
+    (any searcher whose config holds the space's parameters works) and any scheduler::
+
+        pool = RayPool("pool")                       # on the driver
+        trainable = make_trainable("resnet", "digits", pool, epochs=3)
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            tune_config=tune.TuneConfig(search_alg=OptunaSearch(space=define_by_run("resnet"),
+                                        metric="accuracy", mode="max"),
+                                        scheduler=ASHAScheduler(metric="accuracy", mode="max", max_t=3),
+                                        num_samples=20, max_concurrent_trials=2),
+        )
+        tuner.fit()
+
+    Each trial: rebuild the architecture from its config, warm-start it from the most similar
+    pool entry (:func:`nas_warmstart.warm_start`; none: a cold start), train it for ``epochs``
+    epochs reporting after each one (with a checkpoint), measure it, register it in the pool
+    as ``<experiment>-<trial id>`` with ``parent`` = its source, and report the final result.
+    A retried or restored trial resumes after its last checkpoint.
+
+    Reported metrics: ``accuracy`` (validation accuracy after each epoch; the trained
+    network's at the end), ``val_accuracy``, ``epoch``, ``warm_started``,
+    ``warm_start_source``, ``warm_start_similarity``, ``warm_start_coverage``,
+    ``warm_start_guided``, ``spec`` (JSON: rebuild with ``ArchSpec.from_dict``); in the final
+    result also ``test_accuracy``, ``params``, the asked ``flops``/``latency``, ``pool_entry``
+    and ``finished=True``; for a failed candidate ``accuracy=nan``, ``failed=True`` and
+    ``fail_reason``.
+
+    Args:
+        space: a search-space name or a registered space.
+        dataset: a data set name (loaded once per worker process, on first use) or DataSplits
+            (shipped to every worker: keep it small, or use a name).
+        pool: a :class:`RayPool` (any cluster), a :class:`~nas_warmstart.ModelZoo` on a
+            filesystem every node mounts, or None (cold starts, nothing registered).
+        epochs: training epochs per trial (use it as the scheduler's ``max_t``).
+        objectives: ``("accuracy",)`` or accuracy followed by ``"params"``, ``"flops"``,
+            ``"latency"``, reported for a multi-objective searcher.
+        guidance: guide early training with the source network (see :func:`warm_start`).
+        k, min_similarity: as in :func:`nas_warmstart.warm_start`.
+        register: add each finished trial's network to the pool.
+        batch_size, lr, fit_kwargs: training settings (:func:`nas_warmstart.fit`).
+        seed: trial ``…_0000n`` initialises with ``seed + n``.
+        device: where to train; default: the trial's GPU when Tune gave it one
+            (``tune.with_resources(trainable, {"gpu": 1})``), else the CPU.
+        data_root, image_size: for loading ``dataset`` by name.
+    """
+    sp = _space(space)
+    try:
+        registered = search_spaces().get_space(sp.name)
+    except NasWarmstartError:
+        registered = None
+    if registered is not sp:
+        raise InvalidArgumentError(
+            f"search space {sp.name!r} is not the registered space of that name; register it with "
+            "search_spaces.register_space(space) in a module every worker imports"
+        )
+    objectives = tuple(objectives)
+    bad = [o for o in objectives if o not in OBJECTIVE_MODES]
+    if not objectives or bad or objectives[0] != "accuracy" or len(set(objectives)) != len(objectives):
+        raise InvalidArgumentError(
+            f"objectives must start with 'accuracy', optionally followed by distinct names from "
+            f"{sorted(set(OBJECTIVE_MODES) - {'accuracy'})}, got {objectives!r}"
+        )
+    positive_int("epochs", epochs)
+    if pool is not None and not isinstance(pool, Pool):
+        raise InvalidArgumentError(
+            f"pool must be a RayPool, a ModelZoo on a shared filesystem or None, got {type(pool).__name__}"
+        )
+    if not isinstance(dataset, (str, DataSplits)):
+        raise InvalidArgumentError(
+            f"dataset must be a data set name (e.g. 'digits') or DataSplits, got {type(dataset).__name__}"
+        )
+    check_guidance(guidance)
+    settings = _Settings(
+        space=sp.name, space_module=type(sp).__module__, dataset=dataset, pool=pool, epochs=epochs, objectives=objectives, guidance=guidance,
+        k=k, min_similarity=min_similarity, register=register, batch_size=batch_size, lr=lr, seed=seed,
+        device=device, data_root=data_root, image_size=image_size, fit_kwargs=dict(fit_kwargs or {}),
+    )
+
+    def trainable(config: dict[str, Any]) -> None:
+        _run_trial(settings, config)
+
+    trainable.__name__ = f"nas_warmstart_{sp.name}"
+    trainable.__qualname__ = trainable.__name__
+    return trainable

@@ -1,0 +1,167 @@
+"""Ray Tune integration on a real two-node Ray cluster (the ``ray_cluster`` fixture).
+
+Every trial runs on the worker node; the :class:`RayPool` actor runs on the head. So these
+tests are also the "no shared pool directory" tests: trials reach the pool only through the
+actor (checked from the actor's own record of who called it, and from what the trainable is
+told).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import nas_warmstart as nw
+from nas_warmstart.data import load_dataset
+
+ray = pytest.importorskip("ray", reason='Ray tests need the ray extra: pip install -e ".[ray]"')
+import ray.cloudpickle as cloudpickle  # noqa: E402
+from ray import tune  # noqa: E402
+
+from nas_warmstart.integrations.ray import (  # noqa: E402
+    RayPool,
+    RegisterCheckpoints,
+    make_trainable,
+    make_tuner,
+    save_checkpoint,
+)
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def ray_pool(ray_cluster, tmp_path, request):
+    path = tmp_path / "pool"
+    pool = RayPool(path, name=request.node.name.replace("[", "-").replace("]", ""))
+    yield pool, path
+    pool.shutdown()
+
+
+def _evaluate_entry(pool, name, data):
+    model = pool.load(name)
+    return nw.evaluate(model, data, split="val")["accuracy"]
+
+
+def test_warm_started_tune_search_on_two_nodes(ray_cluster, ray_pool, tmp_path):
+    """OptunaSearch + ASHA over the mlp space on digits, 2 trials at a time on the worker node."""
+    pool, path = ray_pool
+    tuner = make_tuner(
+        "mlp", "digits", pool, trials=6, epochs=2, max_concurrent=2, seed=3, name="two-nodes",
+        storage_path=tmp_path / "results", resources={"worker_node": 0.5},
+    )
+    # the trainable the trials unpickle knows the actor's name, never the pool directory
+    blob = cloudpickle.dumps(make_trainable("mlp", "digits", pool, epochs=2))
+    assert str(path).encode() not in blob and b"pool" in blob
+
+    results = tuner.fit()
+    assert results.num_errors == 0
+    trials = [r.metrics for r in results]
+    finished = [m for m in trials if m.get("finished")]
+    stopped = [m for m in trials if not m.get("finished")]
+    assert len(finished) >= 2 and len(trials) == 6
+
+    # every finished trial is in the pool exactly once; ASHA-stopped ones registered nothing
+    entries = {e.name: e for e in pool}
+    assert sorted(entries) == sorted(m["pool_entry"] for m in finished)
+    assert all(m.get("pool_entry") is None for m in stopped)
+
+    # provenance: later trials started from earlier trials' entries, and the pool says so
+    warm = [m for m in finished if m["warm_started"]]
+    assert warm, "no trial was warm-started"
+    data = load_dataset("digits")
+    for m in finished:
+        e = entries[m["pool_entry"]]
+        assert e.parent == m["warm_start_source"]
+        assert e.provenance["trial_id"] == m["trial_id"] and e.provenance.get("similarity") == m["warm_start_similarity"]
+        assert e.spec == nw.ArchSpec.from_dict(json.loads(m["spec"]))
+        if e.parent is not None:
+            assert e.parent in entries or e.parent in {x.get("pool_entry") for x in trials}
+            assert entries[e.parent].created <= e.created
+        # a second way to the reported number: the stored network scores it again
+        assert e.metrics["accuracy"] == m["accuracy"]
+        assert math.isclose(_evaluate_entry(pool, e.name, data), m["accuracy"], abs_tol=1e-9)
+    assert pool.check(full=True) == {k: [] for k in ("missing", "damaged", "nonfinite", "orphans", "partial")}
+
+    # who touched the pool: the actor on the head node; trials on the worker node called it
+    info = pool.info()
+    head = next(n["NodeID"] for n in ray.nodes() if n["Resources"].get("node:__internal_head__"))
+    assert info["node_id"] == head != ray_cluster["worker_node_id"]
+    calls = pool.activity()
+    by_trials = [c for c in calls if c["pid"] != os.getpid()]
+    assert {c["node_id"] for c in by_trials} == {ray_cluster["worker_node_id"]}
+    methods = {c["method"] for c in by_trials}
+    assert {"rank", "fetch", "store"} <= methods
+    assert sum(c["calls"] for c in by_trials if c["method"] == "store") == len(finished)
+
+
+def test_a_trial_that_raises_resumes_from_its_checkpoint_and_registers_once(ray_cluster, ray_pool, tmp_path):
+    import tests._ray_spaces as crash_space
+
+    pool, _ = ray_pool
+    data = load_dataset("digits")
+    assert math.ceil(len(data.train) / 32) == crash_space.STEPS_PER_EPOCH
+    trainable = make_trainable(crash_space.space, "digits", pool, epochs=3, batch_size=32)
+    tuner = tune.Tuner(
+        trainable, param_space={"crash": True, "width": 8},
+        run_config=tune.RunConfig(name="crash", storage_path=str(tmp_path / "results"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    results = tuner.fit()
+    assert (ray_cluster["crash_dir"] / "crashed-w8").exists()  # it did crash, in epoch 2
+    assert results.num_errors == 0
+    m = results[0].metrics
+    assert m["finished"] and m["training_iteration"] == 3
+    assert m["iterations_since_restore"] == 2  # resumed after epoch 1: epochs 2 and 3 only
+    assert pool.names() == [m["pool_entry"]]
+    assert sum(c["calls"] for c in pool.activity() if c["method"] == "store") == 1
+    # the restored run's weights are the ones reported: the stored network scores the same
+    assert math.isclose(_evaluate_entry(pool, m["pool_entry"], data), m["accuracy"], abs_tol=1e-9)
+
+
+def test_register_checkpoints_callback_for_your_own_trainable(ray_cluster, ray_pool, tmp_path):
+    """A user's trainable warm-starts through the pool and saves checkpoints; the driver's
+    callback registers finished trials (not the one that stopped early)."""
+    pool, _ = ray_pool
+    spec_of = {w: nw.ArchSpec.space("mlp", {"resolution": 8, "num_layers": 1, "width_0": w, "act": "relu",
+                                            "norm": False}, num_classes=10, in_chans=1) for w in (32, 64)}
+
+    def my_trainable(config):
+        data = load_dataset("digits")
+        spec = spec_of[config["width"]]
+        model = spec.build()
+        ws = nw.warm_start(model, RayPool.connect(pool.name), warn_weak=False)
+        epochs = 1 if config["width"] == 32 else 2
+        for epoch in range(1, epochs + 1):
+            res = nw.fit(model, data, epochs=1, batch_size=64, seed=epoch, progress=False)
+            d = save_checkpoint(model, tmp_path / f"ck-{config['width']}-{epoch}", spec=spec,
+                                provenance=ws.provenance() if ws else {"source": None})
+            tune.report({"accuracy": res.final["val_accuracy"], "finished": epoch == 2},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+
+    callback = RegisterCheckpoints(pool, dataset="digits")
+    tune.Tuner(
+        my_trainable, param_space={"width": tune.grid_search([64, 32])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="own", storage_path=str(tmp_path / "results"), verbose=0,
+                                  callbacks=[callback]),
+    ).fit()
+    assert list(callback.registered.values()) == pool.names() and len(pool) == 1  # width 32 stopped at 1 of 2
+    entry = pool.get(pool.names()[0])
+    assert entry.spec == spec_of[64] and entry.dataset == "digits" and entry.parent is None
+    assert 0.5 < entry.metrics["accuracy"] <= 1.0
+
+
+def test_ray_pool_refuses_a_second_directory_under_the_same_name(ray_pool, tmp_path):
+    pool, path = ray_pool
+    with pytest.raises(nw.InvalidArgumentError, match="already runs on"):
+        RayPool(tmp_path / "other", name=pool.name)
+    assert RayPool.connect(pool.name).info()["path"] == str(path)
+    with pytest.raises(nw.InvalidArgumentError, match="no RayPool called 'nope'"):
+        RayPool.connect("nope")
+    with pytest.raises(nw.InvalidArgumentError, match="node must be"):
+        RayPool(tmp_path / "x", name="x", node="no-such-node")
+    torch.manual_seed(0)
