@@ -308,7 +308,8 @@ def test_dp_pairs_an_architecture_with_itself(arch):
 
 # ------------------------------------------------------------------------------- 3. pools
 
-POOLS = ["ModelZoo", "OptunaArtifactPool"]
+# RayPool: a ModelZoo behind a Ray actor on the head node of the test cluster (marked ray).
+POOLS = ["ModelZoo", "OptunaArtifactPool", pytest.param("RayPool", marks=pytest.mark.ray)]
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +322,10 @@ def storage(tmp_path_factory) -> str:
 def _new_pool(kind: str, root: Path, storage: str) -> Any:
     if kind == "ModelZoo":
         return nw.ModelZoo(root / "zoo")
+    if kind == "RayPool":
+        from nas_warmstart.integrations.ray import RayPool
+
+        return RayPool(root / "zoo", name=f"contract-{root.name}")
     study = optuna.create_study(storage=storage, study_name=f"{root.name}-{kind}")
     (root / "artifacts").mkdir()
     return OptunaArtifactPool(study, FileSystemArtifactStore(root / "artifacts"))
@@ -328,7 +333,12 @@ def _new_pool(kind: str, root: Path, storage: str) -> Any:
 
 @pytest.fixture
 def pool(request, tmp_path, storage):
-    return _new_pool(request.param, tmp_path, storage)
+    if request.param == "RayPool":
+        request.getfixturevalue("ray_cluster")
+    p = _new_pool(request.param, tmp_path, storage)
+    yield p
+    if request.param == "RayPool":
+        p.shutdown()
 
 
 def _spec(width: int = 4, depth: int = 1) -> nw.ArchSpec:
@@ -525,10 +535,34 @@ def test_both_pools_give_the_same_answers(tmp_path, storage):
     assert z == a
 
 
+@pytest.mark.ray
+def test_a_ray_pool_answers_as_the_model_zoo_it_owns(ray_cluster, tmp_path, storage):
+    """Everything a trial asks a RayPool (records, weights, sources, rankings) is what the
+    ModelZoo in its directory answers, bit for bit."""
+    from nas_warmstart.integrations.ray import RayPool
+
+    ray_pool = _new_pool("RayPool", tmp_path, storage)
+    try:
+        _fill(ray_pool)
+        zoo = nw.ModelZoo(tmp_path / "zoo")  # the same directory, opened here
+        assert zoo.names() == ray_pool.names()
+        for name in zoo.names():
+            assert zoo.get(name) == ray_pool.get(name)
+            assert _same_state(zoo.load_state_dict(name), ray_pool.load_state_dict(name)), name
+            assert _same_state(_state(zoo.load_source(name)), _state(ray_pool.load_source(name))), name
+        for target in (TARGET.build(), _spec(8).build(), _source_only(0)):
+            for kw, _ in RANK_QUERIES:
+                assert ([(r.name, r.similarity, r.entry) for r in zoo.rank(target, **kw)]
+                        == [(r.name, r.similarity, r.entry) for r in ray_pool.rank(target, **kw)]), kw
+        assert isinstance(ray_pool, RayPool)
+    finally:
+        ray_pool.shutdown()
+
+
 def _weights_gone(pool: Any, name: str) -> None:
     """Delete an entry's stored weights behind the pool's back."""
     entry = pool.get(name)
-    if isinstance(pool, nw.ModelZoo):
+    if isinstance(entry, nw.ZooEntry):  # a ModelZoo's, or the one a RayPool's actor owns
         entry.path.unlink()
     else:
         pool.artifact_store.remove(entry.artifact_id)
@@ -640,6 +674,7 @@ def test_both_entry_records_have_the_fields_every_pool_entry_has(storage, tmp_pa
 # Public methods of each pool beyond what every Pool has: storage-specific on purpose.
 ZOO_ONLY = {"add_timm", "check", "close", "gc", "reindex", "set_spec", "signature", "update_metrics"}
 ARTIFACT_ONLY = {"add_from", "discard_trial_artifact", "entries"}
+RAY_ONLY = {"activity", "check", "connect", "info", "shutdown"}
 
 
 def _own_methods(cls: type) -> set[str]:
@@ -649,3 +684,5 @@ def _own_methods(cls: type) -> set[str]:
 def test_pool_method_surfaces_differ_only_where_documented():
     assert _own_methods(nw.ModelZoo) == ZOO_ONLY
     assert _own_methods(OptunaArtifactPool) == ARTIFACT_ONLY
+    ray_pool = pytest.importorskip("nas_warmstart.integrations.ray", reason="the ray extra").RayPool
+    assert _own_methods(ray_pool) == RAY_ONLY

@@ -8,9 +8,14 @@ told).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -165,3 +170,94 @@ def test_ray_pool_refuses_a_second_directory_under_the_same_name(ray_pool, tmp_p
     with pytest.raises(nw.InvalidArgumentError, match="node must be"):
         RayPool(tmp_path / "x", name="x", node="no-such-node")
     torch.manual_seed(0)
+
+
+# ------------------------------------------------------------------------------ the command
+
+CMD = [sys.executable, "-m", "nas_warmstart"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("nope", "--backend", "ray"), "unknown search space 'nope'"),
+        (("mlp", "--backend", "ray", "--address", "127.0.0.1:9"), "no Ray head answers there"),
+        (("mlp", "--backend", "ray", "--address", "headnode"), "is not auto or HOST:PORT"),
+        (("mlp", "--backend", "ray", "--gpus-per-trial", "64"), "--gpus-per-trial 64: this machine has"),
+        (("mlp", "--backend", "ray", "--cpus-per-trial", "-1"), "must be a number >= 0"),
+        (("mlp", "--backend", "ray", "--n-jobs", "2"), "use --max-concurrent K"),
+        (("mlp", "--backend", "ray", "--max-concurrent", "0"), "--max-concurrent must be >= 1"),
+        (("mlp", "--backend", "ray", "--dataset", "nope"), "unknown data set 'nope'"),
+        (("mlp", "--address", "auto"), "--address is for --backend ray"),
+        (("mlp", "--resume", "--max-concurrent", "2"), "--max-concurrent, --resume are for --backend ray"),
+    ],
+)
+def test_search_ray_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
+    from nas_warmstart.cli.app import main
+
+    argv = ["search", *args, "--trials", "1", "--epochs", "1", "--pool", str(tmp_path / "pool")]
+    if "--backend" in args:
+        argv += ["--storage-path", str(tmp_path / "results")]
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert list(tmp_path.iterdir()) == []  # no pool, no results
+
+
+def test_search_ray_without_ray_installed_names_the_extra(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None; from nas_warmstart.cli import main; "
+            f"sys.exit(main(['search', 'mlp', '--backend', 'ray', '--pool', {str(tmp_path / 'pool')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'pip install "nas-warmstart[ray]"' in lines[0] and "--backend ray" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _pool_size(path) -> int:
+    if not (path / "index.sqlite").exists():
+        return 0
+    try:
+        return len(nw.ModelZoo(path, create=False))
+    except nw.ZooError:
+        return 0
+
+
+def test_search_ray_driver_killed_then_resume_finishes_with_no_duplicate_or_lost_entry(tmp_path):
+    """SIGKILL the driver once the first trial registered; `--resume` finishes the experiment."""
+    pool = tmp_path / "pool"
+    argv = [*CMD, "search", "mlp", "--backend", "ray", "--trials", "8", "--epochs", "3", "--pool", str(pool),
+            "--storage-path", str(tmp_path / "results"), "--seed", "5", "--json"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while _pool_size(pool) < 1 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first.poll() is None, first.communicate()
+        first.send_signal(signal.SIGKILL)  # the driver only: Ray's own reaper stops its cluster
+        out, _ = first.communicate(timeout=60)
+    finally:
+        first.kill()
+        time.sleep(2)
+        with contextlib.suppress(ProcessLookupError):  # agents the reaper may leave behind
+            os.killpg(first.pid, signal.SIGKILL)
+    assert out == ""  # killed before its summary
+    before = nw.ModelZoo(pool, create=False).names()
+    assert before
+
+    again = subprocess.run(argv + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout.strip().splitlines()[-1])
+    finished = [t for t in report["trials"] if t["state"] == "COMPLETE"]
+    assert len(report["trials"]) == 8 and finished
+    zoo = nw.ModelZoo(pool, create=False)
+    assert zoo.names() == sorted(t["pool_entry"] for t in finished)  # one entry per finished trial
+    assert set(before) <= set(zoo.names())  # nothing registered before the kill was lost
+    assert all(not v for v in zoo.check(full=True).values())
