@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model compare-revisions clean
+.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-ray compare-revisions clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,11 @@ bench-search: setup
 # study warm vs cold (5 seeds x 30 trials; ~1 min on 2 cores).
 bench-own-model: setup
 	$(BIN)/python benchmarks/bench_own_model.py
+
+# Warm-started vs cold Ray Tune searches (bench_search's space and budget, 2 trials at a time,
+# 3 seeds) and the per-trial overhead of Ray against plain Optuna (~30 min on 2 cores).
+bench-ray: setup
+	$(BIN)/python benchmarks/bench_ray.py
 
 # A refactor changes no number: similarity, transfer tensors (and ranking with POOL=DIR) of this
 # checkout against another one, compared exactly, e.g. OLD=/tmp/old after

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,3 +50,21 @@ def test_optuna_own_model(tmp_path):
     best = study.best_trial
     assert f"best: {best.user_attrs['pool_entry']} = builder:digits-mlp:" in out
     assert f"reloaded val accuracy {best.value:.3f}" in out  # reloaded from the pool, same score
+
+
+@pytest.mark.ray
+def test_ray_tune_search(tmp_path):
+    pytest.importorskip("ray", reason='needs the ray extra: pip install -e ".[ray]"')
+    out = _run("ray_tune_search.py", "3", cwd=tmp_path)
+    lines = out.splitlines()
+    own = [ln for ln in lines if ln.startswith("  trial ") and ln.split(": ")[1].startswith("own-trainable-")]
+    assert len(own) == 2 and "warm start from own-trainable-" in own[1]  # the second started from the first
+    ready = [ln for ln in lines if "val accuracy" in ln and "after" in ln]
+    assert len(ready) == 3 and all(" from " in ln for ln in ready)
+    assert any("registered as mlp-search-" in ln for ln in ready)
+    assert any("from own-trainable-" in ln or "from mlp-search-" in ln for ln in ready)  # warm, part 1's pool
+    from nas_warmstart import ModelZoo
+
+    zoo = ModelZoo(tmp_path / "ray_pool", create=False)
+    assert len(zoo) == int(lines[-1].rsplit("holds ", 1)[1].split()[0])
+    assert all(not v for v in zoo.check(full=True).values())

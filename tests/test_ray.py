@@ -231,7 +231,7 @@ def _pool_size(path) -> int:
 def test_search_ray_driver_killed_then_resume_finishes_with_no_duplicate_or_lost_entry(tmp_path):
     """SIGKILL the driver once the first trial registered; `--resume` finishes the experiment."""
     pool = tmp_path / "pool"
-    argv = [*CMD, "search", "mlp", "--backend", "ray", "--trials", "8", "--epochs", "3", "--pool", str(pool),
+    argv = [*CMD, "search", "mlp", "--backend", "ray", "--trials", "6", "--epochs", "2", "--pool", str(pool),
             "--storage-path", str(tmp_path / "results"), "--seed", "5", "--json"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -252,12 +252,20 @@ def test_search_ray_driver_killed_then_resume_finishes_with_no_duplicate_or_lost
     before = nw.ModelZoo(pool, create=False).names()
     assert before
 
-    again = subprocess.run(argv + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    again = subprocess.run([*argv, "--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout.strip().splitlines()[-1])
     finished = [t for t in report["trials"] if t["state"] == "COMPLETE"]
-    assert len(report["trials"]) == 8 and finished
+    assert len(report["trials"]) == 6 and finished
     zoo = nw.ModelZoo(pool, create=False)
-    assert zoo.names() == sorted(t["pool_entry"] for t in finished)  # one entry per finished trial
+    mine = [t["pool_entry"] for t in finished]
+    assert len(set(mine)) == len(mine) and set(mine) <= set(zoo.names())  # one entry per finished trial
     assert set(before) <= set(zoo.names())  # nothing registered before the kill was lost
+    # A trial that finished after the driver's last experiment snapshot is unknown to the
+    # restored experiment (Tune restarts from the snapshot), but its network was trained to
+    # the end and stays in the pool: such extras were all registered before the kill.
+    extra = set(zoo.names()) - set(mine)
+    assert extra <= set(before)
+    for e in zoo:
+        assert e.metrics["epochs"] == 2 and e.provenance["experiment"] == "mlp-digits", e
     assert all(not v for v in zoo.check(full=True).values())

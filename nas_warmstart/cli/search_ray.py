@@ -169,6 +169,8 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if quiet:  # e.g. Tune's own lines on Ctrl-C: the command prints one line with the resume command
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)
     try:
         ray.init(address=args.address or "local", logging_level=logging.WARNING if quiet else logging.INFO,
                  log_to_driver=not quiet, configure_logging=True)

@@ -270,6 +270,17 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
     spec = ArchSpec.space(sp.name, arch, num_classes=data.num_classes, in_chans=data.in_chans)
     seed = _trial_seed(s.seed, trial_id)
 
+    done = _registered_before(s, entry, trial_id)
+    if done is not None:
+        # An earlier attempt of this trial trained it to the end and registered it, then was
+        # lost before Tune recorded its final result (a killed driver, a lost node): report
+        # that result again instead of training it a second time.
+        log.info("trial %s: already trained and registered as %s; reporting its result", trial_id, entry)
+        out = {k: v for k, v in done.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        tune.report({**out, **_provenance_metrics(done.provenance), "spec": json.dumps(spec.to_dict()),
+                     "pool_entry": entry, "finished": True, "failed": False})
+        return
+
     resume = None
     provenance: dict[str, Any] | None = None
     checkpoint = tune.get_checkpoint()
@@ -345,6 +356,21 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
     epoch_metrics = {"val_accuracy": result.curve[-1], "epoch": len(result.curve)}
     _report(s, result.model, spec, entry, provenance, last_state[0] if last_state else None,
             {**epoch_metrics, **final}, final=True, registered=registered)
+
+
+def _registered_before(s: _Settings, entry: str, trial_id: str) -> Any:
+    """The pool entry this trial registered in an earlier attempt, if it holds all its epochs."""
+    if s.pool is None or not s.register:
+        return None
+    from nas_warmstart._errors import ZooEntryNotFoundError
+
+    try:
+        e = s.pool.get(entry)
+    except ZooEntryNotFoundError:
+        return None
+    if e.provenance.get("trial_id") != trial_id or e.metrics.get("epochs") != s.epochs:
+        return None
+    return e
 
 
 def _report(

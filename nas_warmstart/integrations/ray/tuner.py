@@ -89,13 +89,17 @@ def make_tuner(
             the experiment state, so a driver killed in between resumes with an error about
             a missing checkpoint; our checkpoints are one copy of the weights plus the
             optimizer state, per epoch.
-        verbose: Tune's console output (0: silent, 1: status, 2: + results).
+        verbose: Tune's console output (0: silent, 1: status, 2: + results). 0 also sets
+            ``RAY_AIR_NEW_OUTPUT=0`` unless it is set, as Ray's newer console output prints its
+            experiment tables whatever the verbosity.
         trainable_kwargs: the other :func:`make_trainable` arguments.
     """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     check_int("trials", trials, min=1)
+    if verbose == 0:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     check_int("max_concurrent", max_concurrent, min=1, none_ok=True)
     check_int("max_failures", max_failures, min=0)
     check_int("keep_checkpoints", keep_checkpoints, min=1, none_ok=True)
