@@ -14,9 +14,13 @@ cold experiment's final best, and the wall time.
 
 Part 2, the overhead: the same fixed list of cold trials (``--overhead-trials`` configs of the
 space, 1 epoch each), run one at a time by plain Optuna (``make_objective`` + enqueued
-parameters) and by Ray Tune (``make_tuner``, ``max_concurrent=1``, FIFO, the same
-parameters as ``points_to_evaluate``), in one process: per-trial wall time of each and their
-ratio, plus ``ray.init`` and ``Tuner.fit`` start-up.
+parameters, in this process) and by Ray Tune (``make_trainable``, ``max_concurrent_trials=1``,
+the same parameters as OptunaSearch's ``points_to_evaluate``): the steady per-trial wall time
+of each (Optuna: trial duration; Ray: time between trial completions, as the driver sees
+them) and their
+ratio, plus ``ray.init`` and ``Tuner.fit`` start-up; once with ``reuse_actors=True`` (the
+``make_tuner`` default: later trials run in the process of a finished one) and once without
+(every trial in a new process).
 
 Run: python benchmarks/bench_ray.py [--quick] [--seeds 3] [--trials 30]
 Writes benchmarks/results/bench_ray.json and bench_ray.png.
@@ -141,7 +145,7 @@ def summarise(exps: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": rows}
 
 
-def overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+def overhead(args: argparse.Namespace, root: Path, *, reuse_actors: bool = True) -> dict[str, Any]:
     """Per-trial wall time of the same cold trials: plain Optuna vs Ray Tune, one at a time."""
     import numpy as np
     import optuna
@@ -177,8 +181,9 @@ def overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     tuner = tune.Tuner(
         tune.with_resources(make_trainable(args.space, "digits", None, epochs=1, seed=0), {"cpu": 1}),
-        tune_config=tune.TuneConfig(search_alg=search, num_samples=len(params), max_concurrent_trials=1),
-        run_config=tune.RunConfig(name="overhead", storage_path=str(root / "results"), verbose=0,
+        tune_config=tune.TuneConfig(search_alg=search, num_samples=len(params), max_concurrent_trials=1,
+                                    reuse_actors=reuse_actors),
+        run_config=tune.RunConfig(name=f"overhead-{reuse_actors}", storage_path=str(root / "results"), verbose=0,
                                   callbacks=[times]),
     )
     grid = tuner.fit()
@@ -189,11 +194,12 @@ def overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     assert all(grid[i].metrics.get("finished") for i in range(len(grid))), "an overhead trial failed"
     assert ray.is_initialized()
     return {
-        "trials": len(params), "optuna_total_s": optuna_s, "ray_fit_total_s": ray_s,
-        "optuna_per_trial_s": _ms(optuna_trials), "ray_trial_time_total_s": _ms(ray_trials),
-        "ray_completion_gap_s": _ms(gaps[1:]) if len(gaps) > 2 else _ms(gaps),
-        "ray_first_trial_done_s": finished[0],
-        "ratio_per_trial": statistics.mean(gaps[1:] or gaps) / statistics.mean(optuna_trials),
+        "reuse_actors": reuse_actors, "trials": len(params), "optuna_total_s": optuna_s, "ray_fit_total_s": ray_s,
+        # steady state: every trial after the first (the first pays imports, data loading, warm-up)
+        "optuna_first_trial_s": optuna_trials[0], "optuna_per_trial_s": _ms(optuna_trials[1:] or optuna_trials),
+        "ray_first_trial_done_s": finished[0], "ray_per_trial_s": _ms(gaps[1:] or gaps),
+        "ray_trial_time_total_s": _ms(ray_trials),
+        "ratio_per_trial": statistics.mean(gaps[1:] or gaps) / statistics.mean(optuna_trials[1:] or optuna_trials),
     }
 
 
@@ -250,8 +256,9 @@ def main() -> None:
     exps = []
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         root = Path(tmp)
-        over = overhead(args, root)
-        print(f"overhead: {over}", flush=True)
+        over = [overhead(args, root, reuse_actors=True), overhead(args, root, reuse_actors=False)]
+        for o in over:
+            print(f"overhead: {o}", flush=True)
         for seed in range(args.seeds):
             for mode in MODES:
                 e = run_experiment(mode, seed, args, root)

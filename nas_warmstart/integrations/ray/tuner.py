@@ -60,6 +60,7 @@ def make_tuner(
     seed: int = 0,
     callbacks: Sequence[tune.Callback] = (),
     keep_checkpoints: int | None = None,
+    reuse_actors: bool = True,
     verbose: int = 0,
     **trainable_kwargs: Any,
 ) -> tune.Tuner:
@@ -89,6 +90,9 @@ def make_tuner(
             the experiment state, so a driver killed in between resumes with an error about
             a missing checkpoint; our checkpoints are one copy of the weights plus the
             optimizer state, per epoch.
+        reuse_actors: run later trials in the processes of finished ones (Tune's
+            ``reuse_actors``): the data set stays loaded and nothing is imported again, which
+            is most of a short trial's start-up.
         verbose: Tune's console output (0: silent, 1: status, 2: + results). 0 also sets
             ``RAY_AIR_NEW_OUTPUT=0`` unless it is set, as Ray's newer console output prints its
             experiment tables whatever the verbosity.
@@ -135,7 +139,7 @@ def make_tuner(
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=search, scheduler=sched, num_samples=trials,
-                                    max_concurrent_trials=max_concurrent),
+                                    max_concurrent_trials=max_concurrent, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(
             name=name, storage_path=None if storage_path is None else str(storage_path)
             if "://" in str(storage_path) else os.path.abspath(os.path.expanduser(str(storage_path))),
