@@ -31,7 +31,6 @@ from nas_warmstart.integrations.ray import (  # noqa: E402
     RayPool,
     RegisterCheckpoints,
     make_trainable,
-    make_tuner,
     save_checkpoint,
 )
 
@@ -54,9 +53,21 @@ def _evaluate_entry(pool, name, data):
 def test_warm_started_tune_search_on_two_nodes(ray_cluster, ray_pool, tmp_path):
     """OptunaSearch + ASHA over the mlp space on digits, 2 trials at a time on the worker node."""
     pool, path = ray_pool
-    tuner = make_tuner(
-        "mlp", "digits", pool, trials=6, epochs=2, max_concurrent=2, seed=3, name="two-nodes",
-        storage_path=tmp_path / "results", resources={"worker_node": 0.5},
+    # Built by hand as a user would: OptunaSearch over the space's own define-by-run function
+    # (space.suggest), ASHA, resources per trial (pinned to the worker node), 2 at a time.
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search_spaces import get_space
+
+    space = get_space("mlp")
+    tuner = tune.Tuner(
+        tune.with_resources(make_trainable(space, "digits", pool, epochs=2, seed=3), {"cpu": 1, "worker_node": 0.5}),
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(space=space.suggest, metric="accuracy", mode="max", seed=3),
+            scheduler=ASHAScheduler(metric="accuracy", mode="max", max_t=2, grace_period=1, reduction_factor=2),
+            num_samples=6, max_concurrent_trials=2, reuse_actors=True),
+        run_config=tune.RunConfig(name="two-nodes", storage_path=str(tmp_path / "results"), verbose=0),
     )
     # the trainable the trials unpickle knows the actor's name, never the pool directory
     blob = cloudpickle.dumps(make_trainable("mlp", "digits", pool, epochs=2))
@@ -110,9 +121,12 @@ def test_a_trial_that_raises_resumes_from_its_checkpoint_and_registers_once(ray_
     data = load_dataset("digits")
     assert math.ceil(len(data.train) / 32) == crash_space.STEPS_PER_EPOCH
     trainable = make_trainable(crash_space.space, "digits", pool, epochs=3, batch_size=32)
-    tuner = tune.Tuner(
+    from ray.tune.schedulers import HyperBandScheduler
+
+    tuner = tune.Tuner(  # HyperBand with one trial never stops it; results under a file:// URI
         trainable, param_space={"crash": True, "width": 8},
-        run_config=tune.RunConfig(name="crash", storage_path=str(tmp_path / "results"), verbose=0,
+        tune_config=tune.TuneConfig(scheduler=HyperBandScheduler(metric="accuracy", mode="max", max_t=3)),
+        run_config=tune.RunConfig(name="crash", storage_path=f"file://{tmp_path}/results", verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=1)),
     )
     results = tuner.fit()
@@ -122,6 +136,7 @@ def test_a_trial_that_raises_resumes_from_its_checkpoint_and_registers_once(ray_
     assert m["finished"] and m["training_iteration"] == 3
     assert m["iterations_since_restore"] == 2  # resumed after epoch 1: epochs 2 and 3 only
     assert pool.names() == [m["pool_entry"]]
+    assert (tmp_path / "results" / "crash").is_dir()
     assert sum(c["calls"] for c in pool.activity() if c["method"] == "store") == 1
     # the restored run's weights are the ones reported: the stored network scores the same
     assert math.isclose(_evaluate_entry(pool, m["pool_entry"], data), m["accuracy"], abs_tol=1e-9)
