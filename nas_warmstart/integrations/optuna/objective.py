@@ -5,29 +5,26 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, Trial, TrialState
 from torch import nn
 
-from nas_warmstart._args import positive_int
 from nas_warmstart._device import resolve_device
-from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError
-from nas_warmstart._plugins import search_spaces
+from nas_warmstart._errors import InvalidArgumentError
 from nas_warmstart.pool.base import Pool
 from nas_warmstart.pool.spec import ArchSpec
 from nas_warmstart.search.candidate import train_candidate
+from nas_warmstart.search.checks import OBJECTIVE_DIRECTIONS, check_search
 from nas_warmstart.training.data import DataSplits, load_dataset
 
 from .starter import DUPLICATE_ATTR, WarmStarter
 
 log = logging.getLogger(__name__)
 
-_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
-    "accuracy": "maximize", "params": "minimize", "flops": "minimize", "latency": "minimize",
-}
+_DIRECTIONS = OBJECTIVE_DIRECTIONS
 
 class SearchObjective:
     """The objective :func:`make_objective` returns (see there); ``directions`` for the study."""
@@ -54,41 +51,8 @@ class SearchObjective:
         fit_kwargs: Mapping[str, Any] | None = None,
         skip_duplicates: bool = True,
     ) -> None:
-        spaces = search_spaces()
-        get_space = spaces.get_space
-        self.space = get_space(space) if isinstance(space, str) else space
-        if not isinstance(self.space, spaces.SearchSpace):
-            raise InvalidArgumentError(
-                f"space must be a search-space name ({', '.join(_space_names())}) or a SearchSpace, "
-                f"got {type(space).__name__}"
-            )
-        try:
-            registered = get_space(self.space.name)
-        except NasWarmstartError:
-            registered = None
-        if registered is not self.space:
-            raise InvalidArgumentError(
-                f"search space {self.space.name!r} is not the registered space of that name, so "
-                "pool entries could not be rebuilt from (space name, config); register it with "
-                "search_spaces.register_space(space) under a name of its own"
-            )
-        objectives = tuple(objectives)
-        bad = [o for o in objectives if o not in _DIRECTIONS]
-        if not objectives or bad or objectives[0] != "accuracy" or len(set(objectives)) != len(objectives):
-            raise InvalidArgumentError(
-                f"objectives must start with 'accuracy', optionally followed by distinct names "
-                f"from {sorted(set(_DIRECTIONS) - {'accuracy'})}, got {objectives!r}"
-            )
-        positive_int("epochs", epochs)
-        if pool is not None and not isinstance(pool, Pool):
-            raise InvalidArgumentError(
-                f"pool must be a ModelZoo, an OptunaArtifactPool or None (cold starts), got "
-                f"{type(pool).__name__}"
-            )
-        if not isinstance(dataset, (str, DataSplits)):
-            raise InvalidArgumentError(
-                f"dataset must be a data set name (e.g. 'digits') or DataSplits, got {type(dataset).__name__}"
-            )
+        self.space, objectives = check_search(space, dataset, pool, objectives=objectives, epochs=epochs,
+                                              pools="a ModelZoo, an OptunaArtifactPool")
         if device is not None:
             resolve_device(device)  # a device this machine lacks fails here, not in every trial
         self.objectives = objectives
@@ -197,10 +161,6 @@ class SearchObjective:
             starter.register(result.model, metrics)
         values = tuple(float(metrics[o]) for o in self.objectives)
         return values[0] if single else values
-
-
-def _space_names() -> list[str]:
-    return list(search_spaces().list_spaces())
 
 
 def make_objective(

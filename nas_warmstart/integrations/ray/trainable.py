@@ -35,12 +35,12 @@ import torch
 from ray import tune
 from torch import nn
 
-from nas_warmstart._args import positive_int
 from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError, NoMatchableLayersError
 from nas_warmstart._plugins import search_spaces
 from nas_warmstart.pool.base import Pool, check_name
 from nas_warmstart.pool.spec import ArchSpec, as_optional_spec
 from nas_warmstart.search.candidate import train_candidate
+from nas_warmstart.search.checks import OBJECTIVE_DIRECTIONS, check_search, resolve_space
 from nas_warmstart.search.warmstart import check_guidance, guidance_for, warm_start
 from nas_warmstart.training.data import DataSplits, load_dataset
 from nas_warmstart.training.fit import FitState
@@ -58,7 +58,7 @@ CHECKPOINT_META = "nas_warmstart.json"
 CHECKPOINT_STATE = "fit_state.pt"
 
 #: the Tune ``mode`` of each objective.
-OBJECTIVE_MODES = {"accuracy": "max", "params": "min", "flops": "min", "latency": "min"}
+OBJECTIVE_MODES = {o: "max" if d == "maximize" else "min" for o, d in OBJECTIVE_DIRECTIONS.items()}
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9._+=@-]+")
 
@@ -176,19 +176,11 @@ def define_by_run(space: Any) -> Callable[[Any], None]:
     same parameters (names, ranges, conditions) as the Optuna backend; the trial's config holds
     them, and :func:`make_trainable` turns them back into the architecture.
     """
-    sp = _space(space)
+    sp = resolve_space(space)
     return _DefineByRun(sp.name, type(sp).__module__)
 
 
-def _space(space: Any) -> Any:
-    spaces = search_spaces()
-    sp = spaces.get_space(space) if isinstance(space, str) else space
-    if not isinstance(sp, spaces.SearchSpace):
-        raise InvalidArgumentError(
-            f"space must be a search-space name ({', '.join(spaces.list_spaces())}) or a SearchSpace, "
-            f"got {type(space).__name__}"
-        )
-    return sp
+
 
 
 @dataclass(frozen=True)
@@ -458,32 +450,8 @@ def make_trainable(
             (``tune.with_resources(trainable, {"gpu": 1})``), else the CPU.
         data_root, image_size: for loading ``dataset`` by name.
     """
-    sp = _space(space)
-    try:
-        registered = search_spaces().get_space(sp.name)
-    except NasWarmstartError:
-        registered = None
-    if registered is not sp:
-        raise InvalidArgumentError(
-            f"search space {sp.name!r} is not the registered space of that name; register it with "
-            "search_spaces.register_space(space) in a module every worker imports"
-        )
-    objectives = tuple(objectives)
-    bad = [o for o in objectives if o not in OBJECTIVE_MODES]
-    if not objectives or bad or objectives[0] != "accuracy" or len(set(objectives)) != len(objectives):
-        raise InvalidArgumentError(
-            f"objectives must start with 'accuracy', optionally followed by distinct names from "
-            f"{sorted(set(OBJECTIVE_MODES) - {'accuracy'})}, got {objectives!r}"
-        )
-    positive_int("epochs", epochs)
-    if pool is not None and not isinstance(pool, Pool):
-        raise InvalidArgumentError(
-            f"pool must be a RayPool, a ModelZoo on a shared filesystem or None, got {type(pool).__name__}"
-        )
-    if not isinstance(dataset, (str, DataSplits)):
-        raise InvalidArgumentError(
-            f"dataset must be a data set name (e.g. 'digits') or DataSplits, got {type(dataset).__name__}"
-        )
+    sp, objectives = check_search(space, dataset, pool, objectives=objectives, epochs=epochs,
+                                  pools="a RayPool, a ModelZoo on a filesystem every node mounts")
     check_guidance(guidance)
     settings = _Settings(
         space=sp.name, space_module=type(sp).__module__, dataset=dataset, pool=pool, epochs=epochs, objectives=objectives, guidance=guidance,
