@@ -163,12 +163,15 @@ def test_register_checkpoints_callback_for_your_own_trainable(ray_cluster, ray_p
                         checkpoint=tune.Checkpoint.from_directory(d))
 
     callback = RegisterCheckpoints(pool, dataset="digits")
+    everything = nw.ModelZoo(tmp_path / "all")  # a ModelZoo the driver writes directly
+    keep_all = RegisterCheckpoints(everything, dataset="digits", include_stopped=True)
     tune.Tuner(
         my_trainable, param_space={"width": tune.grid_search([64, 32])},
         tune_config=tune.TuneConfig(max_concurrent_trials=1),
         run_config=tune.RunConfig(name="own", storage_path=str(tmp_path / "results"), verbose=0,
-                                  callbacks=[callback]),
+                                  callbacks=[callback, keep_all]),
     ).fit()
+    assert len(everything) == 2 and everything.names() == sorted(keep_all.registered.values())
     assert list(callback.registered.values()) == pool.names() and len(pool) == 1  # width 32 stopped at 1 of 2
     entry = pool.get(pool.names()[0])
     assert entry.spec == spec_of[64] and entry.dataset == "digits" and entry.parent is None
@@ -284,3 +287,30 @@ def test_search_ray_driver_killed_then_resume_finishes_with_no_duplicate_or_lost
     for e in zoo:
         assert e.metrics["epochs"] == 2 and e.provenance["experiment"] == "mlp-digits", e
     assert all(not v for v in zoo.check(full=True).values())
+
+
+def test_search_ray_joins_a_cluster_by_address_and_refuses_gpus_it_lacks(ray_cluster, tmp_path):
+    """`--address HOST:PORT` of a running cluster (the test cluster): the command joins it, sees
+    0 GPUs, and stops with one line before it creates the pool or any Tune experiment."""
+    address = ray_cluster["cluster"].address
+    proc = subprocess.run(
+        [*CMD, "search", "mlp", "--backend", "ray", "--address", address, "--gpus-per-trial", "1",
+         "--pool", str(tmp_path / "pool"), "--storage-path", str(tmp_path / "results")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and f"the cluster at {address} has 0 GPUs" in lines[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_zoo_on_a_directory_every_node_mounts_works_as_the_pool(ray_cluster, tmp_path):
+    """No actor: the trials open the ModelZoo themselves (here every node sees tmp_path)."""
+    from nas_warmstart.integrations.ray import make_tuner
+
+    zoo = nw.ModelZoo(tmp_path / "pool")
+    results = make_tuner("mlp", "digits", zoo, trials=3, epochs=1, max_concurrent=2, seed=1, scheduler="fifo",
+                         name="zoo", storage_path=tmp_path / "results").fit()
+    finished = [r.metrics for r in results if r.metrics.get("finished")]
+    assert len(finished) == 3 and zoo.names() == sorted(m["pool_entry"] for m in finished)
+    assert sum(m["warm_started"] for m in finished) >= 1  # the third started from one of the first two
+    assert all(zoo.get(m["pool_entry"]).parent == m["warm_start_source"] for m in finished)

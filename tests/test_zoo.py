@@ -109,6 +109,10 @@ def test_add_load_round_trip_is_exact(tmp_path):
     assert [e.name for e in again] == ["r18-tiny"]
     assert again.get("r18-tiny") == entry
     assert again.signature("r18-tiny").key == nw.signature(model).key
+    # pickled (to Ray trials, Tune callbacks, worker processes) it is its directory, reopened
+    unpickled = pickle.loads(pickle.dumps(zoo))
+    assert unpickled.path == zoo.path and unpickled.get("r18-tiny") == entry and not unpickled.read_only
+    assert _same_state(unpickled.load("r18-tiny"), model)
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", "x..y", "", ".hidden", "-x", "a b", "é", "x" * 201, 7])

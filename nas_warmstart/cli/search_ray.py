@@ -214,10 +214,8 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
         results = tuner.fit()
         if args.resume:  # Tune restores the callbacks pickled with the experiment: read rows from results
             rows.rows = [rows.row(r_trial) for r_trial in _trials_of(results)]
-        interrupted = any(not r.metrics.get("finished") and not r.metrics.get("failed") and r.error is None
-                          and _stopped_by_user(r) for r in _all(results))
-        if interrupted:
-            raise KeyboardInterrupt
+        if _interrupted(results, None if args.resume else args.trials):
+            raise KeyboardInterrupt  # Tune caught Ctrl-C, saved the experiment and returned
         mine = rows.rows
         best = _best(results, objectives)
         if not args.json:
@@ -253,9 +251,16 @@ def _trials_of(results: Any) -> list[Any]:
     return [_ResultTrial(r) for r in _all(results)]
 
 
-def _stopped_by_user(result: Any) -> bool:
-    """A trial that neither finished, failed, errored nor was stopped by the scheduler."""
-    return int(result.metrics.get("training_iteration") or 0) == 0
+def _interrupted(results: Any, trials: int | None) -> bool:
+    """Whether Tune returned early (it catches Ctrl-C, saves the experiment and returns):
+    fewer trials than asked, or trials neither terminated nor errored."""
+    if trials is not None and len(results) < trials:
+        return True
+    analysis = getattr(results, "_experiment_analysis", None)  # Tune's record of trial states
+    states = [getattr(t, "status", None) for t in getattr(analysis, "trials", None) or []]
+    if states:
+        return any(st not in ("TERMINATED", "ERROR") for st in states)
+    return any(not r.metrics for r in _all(results))  # a trial that never reported
 
 
 def _best(results: Any, objectives: tuple[str, ...]) -> dict[str, Any] | None:

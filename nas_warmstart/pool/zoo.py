@@ -180,6 +180,7 @@ class ModelZoo(Pool["ZooEntry"]):
         if read_only is None:  # a pool this process may not write to is opened for reading
             read_only = index.exists() and not (os.access(index, os.W_OK) and os.access(self.path, os.W_OK))
         self._db = ZooIndex(self.path, journal_mode=journal_mode, read_only=bool(read_only))
+        self._journal_mode: Literal["wal", "delete"] = journal_mode
         self._keys_cache: dict[tuple[str, str], tuple[Any, ...]] = {}  # (digest, layers) -> key
         self._num_matchable: dict[tuple[str, str], int] = {}
         if not index.exists():
@@ -233,6 +234,11 @@ class ModelZoo(Pool["ZooEntry"]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __reduce__(self) -> Any:
+        # Pickles as its directory (connections are per process): a pool handed to Ray
+        # trials, Tune callbacks or worker processes opens the same directory there.
+        return (_reopen, (str(self.path), self._journal_mode, self.read_only))
 
     def __repr__(self) -> str:
         return f"ModelZoo({str(self.path)!r}, entries={len(self)})"
@@ -735,3 +741,6 @@ class ModelZoo(Pool["ZooEntry"]):
             raise ZooError(f"pool index is inconsistent: no architecture rows for {missing[:3]}")
         return out
 
+
+def _reopen(path: str, journal_mode: Literal["wal", "delete"], read_only: bool) -> ModelZoo:
+    return ModelZoo(path, journal_mode=journal_mode, create=False, read_only=read_only)

@@ -35,7 +35,10 @@ class RegisterCheckpoints(tune.Callback):
 
     Trials stopped early by a scheduler are not registered when Tune lets us tell: a last
     result with ``finished=False``, or fewer iterations than ``epochs`` when given. Failed
-    trials (``failed=True`` or an error) and trials without a checkpoint are skipped.
+    trials (``failed=True`` or an error) and trials without a checkpoint are skipped, and so
+    are trials that registered themselves (a ``pool_entry`` in their last result, as
+    :func:`make_trainable`'s do). So ``RegisterCheckpoints(pool, include_stopped=True)`` next
+    to the ready-made trainable also keeps the networks of trials a scheduler stopped.
 
     Args:
         pool: a :class:`~nas_warmstart.integrations.ray.RayPool` or a
@@ -83,6 +86,9 @@ class RegisterCheckpoints(tune.Callback):
         if result.get("failed") or trial.checkpoint is None:
             log.info("trial %s: not registered (%s)", trial.trial_id,
                      "failed" if result.get("failed") else "no checkpoint")
+            return
+        if result.get("pool_entry"):  # make_trainable registered it itself
+            self.registered[trial.trial_id] = str(result["pool_entry"])
             return
         if self._stopped_early(result) and not self.include_stopped:
             log.info("trial %s: stopped early by the scheduler; not registered", trial.trial_id)
