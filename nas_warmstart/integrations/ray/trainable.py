@@ -35,7 +35,12 @@ import torch
 from ray import tune
 from torch import nn
 
-from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError, NoMatchableLayersError
+from nas_warmstart._errors import (
+    InvalidArgumentError,
+    NasWarmstartError,
+    NoMatchableLayersError,
+    ZooEntryNotFoundError,
+)
 from nas_warmstart._plugins import search_spaces
 from nas_warmstart.pool.base import Pool, check_name
 from nas_warmstart.pool.spec import ArchSpec, as_optional_spec
@@ -304,27 +309,20 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
         provenance = ws.provenance() if ws is not None else {"source": None}
         return ws.guidance if ws is not None else None
 
-    last_state: list[FitState] = []
+    last: list[tuple[nn.Module, FitState]] = []  # the model and its state after the latest epoch
 
     def on_state(model: nn.Module, state: FitState) -> None:
-        last_state[:] = [state]
+        last[:] = [(model, state)]
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        if epoch >= s.epochs:
-            return  # the last epoch is reported after the measurements and the registration
-        _report(s, model_of[0], spec, entry, provenance, last_state[0], metrics)
-
-    model_of: list[nn.Module] = []
-
-    def warm_and_keep(model: nn.Module) -> Any:
-        model_of[:] = [model]
-        return warm(model) if s.pool is not None else None
+        if epoch < s.epochs:  # the last epoch is reported after the measurements and the registration
+            _report(*last[0], spec, entry, provenance, metrics)
 
     if s.pool is None:
         provenance = provenance if provenance is not None else {"source": None}
     result = train_candidate(
-        spec, data, epochs=s.epochs, seed=seed, warm_start=warm_and_keep, on_epoch=on_epoch,
-        measure=[o for o in s.objectives if o in ("flops", "latency")],
+        spec, data, epochs=s.epochs, seed=seed, warm_start=warm if s.pool is not None else None,
+        on_epoch=on_epoch, measure=[o for o in s.objectives if o in ("flops", "latency")],
         flops=lambda: sp.flops(arch, data.image_size, num_classes=data.num_classes, in_chans=data.in_chans),
         device=_device(s), fit_kwargs={"batch_size": s.batch_size, "lr": s.lr, **s.fit_kwargs},
         resume=resume, on_state=on_state,
@@ -336,7 +334,7 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
                      **_provenance_metrics(provenance)})
         return
     assert result.model is not None and result.curve is not None
-    final = {k: v for k, v in result.metrics.items()}
+    final = dict(result.metrics)
     registered = None
     if s.pool is not None and s.register:
         prov = dict(provenance or {})
@@ -346,7 +344,7 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
             parent=(provenance or {}).get("source"), provenance=prov, if_exists="replace",
         ).name
     epoch_metrics = {"val_accuracy": result.curve[-1], "epoch": len(result.curve)}
-    _report(s, result.model, spec, entry, provenance, last_state[0] if last_state else None,
+    _report(result.model, last[0][1] if last else None, spec, entry, provenance,
             {**epoch_metrics, **final}, final=True, registered=registered)
 
 
@@ -354,8 +352,6 @@ def _registered_before(s: _Settings, entry: str, trial_id: str) -> Any:
     """The pool entry this trial registered in an earlier attempt, if it holds all its epochs."""
     if s.pool is None or not s.register:
         return None
-    from nas_warmstart._errors import ZooEntryNotFoundError
-
     try:
         e = s.pool.get(entry)
     except ZooEntryNotFoundError:
@@ -366,9 +362,11 @@ def _registered_before(s: _Settings, entry: str, trial_id: str) -> Any:
 
 
 def _report(
-    s: _Settings, model: nn.Module, spec: ArchSpec, entry: str, provenance: Mapping[str, Any] | None,
-    state: FitState | None, metrics: Mapping[str, Any], *, final: bool = False, registered: str | None = None,
+    model: nn.Module, state: FitState | None, spec: ArchSpec, entry: str, provenance: Mapping[str, Any] | None,
+    metrics: Mapping[str, Any], *, final: bool = False, registered: str | None = None,
 ) -> None:
+    """``tune.report`` of one epoch's metrics with the provenance, and a checkpoint of ``model``
+    and ``state`` (none when this attempt trained no epoch: a finished run resumed)."""
     out: dict[str, Any] = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     if not final:
         out["accuracy"] = out["val_accuracy"]  # the objective Tune's scheduler compares per epoch
