@@ -253,12 +253,6 @@ class RayPool(Pool[ZooEntry]):
     def names(self) -> list[str]:
         return self._call("names")
 
-    def __len__(self) -> int:
-        return len(self.names())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.names()
-
     def get(self, name: str) -> ZooEntry:
         return self._call("get", name)
 
