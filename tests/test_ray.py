@@ -187,6 +187,11 @@ def test_ray_pool_refuses_a_second_directory_under_the_same_name(ray_pool, tmp_p
         RayPool.connect("nope")
     with pytest.raises(nw.InvalidArgumentError, match="node must be"):
         RayPool(tmp_path / "x", name="x", node="no-such-node")
+    (tmp_path / "a-file").write_text("not a pool")
+    with pytest.raises(nw.InvalidArgumentError, match="exists and is not a directory"):
+        RayPool(tmp_path / "a-file", name="file")
+    with pytest.raises(nw.InvalidArgumentError, match="no RayPool called 'file'"):  # nothing left running
+        RayPool.connect("file")
     torch.manual_seed(0)
 
 
@@ -206,6 +211,8 @@ CMD = [sys.executable, "-m", "nas_warmstart"]
         (("mlp", "--backend", "ray", "--n-jobs", "2"), "use --max-concurrent K"),
         (("mlp", "--backend", "ray", "--max-concurrent", "0"), "--max-concurrent must be >= 1"),
         (("mlp", "--backend", "ray", "--dataset", "nope"), "unknown data set 'nope'"),
+        (("mlp", "--backend", "ray", "--storage-path", "bogus://x/y"), "Tune cannot write to bogus:// URIs"),
+        (("mlp", "--backend", "ray", "--storage-path", "/proc/version"), "is a file; give a directory"),
         (("mlp", "--address", "auto"), "--address is for --backend ray"),
         (("mlp", "--resume", "--max-concurrent", "2"), "--max-concurrent, --resume are for --backend ray"),
     ],
@@ -214,7 +221,7 @@ def test_search_ray_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, ca
     from nas_warmstart.cli.app import main
 
     argv = ["search", *args, "--trials", "1", "--epochs", "1", "--pool", str(tmp_path / "pool")]
-    if "--backend" in args:
+    if "--backend" in args and "--storage-path" not in args:
         argv += ["--storage-path", str(tmp_path / "results")]
     try:
         rc = main(argv)

@@ -16,6 +16,7 @@ import os
 import shlex
 import socket
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from .._errors import InvalidArgumentError
@@ -46,6 +47,29 @@ def _check_address(address: str) -> None:
             f"--address {address!r}: no Ray head answers there ({e.strerror or e}); start one with "
             "`ray start --head --port 6379` on the head node, or give its address (nothing was written)"
         ) from None
+
+
+#: URI schemes pyarrow opens (Tune writes through pyarrow filesystems).
+_URI_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def _check_storage_path(path: str) -> str:
+    """Refuse a --storage-path Tune could not write, before anything starts; returns it absolute."""
+    if "://" in path:
+        scheme = path.split("://", 1)[0].lower()
+        if scheme not in _URI_SCHEMES:
+            raise InvalidArgumentError(
+                f"--storage-path {path!r}: Tune cannot write to {scheme}:// URIs; give a directory, or a "
+                f"URI of {', '.join(s + '://' for s in _URI_SCHEMES)}"
+            )
+        return path
+    where = Path(path).expanduser().absolute()
+    if where.exists() and not where.is_dir():
+        raise InvalidArgumentError(f"--storage-path {path!r} is a file; give a directory (created if missing)")
+    parent = next(p for p in (where, *where.parents) if p.exists())
+    if not os.access(parent, os.W_OK):
+        raise InvalidArgumentError(f"--storage-path {path!r}: {str(parent)!r} is not writable; give another directory")
+    return str(where)
 
 
 def _check_resources(args: argparse.Namespace, cluster: dict[str, float], where: str) -> None:
@@ -151,7 +175,7 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
     data = load_dataset(args.dataset, args.root)
     if args.storage is not None:
         _check_storage(args.storage)
-    storage_path = args.storage_path or os.path.abspath(DEFAULT_STORAGE_PATH)
+    storage_path = _check_storage_path(args.storage_path or DEFAULT_STORAGE_PATH)
     name = args.study_name or f"{args.space}-{data.name}".replace(":", "_").replace("/", "_")
     path = experiment_path(storage_path, name)
     if args.address is not None:

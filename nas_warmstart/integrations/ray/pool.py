@@ -59,11 +59,17 @@ class _PoolServer:
     method at a time), warnings and errors handed back to the caller."""
 
     def __init__(self, path: str) -> None:
-        self.zoo = ModelZoo(path)
         self.path = path
         self.calls: dict[tuple[str, str, int], int] = {}
+        self.error: BaseException | None = None
+        try:
+            self.zoo = ModelZoo(path)
+        except (NasWarmstartError, OSError) as e:  # handed to the client by info(), not a crash
+            self.error = e
 
     def info(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"path": self.path, "error": _Raised(self.error)}
         return {"path": self.path, "node_id": ray.get_runtime_context().get_node_id(),
                 "pid": os.getpid(), "entries": len(self.zoo)}
 
@@ -197,6 +203,9 @@ class RayPool(Pool[ZooEntry]):
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
         self._actor = ray.remote(_PoolServer).options(**options).remote(str(where))
         info = self.info()  # waits for the actor: a pool that cannot open fails here
+        if "error" in info:
+            ray.kill(self._actor, no_restart=True)  # frees the name for a corrected call
+            raise info["error"].error
         if info["path"] != str(where):
             raise InvalidArgumentError(
                 f"a RayPool called {name!r} already runs on {info['path']!r}, not {str(where)!r}; "
