@@ -321,3 +321,36 @@ def test_a_model_zoo_on_a_directory_every_node_mounts_works_as_the_pool(ray_clus
     assert len(finished) == 3 and zoo.names() == sorted(m["pool_entry"] for m in finished)
     assert sum(m["warm_started"] for m in finished) >= 1  # the third started from one of the first two
     assert all(zoo.get(m["pool_entry"]).parent == m["warm_start_source"] for m in finished)
+
+
+def test_search_ray_ctrl_c_is_one_line_exit_130_then_resume_continues_the_optuna_study(tmp_path):
+    """Ctrl-C after the first trial's row: Tune saves the experiment, the command prints the
+    resume command and exits 130; the resumed run finishes, and the searcher's Optuna study in
+    --storage holds the trials."""
+    import optuna
+
+    argv = ["search", "mlp", "--backend", "ray", "--trials", "6", "--epochs", "2", "--pool", str(tmp_path / "pool"),
+            "--storage-path", str(tmp_path / "results"), "--storage", f"sqlite:///{tmp_path}/s.db", "--seed", "2"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([*CMD, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        header, first = proc.stdout.readline(), proc.stdout.readline()
+        assert header.split()[:2] == ["trial", "state"] and first.split(), (header, first)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert lines == ["nas-warmstart: interrupted; continue the search with: nas-warmstart "
+                     + " ".join([*argv, "--resume"])], err
+
+    again = subprocess.run([*CMD, *argv, "--resume", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout.strip().splitlines()[-1])
+    assert len(report["trials"]) == 6
+    finished = sorted(t["pool_entry"] for t in report["trials"] if t["state"] == "COMPLETE")
+    assert finished and nw.ModelZoo(tmp_path / "pool", create=False).names() == finished
+    study = optuna.load_study(study_name="mlp-digits", storage=f"sqlite:///{tmp_path}/s.db")
+    assert len(study.trials) >= 6
