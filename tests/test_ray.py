@@ -208,6 +208,7 @@ CMD = [sys.executable, "-m", "nas_warmstart"]
         (("mlp", "--backend", "ray", "--address", "headnode"), "is not auto or HOST:PORT"),
         (("mlp", "--backend", "ray", "--gpus-per-trial", "64"), "--gpus-per-trial 64: this machine has"),
         (("mlp", "--backend", "ray", "--cpus-per-trial", "-1"), "must be a number >= 0"),
+        (("mlp", "--backend", "ray", "--cpus-per-trial", "4096"), "--cpus-per-trial 4096: this machine has"),
         (("mlp", "--backend", "ray", "--n-jobs", "2"), "use --max-concurrent K"),
         (("mlp", "--backend", "ray", "--max-concurrent", "0"), "--max-concurrent must be >= 1"),
         (("mlp", "--backend", "ray", "--dataset", "nope"), "unknown data set 'nope'"),

@@ -180,11 +180,11 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
     path = experiment_path(storage_path, name)
     if args.address is not None:
         _check_address(args.address)
-    elif args.gpus_per_trial:
+    else:  # Ray will start here with this machine's CPUs and GPUs
         import torch
 
-        _check_resources(args, {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())},
-                         "this machine")
+        gpus = float(torch.cuda.device_count()) if args.gpus_per_trial else 0.0
+        _check_resources(args, {"CPU": float(os.cpu_count() or 1), "GPU": gpus}, "this machine")
 
     quiet = not args.verbose
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
