@@ -302,7 +302,10 @@ def test_a_users_define_model_objective_on_sqlite_with_two_threads(tmp_path, bui
         assert t.user_attrs["warm_start_source"] in zoo and t.user_attrs["warm_start_guided"] is True
         assert zoo.get(t.user_attrs["pool_entry"]).parent == t.user_attrs["warm_start_source"]
         assert 0 < t.user_attrs["warm_start_similarity"] <= 1
-    assert max(t.value for t in trials) > 0.3  # two epochs on digits learn (chance is 0.1)
+    # Two epochs on 8x8 digits learn: chance is 0.1, and 0.2 is four standard deviations of a
+    # chance-level score on the 143 validation images above it. (The bound was 0.3; two threads
+    # share torch's random state, so runs differ: the best cnn trial of 12 runs scored 0.29-0.87.)
+    assert max(t.value for t in trials) > 0.2
     # an entry registered through its builder loads back and guides a new network
     best = zoo.load(study.best_trial.user_attrs["pool_entry"]).eval()
     x, _ = next(iter(data.loader("val", batch_size=128)))
