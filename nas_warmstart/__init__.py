@@ -28,6 +28,7 @@ from ._errors import (
     ZooError,
 )
 from ._registry import Registry
+from .convert import ConversionResult, convert, describe_plan
 from .dpiat.dp import cache_info, clear_caches
 from .dpiat.matching import MATCHINGS, LayerPair, Matching, match, register_matching
 from .dpiat.signature import PAPER_LEAF_CLASSES, ArchSignature, LayerSig, signature
@@ -69,6 +70,7 @@ __all__ = [
     "PAPER_LEAF_CLASSES",
     "ArchSignature",
     "ArchSpec",
+    "ConversionResult",
     "CopiedTensor",
     "FitResult",
     "FitState",
@@ -101,6 +103,8 @@ __all__ = [
     "__version__",
     "cache_info",
     "clear_caches",
+    "convert",
+    "describe_plan",
     "evaluate",
     "fit",
     "linear_cka",

@@ -17,8 +17,8 @@ from torch import Tensor
 from .._errors import InvalidArgumentError
 from .._registry import Registry
 
-__all__ = ["DISTANCES", "DistanceFn", "cka_distance", "cka_unbiased_distance", "linear_cka", "list_distances",
-           "register_distance"]
+__all__ = ["DISTANCES", "DistanceFn", "cka_distance", "cka_mse_distance", "cka_unbiased_distance", "linear_cka", "list_distances", "mse_distance",
+           "normalised_mse", "register_distance"]
 
 
 def _flatten_pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -193,7 +193,7 @@ register_distance = DISTANCES.register
 
 
 def list_distances(pattern: str = "*") -> list[str]:
-    """Registered guidance distances (``"cka"``, ``"cka_unbiased"``)."""
+    """Registered distances (``"cka"``, ``"cka_unbiased"``, ``"mse"``, ``"cka+mse"``)."""
     return DISTANCES.names(pattern)
 
 
@@ -208,3 +208,37 @@ def cka_unbiased_distance(x: Tensor, y: Tensor, /) -> Tensor:
     """``1 − linear_cka(x, y, unbiased=True)`` (ours: an ablation, not in the paper)."""
     return 1.0 - linear_cka(x, y, unbiased=True)
 
+
+
+def normalised_mse(x: Tensor, y: Tensor, *, eps: float = 1e-8) -> Tensor:
+    """``mean((x − y)²) / (var(y) + eps)``: the squared error in units of the guide's variance.
+
+    Rule: both tensors must have the same shape; the variance is over all elements of ``y``
+    (the whole batch), so the loss is 1.0 for a constant prediction at the mean and has the
+    same scale at every depth (raw MSE ranges from 0.01 on early feature maps to ~2 on logits).
+    Computed in float32.
+    """
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.shape != y.shape:
+        raise InvalidArgumentError(
+            "the mse distance compares tensors of one shape, got "
+            f"{tuple(getattr(x, 'shape', ()))} and {tuple(getattr(y, 'shape', ()))}; bridge the "
+            "shapes with a linear projection first (conversion adds one automatically)"
+        )
+    xf, yf = x.float(), y.float()
+    return (xf - yf).square().mean() / (yf.var(unbiased=False) + eps)
+
+
+@register_distance("mse")
+def mse_distance(x: Tensor, y: Tensor, /) -> Tensor:
+    """:func:`normalised_mse` (needs equal shapes: conversion bridges them with an adapter)."""
+    return normalised_mse(x, y)
+
+
+@register_distance("cka+mse")
+def cka_mse_distance(x: Tensor, y: Tensor, /) -> Tensor:
+    """``(1 − linear_cka) + normalised_mse``: CKA's geometry plus a pinned basis (equal shapes)."""
+    return 1.0 - linear_cka(x, y) + normalised_mse(x, y)
+
+
+#: distances that compare tensors of one shape (conversion inserts a trained adapter before them).
+SAME_SHAPE_DISTANCES = frozenset({"mse", "cka+mse"})
