@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-ray compare-revisions clean
+.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-convert bench-ray compare-revisions clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,12 @@ bench-search: setup
 # study warm vs cold (5 seeds x 30 trials; ~1 min on 2 cores).
 bench-own-model: setup
 	$(BIN)/python benchmarks/bench_own_model.py
+
+# Theseus conversion on digits: 4 schedules x 3 targets vs scratch and KD, 3 seeds (~40 min),
+# then ResNet-18 -> MobileNetV2-0.5 with convert's defaults.
+bench-convert: setup
+	$(BIN)/python benchmarks/bench_convert.py
+	$(BIN)/python benchmarks/bench_convert.py --defaults
 
 # Warm-started vs cold Ray Tune searches (bench_search's space and budget, 2 trials at a time,
 # 3 seeds) and the per-trial overhead of Ray against plain Optuna (~30 min on 2 cores).

@@ -23,6 +23,9 @@ accuracy.
 
 Run: python benchmarks/bench_convert.py [--quick] [--seeds 3]
 Writes benchmarks/results/bench_convert.json and bench_convert.png.
+``--defaults``: only timm ResNet-18 → MobileNetV2-0.5 with every default of ``convert`` (the
+out-of-the-box case: time on this machine, retention, scratch at the same epochs); writes
+bench_convert_defaults.json.
 """
 
 from __future__ import annotations
@@ -146,6 +149,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "guides": guides}
 
 
+def run_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """The out-of-the-box case: timm ResNet-18 → MobileNetV2-0.5 with every default of ``convert``."""
+    import timm
+    import torch
+
+    import nas_warmstart as nw
+    from nas_warmstart.data import load_dataset
+
+    torch.set_num_threads(args.threads)
+    data = load_dataset("digits")
+    out: dict[str, Any] = {"runs": []}
+    for seed in range(args.seeds):
+        torch.manual_seed(seed)
+        guide = timm.create_model("resnet18", pretrained=False, num_classes=10, in_chans=1)
+        nw.fit(guide, data, epochs=args.guide_epochs, seed=seed, progress=False)
+        torch.manual_seed(100 + seed)
+        target = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=10, in_chans=1)
+        fresh = {k: v.clone() for k, v in target.state_dict().items()}
+        t0 = time.perf_counter()
+        res = nw.convert(guide, target, data, seed=seed, progress=False)
+        secs = time.perf_counter() - t0
+        twin = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=10, in_chans=1)
+        twin.load_state_dict(res.model.state_dict())
+        again = nw.evaluate(twin, data, split="test")["accuracy"]
+        if again != res.accuracy:
+            raise SystemExit(f"reported {res.accuracy}, reloaded weights score {again}")
+        steps = sum(s.steps for s in res.stages)
+        epochs = steps * 128 / len(data.train) + len(res.history)
+        scratch = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=10, in_chans=1)
+        scratch.load_state_dict(fresh)
+        t1 = time.perf_counter()
+        nw.fit(scratch, data, epochs=max(1, round(epochs)), seed=seed, progress=False)
+        s_secs = time.perf_counter() - t1
+        s_acc = nw.evaluate(scratch, data, split="test")["accuracy"]
+        run = {"seed": seed, "guide_accuracy": res.guide_accuracy, "accuracy": res.accuracy,
+               "retention": res.retention, "seconds": secs, "epochs": epochs, "stages": [s.to_dict() for s in res.stages],
+               "params": res.params, "latency": res.latency, "scratch_accuracy": s_acc, "scratch_seconds": s_secs,
+               "plan": res.plan.pairs, "settings": res.settings}
+        out["runs"].append(run)
+        print(res.summary())
+        print(f"seed {seed}: {secs:.0f} s, retention {res.retention:.4f}; scratch {max(1, round(epochs))} epochs "
+              f"{s_acc:.4f} ({s_secs:.0f} s)", flush=True)
+    return out
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for kind in TARGETS:
@@ -215,8 +263,24 @@ def main() -> None:
     ap.add_argument("--baseline-lr", type=float, default=4e-3, help="fit's default learning rate")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="1 seed, 10 steps per stage, 2 fine-tuning epochs")
+    ap.add_argument("--defaults", action="store_true",
+                    help="only the out-of-the-box case: ResNet-18 -> MobileNetV2-0.5 with convert's defaults")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_convert.json")
     args = ap.parse_args()
+    if args.defaults:
+        import timm
+        import torch
+
+        t0 = time.perf_counter()
+        res = run_defaults(args)
+        res.update({"date": dt.date.today().isoformat(), "seconds": time.perf_counter() - t0,
+                    "machine": f"{platform.machine()} {platform.processor() or ''}, {args.threads} torch threads; "
+                               f"torch {torch.__version__}, timm {timm.__version__}"})
+        path = args.out.with_name("bench_convert_defaults.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1))
+        print(f"wrote {path}")
+        return
     if args.quick:
         args.seeds, args.steps, args.finetune, args.guide_epochs = 1, 10, 2, 4
     import timm
