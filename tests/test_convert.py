@@ -378,3 +378,16 @@ def test_latency_and_params_are_reported_as_numbers(guides, data):
     res = nw.convert(guides["convnet->mlp"], tiny_mlp(1), data, schedule="sequential", **FAST)
     assert res.params["guide"] == sum(p.numel() for p in guides["convnet->mlp"].parameters())
     assert all(math.isfinite(v) and v > 0 for v in res.latency.values())
+
+
+def test_resume_refuses_another_guide_or_target(guides, data, tmp_path):
+    guide = guides["convnet->mlp"]
+    nw.convert(guide, tiny_mlp(1), data, checkpoint_dir=tmp_path, callback=lambda r: True, **FAST)
+    other = tiny_convnet(5)  # same class, other weights
+    with pytest.raises(nw.InvalidArgumentError, match="guide_sha256"):
+        nw.convert(other, tiny_mlp(1), data, checkpoint_dir=tmp_path, **FAST)
+    from search_spaces.mlp import MLP
+
+    wider = MLP(in_chans=1, num_classes=4, resolution=8, widths=[32, 48])
+    with pytest.raises(nw.InvalidArgumentError, match="target_tensors"):
+        nw.convert(guide, wider, data, checkpoint_dir=tmp_path, **FAST)

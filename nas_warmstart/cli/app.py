@@ -15,6 +15,7 @@ from .._errors import (
     NasWarmstartError,
     NasWarmstartWarning,
 )
+from ..convert import SCHEDULES
 
 if TYPE_CHECKING:
 
@@ -28,6 +29,7 @@ from .common import (
     _one_line_text,
     _Parser,
 )
+from .convert import _cmd_convert
 from .models import _cmd_matrix, _cmd_rank, _cmd_similarity, _cmd_transfer
 from .pool import (
     _cmd_zoo_add,
@@ -200,6 +202,37 @@ def _parser() -> _Parser:
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=_cmd_search)
 
+    cv = sub.add_parser("convert", help="convert a trained pool entry into another architecture (Network of Theseus)")
+    cv.add_argument("--guide", required=True, metavar="pool:ENTRY", help="the trained network: a pool entry (pool:<entry>)")
+    cv.add_argument("--target", required=True, metavar="REF",
+                    help="the architecture to convert into: space:<name>:<json config> or timm:<name>[:<json kwargs>] "
+                         "(classes and input channels come from --dataset)")
+    cv.set_defaults(pool_required=True)
+    cv.add_argument("--pool", metavar="DIR", action=_PoolDir, help="pool directory (required): holds the guide, receives the result")
+    cv.add_argument("--zoo", metavar="DIR", dest="pool", action=_PoolDir, help=argparse.SUPPRESS)
+    cv.add_argument("--dataset", metavar="NAME", help="digits, cifar10, ... or imagefolder:<path> (default: the guide entry's data set)")
+    cv.add_argument("--root", metavar="DIR", help="root of a local torchvision data set")
+    cv.add_argument("--schedule", choices=SCHEDULES, default="progressive", help="replacement schedule (default: progressive)")
+    cv.add_argument("--distance", metavar="NAME", help="cka, mse, cka+mse or cka_unbiased (default: cka; mse for --schedule recast)")
+    cv.add_argument("--steps-per-stage", type=int, metavar="N",
+                    help="optimizer steps per stage (default: two passes over the training split, 30 to 300)")
+    cv.add_argument("--finetune-epochs", type=int, default=5, metavar="N", help="epochs of fine-tuning (default: 5; 0: none)")
+    cv.add_argument("--kd", type=float, default=1.0, metavar="W", help="distillation weight in fine-tuning (default: 1; 0: off)")
+    cv.add_argument("--lr", type=float, default=1e-3, metavar="LR", help="learning rate of the alignment stages (default: 0.001)")
+    cv.add_argument("--finetune-lr", type=float, default=1e-3, metavar="LR", help="learning rate of fine-tuning (default: 0.001)")
+    cv.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per step (default: 128)")
+    cv.add_argument("--no-warm-start", action="store_true",
+                    help="start the target from random init, not from a DPIAT transfer of the guide")
+    cv.add_argument("--checkpoint-dir", metavar="DIR",
+                    help="checkpoint after every stage and epoch; the same command again resumes")
+    cv.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the target's init and of every stage (default: 0)")
+    cv.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    cv.add_argument("--out", dest="out_dir", metavar="DIR",
+                    help="also write model.safetensors, spec.json and conversion.json into DIR")
+    cv.add_argument("--name", help="name of the new pool entry (default: <guide>-to-<target>, -2, -3 ... if taken)")
+    cv.add_argument("--json", action="store_true", help="print JSON instead of text")
+    cv.set_defaults(func=_cmd_convert)
+
     d = sub.add_parser("demo", help="train a pool on digits, warm-start a candidate from it, compare with random init")
     d.add_argument("--pool", default=None, help="pool directory to create or reuse (default: a temporary one)")
     d.add_argument("--epochs", type=int, default=2, help="training epochs of each pool network")
@@ -260,8 +293,8 @@ def _main(argv: list[str]) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         resume = getattr(args, "resume_hint", None)
-        print("nas-warmstart: interrupted" + (f"; continue the search with: {resume}" if resume else ""),
-              file=sys.stderr)
+        hint = getattr(args, "interrupt_hint", None) or (f"continue the search with: {resume}" if resume else None)
+        print("nas-warmstart: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
     if args.json:
         print(json.dumps(result, default=str))

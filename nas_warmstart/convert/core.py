@@ -26,6 +26,7 @@ from .._errors import (
     InvalidArgumentError,
     NasWarmstartError,
     NoMatchableLayersError,
+    fix,
 )
 from ..align.capture import _first_tensor, capture
 from ..align.cka import DISTANCES, SAME_SHAPE_DISTANCES, DistanceFn
@@ -650,6 +651,9 @@ def convert(
         "lr": float(lr), "finetune_lr": float(finetune_lr), "batch_size": batch_size,
         "warm_start": bool(warm_start), "bn_images": bn_images, "seed": seed,
         "guide": type(guide).__name__, "target": type(target).__name__,
+        # which networks: a resumed run must be the same guide (weights) and target (tensors)
+        "guide_sha256": _fingerprint(guide.state_dict(), values=True),
+        "target_tensors": _fingerprint(target.state_dict(), values=False),
     }
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state: dict[str, Any] = {"format": _FORMAT, "version": 1, "settings": settings, "done": 0,
@@ -752,9 +756,21 @@ def _finetune(run: _Run, target: nn.Module, guide: nn.Module, splits: DataSplits
     return ("stopped" if res.status == "stopped" else "ok"), res.history
 
 
+def _fingerprint(sd: Mapping[str, Tensor], *, values: bool) -> str:
+    """SHA-256 of a state dict's names, shapes and dtypes (and, with ``values``, its bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sd.items():
+        h.update(f"{k}:{tuple(v.shape)}:{v.dtype};".encode())
+        if values:
+            h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _resume(ckpt: Path, fresh: dict[str, Any], settings: dict[str, Any], target: nn.Module, run: _Run) -> dict[str, Any]:
     if ckpt.exists() and not ckpt.is_dir():
-        raise InvalidArgumentError(f"checkpoint_dir {str(ckpt)!r} is a file; give a folder")
+        raise InvalidArgumentError(f"{fix('checkpoint_dir', '--checkpoint-dir')} {str(ckpt)!r} is a file; give a folder")
     ckpt.mkdir(parents=True, exist_ok=True)
     path = ckpt / _STATE
     if not path.exists():
@@ -769,14 +785,20 @@ def _resume(ckpt: Path, fresh: dict[str, Any], settings: dict[str, Any], target:
     diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
     if diff:
         raise InvalidArgumentError(
-            f"checkpoint_dir {str(ckpt)!r} holds a conversion with other settings (they differ in "
+            f"{fix('checkpoint_dir', '--checkpoint-dir')} {str(ckpt)!r} holds a conversion with other settings (they differ in "
             f"{diff}: {[(old.get(k), settings.get(k)) for k in diff]}); resume with the same arguments, "
-            "or use another folder")
+            "or use another folder (guide_sha256: another guide or other guide weights; "
+            "target_tensors: another target architecture)")
     if state.get("weights"):
         tensors = _load_weights(ckpt / state["weights"])
         adapters = {k[len("__adapter__."):]: v for k, v in tensors.items() if k.startswith("__adapter__.")}
         model_sd = {k: v for k, v in tensors.items() if not k.startswith("__adapter__.")}
-        target.load_state_dict(model_sd, strict=True)
+        try:
+            target.load_state_dict(model_sd, strict=True)
+        except RuntimeError as e:
+            raise InvalidArgumentError(
+                f"the checkpoint in {str(ckpt)!r} does not fit this target ({str(e).splitlines()[0][:160]}); "
+                "resume with the target architecture of the interrupted run, or use another folder") from None
         for key in {k.split(".", 1)[0] for k in adapters}:
             run.adapter(int(key))
         if adapters:

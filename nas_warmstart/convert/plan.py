@@ -465,9 +465,10 @@ def describe_plan(guide: nn.Module, target: nn.Module, data: Any,
     Returns:
         The :class:`Plan` (also printed).
     """
-    from .core import _as_splits, _probe_batch
+    from .core import _as_splits, _check_models, _probe_batch
 
     x = data if isinstance(data, Tensor) else _probe_batch(_as_splits(data, guide))
+    _check_models(guide, target, x)
     p = make_plan(guide, target, x, plan)
     print(p.table())
     return p

@@ -104,7 +104,8 @@ class ConversionResult:
         lines += [
             "",
             f"schedule {sched}, distance {self.settings.get('distance', '?')}; "
-            f"fine-tuned {len(self.history)} epochs (last val acc {_fmt(ft)}%)",
+            f"fine-tuned {len(self.history)} epoch{'' if len(self.history) == 1 else 's'}"
+            + (f" (last val acc {_fmt(ft)}%)" if self.history else ""),
             f"guide : test acc {_fmt(self.guide_accuracy)}%  params {self.params.get('guide', 0):,}  "
             f"latency {self.latency.get('guide_ms', math.nan):.2f} ms",
             f"target: test acc {_fmt(self.accuracy)}%  params {self.params.get('target', 0):,}  "
