@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import logging
 import math
@@ -11,6 +12,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._args import check_int
 from .._device import device_of, resolve_device
+from .._dist import Workers
 from .._errors import (
     IncompatibleModelsError,
     InvalidArgumentError,
@@ -34,7 +37,7 @@ from ..dpiat.transfer import transfer
 from ..training.data import DataSplits
 from ..training.fit import FitState, evaluate, fit, recalibrate_bn
 from .bridge import Bridge
-from .plan import Plan, _record, _Stop, make_plan
+from .plan import Plan, _record, _Stop, assign_parts, make_plan
 from .result import ConversionResult, StageRecord
 
 __all__ = ["SCHEDULES", "DistillationLoss", "convert"]
@@ -167,20 +170,33 @@ def _forward(model: nn.Module, x: Tensor, names: Sequence[str], *, stop_at: str 
 
 
 class _Batches:
-    """An endless stream of training batches, reshuffled every pass, seeded."""
+    """An endless stream of training batches, reshuffled every pass, seeded.
 
-    def __init__(self, splits: DataSplits, batch_size: int, seed: int, dev: torch.device) -> None:
-        self.loader = splits.loader("train", batch_size=batch_size, seed=seed)
-        self.dev = dev
+    With data-parallel ``workers`` each worker gets its slice of the one-process batch;
+    ``next`` returns ``(x, n)``: this worker's images and the global batch size.
+    """
+
+    def __init__(self, splits: DataSplits, batch_size: int, seed: int, dev: torch.device,
+                 workers: Workers | None = None) -> None:
+        self.w = workers if workers is not None and workers.parallel else None
+        self.loader = splits.loader("train", batch_size=batch_size, seed=seed,
+                                    shard=(self.w.rank, self.w.world) if self.w else None)
+        self.n_train = len(self.loader.dataset)  # type: ignore[arg-type]
+        self.batch_size, self.dev = batch_size, dev
         self._it: Iterator[Any] = iter(self.loader)
+        self._i = 0
 
-    def __next__(self) -> Tensor:
+    def __next__(self) -> tuple[Tensor, int]:
+        least = max(4, self.w.min_batch(2)) if self.w else 4
         for _ in range(2):
             for x, _y in self._it:
-                if x.shape[0] >= 4 or len(self.loader.dataset) < 4:  # type: ignore[arg-type]
-                    return x.to(self.dev)
+                n = min(self.batch_size, self.n_train - self._i * self.batch_size) if self.w else x.shape[0]
+                self._i += 1
+                if n >= least or self.n_train < 4:
+                    return x.to(self.dev), n
             self._it = iter(self.loader)
-        raise InvalidArgumentError("the training split gives no batch of 4 or more images")
+            self._i = 0
+        raise InvalidArgumentError(f"the training split gives no batch of {least} or more images")
 
 
 # --------------------------------------------------------------------------- distillation
@@ -268,13 +284,17 @@ class _Run:
 
     def __init__(self, guide: nn.Module, target: nn.Module, splits: DataSplits, plan: Plan, *,
                  schedule: str, distance: DistanceFn, same_shape: bool, batch_size: int, lr: float,
-                 bn_images: int, seed: int, dev: torch.device, progress: bool | None) -> None:
+                 bn_images: int, seed: int, dev: torch.device, progress: bool | None,
+                 workers: Workers | None = None, owners: Sequence[int] | None = None) -> None:
         self.guide, self.target, self.splits, self.plan = guide, target, splits, plan
         self.schedule, self.distance, self.same_shape = schedule, distance, same_shape
         self.batch_size, self.lr, self.bn_images, self.seed, self.dev = batch_size, lr, bn_images, seed, dev
         self.progress = progress
         self.adapters = nn.ModuleDict()  # stage index -> Bridge(target shape -> guide shape)
         self.K = len(plan.stages)
+        self.w = workers or Workers(device=dev)
+        # part-parallel independent stage: owners[j] is the worker that trains part j
+        self.owners = list(owners) if owners is not None and self.w.parallel else None
 
     # ----------------------------------------------------------- pieces
 
@@ -289,9 +309,10 @@ class _Run:
                 self.adapters[key] = Bridge(st.target_shape, st.guide_shape).to(self.dev)
         return self.adapters[key]
 
-    def dist(self, j: int, t: Tensor, g: Tensor) -> Tensor:
+    def dist(self, j: int, t: Tensor, g: Tensor, n: int, coll: Workers) -> Tensor:
+        """The distance at boundary ``j`` on the global batch (``coll`` gathers the slices)."""
         a = self.adapter(j)
-        return self.distance(a(t) if a is not None else t, g)
+        return self.distance(coll.gather(a(t) if a is not None else t, n), coll.gather(g, n))
 
     def stages(self, steps: int) -> list[tuple[str, int, int]]:
         """(kind, part 1..K (0: all), steps) per stage of the schedule."""
@@ -309,20 +330,29 @@ class _Run:
 
     # ----------------------------------------------------------- one stage
 
-    def stage_loss(self, kind: str, part: int, x: Tensor, extra: dict[str, nn.Module]) -> Tensor:
+    def stage_loss(self, kind: str, part: int, x: Tensor, extra: dict[str, nn.Module], n: int | None = None,
+                   owned: set[int] | None = None) -> Tensor:
+        """The stage's loss on the global batch (``x``: this worker's ``span`` of ``n`` images).
+
+        ``owned``: the independent stage's parts this worker trains (part-parallel: ``x`` is
+        the whole batch and only these parts' distances are summed).
+        """
         st = self.plan.stages
+        n = x.shape[0] if n is None else n
+        coll = self.w if owned is None else Workers(device=self.dev)
         self.guide.eval()
         if kind == "independent":
-            g_names = [s.guide for s in st]
+            js = sorted(owned) if owned is not None else list(range(self.K))
+            g_stop, t_stop = (st[js[-1]].guide or None, st[js[-1]].target or None) if owned is not None else (None, None)
             with torch.no_grad():
-                g = _forward(self.guide, x, g_names)
+                g = _forward(self.guide, x, [st[j].guide for j in range(js[-1] + 1)], stop_at=g_stop)
             replace = {}
-            for j in range(self.K - 1):
+            for j in range(min(self.K - 1, js[-1])):
                 b = extra.get(f"in{j}")
                 gj = g[st[j].guide]
                 replace[st[j].target] = (lambda _o, gj=gj, b=b: b(gj) if b is not None else gj)
-            t = _forward(self.target, x, [s.target for s in st], replace=replace)
-            return sum((self.dist(j, t[st[j].target], g[st[j].guide]) for j in range(self.K)),
+            t = _forward(self.target, x, [st[j].target for j in js], replace=replace, stop_at=t_stop)
+            return sum((self.dist(j, t[st[j].target], g[st[j].guide], n, coll) for j in js),
                        torch.zeros((), device=x.device))
         k = part - 1
         if kind == "recast":
@@ -333,22 +363,24 @@ class _Run:
                 t_k = _forward(self.target, x, [st[k].target], stop_at=st[k].target)[st[k].target]
                 inj = extra["inject"]
                 h = _forward(self.guide, x, [nxt], stop_at=nxt, replace={st[k].guide: lambda _o: inj(t_k)})[nxt]
-                return self.distance(h, g_next)
+                return self.distance(coll.gather(h, n), coll.gather(g_next, n))
             with torch.no_grad():
                 g_k = _forward(self.guide, x, [st[k].guide], stop_at=st[k].guide)[st[k].guide]
             t_k = _forward(self.target, x, [st[k].target], stop_at=st[k].target)[st[k].target]
-            return self.dist(k, t_k, g_k)
+            return self.dist(k, t_k, g_k, n, coll)
         js = [k] if kind == "sequential" else list(range(part))
         with torch.no_grad():
             g = _forward(self.guide, x, [st[j].guide for j in js], stop_at=st[k].guide)
         t = _forward(self.target, x, [st[j].target for j in js], stop_at=st[k].target)
-        return sum((self.dist(j, t[st[j].target], g[st[j].guide]) for j in js), torch.zeros((), device=x.device))
+        return sum((self.dist(j, t[st[j].target], g[st[j].guide], n, coll) for j in js),
+                   torch.zeros((), device=x.device))
 
     def run_stage(self, index: int, kind: str, part: int, steps: int) -> StageRecord:
         from tqdm import tqdm
 
         t0 = time.perf_counter()
         st = self.plan.stages
+        w = self.w
         seed = self.seed * 1000 + index
         torch.manual_seed(seed)
         extra: dict[str, nn.Module] = {}
@@ -361,59 +393,94 @@ class _Run:
         parts = self.trainable(kind, part)
         js = parts if kind != "recast" else {part - 1}
         for j in js:
-            self.adapter(j)  # create the adapters this stage trains before the optimizer
+            self.adapter(j)  # create the adapters this stage trains before the optimizer (on every worker)
+        # part-parallel: this worker trains only its own parts (and their adapters and input bridges)
+        owned = ({j for j in parts if self.owners[j] == w.rank} if self.owners is not None and kind == "independent"
+                 else None)
+        mine = parts if owned is None else owned
         last = self.K - 1
         flags = {n: p.requires_grad for n, p in self.target.named_parameters()}
         params = []
         for n, p in self.target.named_parameters():
-            on = self.plan.part_of.get(n, last) in parts
+            on = self.plan.part_of.get(n, last) in mine
             p.requires_grad_(on)
             if on:
                 params.append(p)
-        adapter_params = [p for j in js if (a := self.adapter(j)) is not None for p in a.parameters()]
-        params += adapter_params + [p for m in extra.values() for p in m.parameters()]
+        params += [p for j in sorted(js & mine) if (a := self.adapter(j)) is not None for p in a.parameters()]
+        params += [p for key, m in extra.items() if owned is None or int(key[2:]) + 1 in owned for p in m.parameters()]
         frozen = [m for m in self.target.modules() if any(True for _ in m.parameters(recurse=False))
-                  and all(self.plan.part_of.get(f"{n}", last) not in parts for n in self._names_of(m))]
+                  and all(self.plan.part_of.get(f"{n}", last) not in mine for n in self._names_of(m))]
         opt = torch.optim.Adam(params, lr=self.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.1 + 0.9 * (1 + math.cos(math.pi * min(s, steps) / steps)) / 2)
-        batches = _Batches(self.splits, self.batch_size, seed, self.dev)
+        batches = _Batches(self.splits, self.batch_size, seed, self.dev, None if owned is not None else w)
         losses: list[float] = []
         self.target.train()
         for m in frozen:
             m.eval()
         bar = tqdm(range(steps), desc=f"stage {index} {kind}", unit="step", leave=False,
-                   disable=None if self.progress is None else not self.progress)
+                   disable=(None if self.progress is None else not self.progress) if w.main else True)
         try:
             for _ in bar:
-                loss = self.stage_loss(kind, part, next(batches), extra)
-                if not torch.isfinite(loss):
-                    raise NasWarmstartError(
-                        f"the alignment loss became {loss.item()} in stage {index} ({kind}) after "
-                        f"{len(losses)} steps; lower lr (now {self.lr:g})")
+                x, n = next(batches)
+                loss = self.stage_loss(kind, part, x, extra, n, owned)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 10.0)
+                if owned is None:
+                    # data-parallel (or one process): every worker holds the global loss
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise self._diverged(value, index, kind, len(losses))
+                    loss.backward()
+                    w.sum_grads(params)
+                    torch.nn.utils.clip_grad_norm_(params, 10.0)
+                else:
+                    # part-parallel: the parts' losses and squared gradient norms add up
+                    loss.backward()
+                    sq = sum(float(p.grad.detach().double().pow(2).sum()) for p in params if p.grad is not None)
+                    value, sq = w.all_sum([float(loss.detach()), sq])
+                    if not math.isfinite(value):
+                        raise self._diverged(value, index, kind, len(losses))
+                    coef = min(1.0, 10.0 / (math.sqrt(sq) + 1e-6))
+                    if coef < 1.0:
+                        for p in params:
+                            if p.grad is not None:
+                                p.grad.mul_(coef)
                 opt.step()
                 sched.step()
-                losses.append(float(loss.detach()))
+                losses.append(value)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
         finally:
             bar.close()
-            for n, p in self.target.named_parameters():
-                p.requires_grad_(flags[n])
-        recalibrate_bn(self.target, self.splits, images=max(self.bn_images, 2), batch_size=max(self.batch_size, 128),
-                       seed=seed, device=self.dev)
+            for n_, p in self.target.named_parameters():
+                p.requires_grad_(flags[n_])
+        if owned is not None:  # every part from the worker that trained it
+            for r in range(w.world):
+                ps = {j for j in parts if self.owners[j] == r}  # type: ignore[index]
+                w.broadcast([p for n_, p in self.target.named_parameters() if self.plan.part_of.get(n_, last) in ps]
+                            + [p for j in sorted(ps) if (a := self.adapter(j)) is not None for p in a.parameters()],
+                            src=r)
         j = self.K - 1 if kind == "independent" else part - 1
-        hyb = self.hybrid_accuracy(j)
-        if j == self.K - 1 and self.fold_output_stitch():
-            log.info("convert: stage %d: folded the output stitch into the target's classifier", index)
-        tacc = (evaluate(self.target, self.splits, split="val", device=self.dev)["accuracy"]
-                if j == self.K - 1 and st[j].target == "" else math.nan)
+        hyb = tacc = math.nan
+        if w.main:  # statistics, stitch and scores on the first worker, then copied to the others
+            recalibrate_bn(self.target, self.splits, images=max(self.bn_images, 2),
+                           batch_size=max(self.batch_size, 128), seed=seed, device=self.dev)
+            hyb = self.hybrid_accuracy(j)
+            if j == self.K - 1 and self.fold_output_stitch():
+                log.info("convert: stage %d: folded the output stitch into the target's classifier", index)
+            tacc = (evaluate(self.target, self.splits, split="val", device=self.dev)["accuracy"]
+                    if j == self.K - 1 and st[j].target == "" else math.nan)
+        if w.parallel:
+            w.broadcast_module(self.target)
+            w.broadcast_module(self.adapters)
+            hyb, tacc = w.broadcast_floats([hyb, tacc])
         tail = losses[-max(1, len(losses) // 10):]
         return StageRecord(index=index, kind=kind, part=part, guide=st[j].guide, target=st[j].target,
                            steps=steps, loss_first=losses[0], loss_last=statistics.fmean(tail),
                            hybrid_accuracy=hyb, target_accuracy=tacc, seconds=time.perf_counter() - t0)
+
+    def _diverged(self, value: float, index: int, kind: str, done: int) -> NasWarmstartError:
+        return NasWarmstartError(f"the alignment loss became {value} in stage {index} ({kind}) after "
+                                 f"{done} steps; lower lr (now {self.lr:g})")
 
     def _names_of(self, module: nn.Module) -> list[str]:
         if not hasattr(self, "_pnames"):
@@ -608,30 +675,35 @@ def convert(
         IncompatibleModelsError: guide and target disagree on classes or input channels, or a
             plan whose parts cannot be aligned.
     """
-    for role, m in (("guide", guide), ("target", target)):
-        if not isinstance(m, nn.Module):
-            raise InvalidArgumentError(f"convert needs torch.nn.Module guide and target, got a {type(m).__name__} as the {role}")
-    no_builder = getattr(guide, "_no_builder", None)
-    if callable(no_builder):
-        raise no_builder("conversion")
-    if guide is target or {id(p) for p in guide.parameters()} & {id(p) for p in target.parameters()}:
-        raise InvalidArgumentError("the guide and the target share parameters; convert into a freshly built target")
-    if schedule not in SCHEDULES:
-        raise InvalidArgumentError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
+    return _convert(**locals())
+
+
+@dataclass
+class _Parallel:
+    """How a worker of :func:`nas_warmstart.integrations.ray.convert_distributed` takes part.
+
+    ``mode``: ``"data"`` (every stage data-parallel) or ``"parts"`` (the independent stage's
+    parts spread over the workers, the rest data-parallel). ``on_checkpoint(folder)`` runs on
+    every worker after every checkpoint (the first worker wrote ``folder``).
+    """
+
+    workers: Workers
+    mode: str = "data"
+    on_checkpoint: Callable[[Path], None] | None = None
+
+
+def _convert(guide: nn.Module, target: nn.Module, data: Any, *, plan: str | Sequence[tuple[str, str]],
+             schedule: str, distance: str | DistanceFn | None, steps_per_stage: int | None, finetune_epochs: int,
+             kd: float | tuple[float, float], lr: float, finetune_lr: float, batch_size: int, warm_start: bool,
+             bn_images: int, callback: Callable[[StageRecord], bool | None] | None,
+             checkpoint_dir: str | os.PathLike[str] | None, device: str | torch.device | None, seed: int,
+             progress: bool | None, parallel: _Parallel | None = None) -> ConversionResult:
+    dist_fn, dist_name, same_shape, kd_weight, kd_temp = _check_args(
+        guide, target, schedule=schedule, distance=distance, steps_per_stage=steps_per_stage,
+        finetune_epochs=finetune_epochs, batch_size=batch_size, bn_images=bn_images, seed=seed, lr=lr,
+        finetune_lr=finetune_lr, kd=kd)
     if distance is None:
         distance = "mse" if schedule == "recast" else "cka"
-    dist_fn = DISTANCES.get(distance)
-    dist_name = DISTANCES.name_of(distance)
-    same_shape = dist_name in SAME_SHAPE_DISTANCES or bool(getattr(dist_fn, "same_shape", False))
-    check_int("steps_per_stage", steps_per_stage, min=1, none_ok=True)
-    check_int("finetune_epochs", finetune_epochs, min=0, hint=" (0: no fine-tuning)")
-    check_int("batch_size", batch_size, min=2)
-    check_int("bn_images", bn_images, min=0)
-    check_int("seed", seed, min=0)
-    for name, v in (("lr", lr), ("finetune_lr", finetune_lr)):
-        if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v > 0):
-            raise InvalidArgumentError(f"{name} must be a positive finite number, got {v!r}")
-    kd_weight, kd_temp = _parse_kd(kd)
     splits = _as_splits(data, guide)
     dev = resolve_device(device) if device is not None else device_of(target, torch.device("cpu"))
     before = {k: v.detach().clone() for k, v in guide.state_dict().items()}
@@ -642,8 +714,12 @@ def convert(
     the_plan = make_plan(g, target, x, plan)
     n_train = len(splits.train)  # type: ignore[arg-type]
     steps = steps_per_stage or max(30, min(300, 2 * math.ceil(n_train / batch_size)))
+    w = parallel.workers if parallel is not None else Workers(device=dev)
+    owners = (assign_parts(the_plan, target, x, w.world)
+              if parallel is not None and parallel.mode == "parts" and w.parallel else None)
     run = _Run(g, target, splits, the_plan, schedule=schedule, distance=dist_fn, same_shape=same_shape,
-               batch_size=batch_size, lr=float(lr), bn_images=bn_images, seed=seed, dev=dev, progress=progress)
+               batch_size=batch_size, lr=float(lr), bn_images=bn_images, seed=seed, dev=dev,
+               progress=progress if w.main else False, workers=w, owners=owners)
     stage_list = run.stages(steps)
     settings: dict[str, Any] = {
         "schedule": schedule, "distance": dist_name, "plan": [list(p) for p in the_plan.pairs],
@@ -668,10 +744,19 @@ def convert(
             log.info("convert: warm start from the guide: %s", report)
         except NoMatchableLayersError as e:
             log.info("convert: no warm start (%s)", e)
+    if w.parallel:  # every worker starts from the first worker's weights
+        w.broadcast_module(target)
+        w.broadcast_module(run.adapters)
     log.info("convert: %s", the_plan.table())
+    if owners is not None:
+        log.info("convert: the independent stage's parts per worker: %s", owners)
 
     def save(weights_name: str) -> None:
         if ckpt is None:
+            return
+        if not w.main:
+            if parallel is not None and parallel.on_checkpoint is not None:
+                parallel.on_checkpoint(ckpt)
             return
         tensors = dict(target.state_dict())
         tensors.update({f"__adapter__.{k}": v for k, v in run.adapters.state_dict().items()})
@@ -682,10 +767,13 @@ def convert(
         if old and old != weights_name:
             with contextlib.suppress(OSError):
                 (ckpt / old).unlink()
+        if parallel is not None and parallel.on_checkpoint is not None:
+            parallel.on_checkpoint(ckpt)
 
     from tqdm import tqdm
 
-    bar = tqdm(stage_list, desc="convert", unit="stage", disable=None if progress is None else not progress)
+    bar = tqdm(stage_list, desc="convert", unit="stage",
+               disable=(None if progress is None else not progress) if w.main else True)
     for i, (kind, part, n_steps) in enumerate(bar, 1):
         if i <= state["done"]:
             continue
@@ -697,19 +785,21 @@ def convert(
         bar.set_postfix(hybrid_acc=f"{rec.hybrid_accuracy:.3f}")
         log.info("convert: stage %d %s part %d: loss %.4f -> %.4f, hybrid val acc %.4f", i, kind, part,
                  rec.loss_first, rec.loss_last, rec.hybrid_accuracy)
-        if callback is not None and callback(rec):
+        if w.any(w.main and callback is not None and bool(callback(rec))):  # the first worker's callback decides
             status = "stopped"
             break
     bar.close()
     history = list(state["history"])
     if status == "ok" and finetune_epochs > 0 and state["finetune_epochs_done"] < finetune_epochs:
-        status, history = _finetune(run, target, g, splits, state, save, ckpt, settings, callback, progress,
-                                    kd_weight, kd_temp, finetune_epochs, float(finetune_lr))
+        status, history = _finetune(run, target, g, splits, state, save, ckpt, settings, callback,
+                                    progress if w.main else False, kd_weight, kd_temp, finetune_epochs,
+                                    float(finetune_lr))
     target.eval()
     guide_acc = evaluate(g, splits, split="test", device=dev)["accuracy"]
     acc = evaluate(target, splits, split="test", device=dev)["accuracy"]
     x1 = x[:1]
-    latency = {"guide_ms": _latency_ms(g, x1), "target_ms": _latency_ms(target, x1)}
+    latency = ({"guide_ms": _latency_ms(g, x1), "target_ms": _latency_ms(target, x1)} if w.main
+               else {"guide_ms": math.nan, "target_ms": math.nan})
     params = {"guide": sum(p.numel() for p in guide.parameters()),
               "target": sum(p.numel() for p in target.parameters())}
     after = guide.state_dict()
@@ -733,8 +823,9 @@ def _finetune(run: _Run, target: nn.Module, guide: nn.Module, splits: DataSplits
     def on_state(fs: FitState) -> None:
         if ckpt is None:
             return
-        fs.save(ckpt / "finetune.state.tmp")
-        os.replace(ckpt / "finetune.state.tmp", ckpt / "finetune.state")
+        if run.w.main:
+            fs.save(ckpt / "finetune.state.tmp")
+            os.replace(ckpt / "finetune.state.tmp", ckpt / "finetune.state")
         state["finetune_epochs_done"] = fs.epoch
         state["history"] = fs.history
         save(f"finetune_{fs.epoch}.safetensors")
@@ -746,14 +837,82 @@ def _finetune(run: _Run, target: nn.Module, guide: nn.Module, splits: DataSplits
                           hybrid_accuracy=m["val_accuracy"], target_accuracy=m["val_accuracy"],
                           seconds=now - t_epoch[0])
         t_epoch[0] = now
-        return bool(callback(rec)) if callback is not None else False
+        return bool(callback(rec)) if callback is not None and run.w.main else False
 
     res = fit(target, splits, epochs=epochs, lr=lr, batch_size=run.batch_size, guidance=term,
               callback=cb, seed=run.seed + 7, device=run.dev, bn_images=max(run.bn_images, 2), progress=progress,
-              resume=resume, on_state=on_state)
+              resume=resume, on_state=on_state, _workers=run.w)
     if res.status == "diverged":
         raise NasWarmstartError(f"fine-tuning diverged ({res.reason}); lower finetune_lr (now {lr:g})")
     return ("stopped" if res.status == "stopped" else "ok"), res.history
+
+
+def _check_args(guide: nn.Module, target: nn.Module, *, schedule: str, distance: str | DistanceFn | None,
+                steps_per_stage: int | None, finetune_epochs: int, batch_size: int, bn_images: int, seed: int,
+                lr: float, finetune_lr: float, kd: float | tuple[float, float]) -> tuple[
+                    DistanceFn, str, bool, float, float]:
+    """Check convert's arguments; returns the distance, its name, whether it needs equal
+    shapes, and the distillation weight and temperature."""
+    for role, m in (("guide", guide), ("target", target)):
+        if not isinstance(m, nn.Module):
+            raise InvalidArgumentError(f"convert needs torch.nn.Module guide and target, got a {type(m).__name__} as the {role}")
+    no_builder = getattr(guide, "_no_builder", None)
+    if callable(no_builder):
+        raise no_builder("conversion")
+    if guide is target or {id(p) for p in guide.parameters()} & {id(p) for p in target.parameters()}:
+        raise InvalidArgumentError("the guide and the target share parameters; convert into a freshly built target")
+    if schedule not in SCHEDULES:
+        raise InvalidArgumentError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
+    if distance is None:
+        distance = "mse" if schedule == "recast" else "cka"
+    dist_fn = DISTANCES.get(distance)
+    dist_name = DISTANCES.name_of(distance)
+    same_shape = dist_name in SAME_SHAPE_DISTANCES or bool(getattr(dist_fn, "same_shape", False))
+    check_int("steps_per_stage", steps_per_stage, min=1, none_ok=True)
+    check_int("finetune_epochs", finetune_epochs, min=0, hint=" (0: no fine-tuning)")
+    check_int("batch_size", batch_size, min=2)
+    check_int("bn_images", bn_images, min=0)
+    check_int("seed", seed, min=0)
+    for name, v in (("lr", lr), ("finetune_lr", finetune_lr)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v > 0):
+            raise InvalidArgumentError(f"{name} must be a positive finite number, got {v!r}")
+    kd_weight, kd_temp = _parse_kd(kd)
+    return dist_fn, dist_name, same_shape, kd_weight, kd_temp
+
+
+def _options(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """convert's keyword arguments: its defaults updated by ``kwargs`` (unknown names refused)."""
+    defaults = {k: v.default for k, v in inspect.signature(convert).parameters.items()
+                if v.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(kwargs) - set(defaults))
+    if unknown:
+        raise InvalidArgumentError(f"convert has no argument {unknown[0]!r}; its arguments are {sorted(defaults)}")
+    return {**defaults, **kwargs}
+
+
+def preflight(guide: nn.Module, target: nn.Module, data: Any, *, workers: int = 1, mode: str = "data",
+              **kwargs: Any) -> tuple[DataSplits, Plan]:
+    """What a worker of a distributed conversion checks first, done once before any starts:
+    the arguments, the data, the models and the plan (and, for ``mode="parts"``, that every
+    worker gets a part). Returns the splits and the plan; the models are not changed.
+    """
+    names = ("schedule", "distance", "steps_per_stage", "finetune_epochs", "batch_size", "bn_images", "seed",
+             "lr", "finetune_lr", "kd")
+    opts = _options(kwargs)
+    _check_args(guide, target, **{k: opts[k] for k in names})
+    splits = _as_splits(data, guide)
+    g = copy.deepcopy(guide).cpu().eval().requires_grad_(False)
+    t = copy.deepcopy(target).cpu()
+    x = _probe_batch(splits)
+    _check_models(g, t, x)
+    the_plan = make_plan(g, t, x, opts["plan"])
+    if mode == "parts":
+        assign_parts(the_plan, t, x, workers)
+    if opts["batch_size"] < 2 * workers:
+        raise InvalidArgumentError(
+            f"batch_size {opts['batch_size']} is too small for {workers} workers (each needs at least 2 "
+            f"images of every batch); use batch_size >= {2 * workers}")
+    return splits, the_plan
 
 
 def _fingerprint(sd: Mapping[str, Tensor], *, values: bool) -> str:

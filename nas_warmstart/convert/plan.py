@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .._errors import IncompatibleModelsError, InvalidArgumentError
 from ..align.capture import _first_tensor, _get_module
 
-__all__ = ["Plan", "PlanStage", "auto_boundaries", "describe_plan", "make_plan"]
+__all__ = ["Plan", "PlanStage", "assign_parts", "auto_boundaries", "describe_plan", "make_plan", "part_costs"]
 
 #: containers whose children run one after another and may be cut between.
 _CHAINS = (nn.Sequential, nn.ModuleList)
@@ -72,6 +72,19 @@ class Plan:
 
     def __len__(self) -> int:
         return len(self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready containers (:meth:`from_dict` reads it back)."""
+        return {"rule": self.rule, "part_of": dict(self.part_of),
+                "stages": [{**asdict(s), "guide_shape": list(s.guide_shape), "target_shape": list(s.target_shape)}
+                           for s in self.stages]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        stages = [PlanStage(guide=s["guide"], target=s["target"], guide_shape=tuple(s["guide_shape"]),
+                            target_shape=tuple(s["target_shape"]), target_params=int(s["target_params"]))
+                  for s in d["stages"]]
+        return cls(stages=stages, rule=d["rule"], part_of={k: int(v) for k, v in d["part_of"].items()})
 
     def table(self) -> str:
         """A plain-text table of the stages."""
@@ -472,3 +485,74 @@ def describe_plan(guide: nn.Module, target: nn.Module, data: Any,
     p = make_plan(guide, target, x, plan)
     print(p.table())
     return p
+
+
+@torch.no_grad()
+def part_costs(plan: Plan, target: nn.Module, x: Tensor) -> list[float]:
+    """Multiply-accumulates per image of each target part (its modules with a weight matrix or
+    kernel: ``output elements × weight[0].numel()``), the compute a part-parallel step spends."""
+    costs = [0.0] * len(plan.stages)
+    last = len(plan.stages) - 1
+    owner: dict[int, int] = {}
+    for name, p in target.named_parameters():
+        owner[id(p)] = plan.part_of.get(name, last)
+    handles = []
+
+    def make(w: Tensor) -> Any:
+        def hook(_m: nn.Module, _a: Any, o: Any) -> None:
+            t = o[0] if isinstance(o, tuple | list) else o
+            if isinstance(t, Tensor) and t.dim() >= 1:
+                costs[owner[id(w)]] += t[0].numel() * w[0].numel()
+
+        return hook
+
+    for m in target.modules():
+        w = getattr(m, "weight", None)
+        if isinstance(w, nn.Parameter) and w.dim() >= 2 and id(w) in owner:
+            handles.append(m.register_forward_hook(make(w)))
+    mode = target.training
+    target.eval()
+    try:
+        target(x[:1])
+    finally:
+        target.train(mode)
+        for h in handles:
+            h.remove()
+    return costs
+
+
+def assign_parts(plan: Plan, target: nn.Module, x: Tensor, workers: int) -> list[int]:
+    """The worker of each plan part for a part-parallel stage: contiguous ranges that minimise
+    the largest worker's compute (:func:`part_costs`; exact by dynamic programming).
+
+    Raises:
+        IncompatibleModelsError: more workers than parts.
+    """
+    k = len(plan.stages)
+    if workers > k:
+        raise IncompatibleModelsError(
+            f"the plan has {k} parts, too few for {workers} workers in part-parallel mode; "
+            f"use at most {k} workers, or mode='data'")
+    cost = [max(c, 1.0) for c in part_costs(plan, target, x)]
+    pre = [0.0]
+    for c in cost:
+        pre.append(pre[-1] + c)
+    inf = float("inf")
+    # best[w][i]: the smallest max-load placing parts [0, i) on w workers (each at least one part)
+    best = [[inf] * (k + 1) for _ in range(workers + 1)]
+    cut = [[0] * (k + 1) for _ in range(workers + 1)]
+    best[0][0] = 0.0
+    for w in range(1, workers + 1):
+        for i in range(w, k + 1):
+            for j in range(w - 1, i):
+                v = max(best[w - 1][j], pre[i] - pre[j])
+                if v < best[w][i]:
+                    best[w][i], cut[w][i] = v, j
+    owners = [0] * k
+    i = k
+    for w in range(workers, 0, -1):
+        j = cut[w][i]
+        for p in range(j, i):
+            owners[p] = w - 1
+        i = j
+    return owners

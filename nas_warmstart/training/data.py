@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, Subset, TensorDataset
 
 from .._args import check_int, positive_int
 from .._errors import InvalidArgumentError, NasWarmstartError, fix
@@ -64,12 +64,24 @@ class DataSplits:
     indices: dict[str, np.ndarray] | None = None
 
     def loader(self, split: str, *, batch_size: int = 128, seed: int = 0, shuffle: bool | None = None,
-               num_workers: int = 0) -> DataLoader[Any]:
-        """A DataLoader over ``split`` (``"train"`` shuffles with a seeded generator)."""
+               num_workers: int = 0, shard: tuple[int, int] | None = None) -> DataLoader[Any]:
+        """A DataLoader over ``split`` (``"train"`` shuffles with a seeded generator).
+
+        ``shard=(rank, world)``: worker ``rank`` of ``world`` gets its slice of every batch the
+        unsharded loader would give (same seed, same order; the first ``n % world`` workers
+        hold one image more), so the workers together see exactly the one-process batches. A
+        last batch too small to give every worker 2 images is left out.
+        """
         if split not in ("train", "val", "test"):
             raise InvalidArgumentError(f"split must be 'train', 'val' or 'test', got {split!r}")
         positive_int("batch_size", batch_size)
         g = torch.Generator().manual_seed(seed)
+        if shard is not None and shard[1] > 1:
+            data = getattr(self, split)
+            base: Sampler[int] = (RandomSampler(data, generator=g) if ((split == "train") if shuffle is None else shuffle)
+                                  else SequentialSampler(data))
+            return DataLoader(data, batch_sampler=_ShardedBatches(base, batch_size, *shard), generator=g,
+                              num_workers=num_workers)
         return DataLoader(
             getattr(self, split), batch_size=batch_size,
             shuffle=(split == "train") if shuffle is None else shuffle,
@@ -80,6 +92,35 @@ class DataSplits:
         sizes = "/".join(str(len(d)) for d in (self.train, self.val, self.test))  # type: ignore[arg-type]
         return (f"DataSplits({self.name!r}, train/val/test={sizes}, classes={self.num_classes}, "
                 f"shape=({self.in_chans}, {self.image_size}, {self.image_size}))")
+
+
+class _ShardedBatches(Sampler[list[int]]):
+    """Worker ``rank``'s slice of each ``batch_size`` batch of ``sampler`` (see ``loader(shard=)``)."""
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, rank: int, world: int) -> None:
+        if not 0 <= rank < world:
+            raise InvalidArgumentError(f"shard rank must be in [0, {world}), got {rank}")
+        self.sampler, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
+
+    def _own(self, batch: list[int]) -> list[int]:
+        q, r = divmod(len(batch), self.world)
+        start = self.rank * q + min(self.rank, r)
+        return batch[start:start + q + (1 if self.rank < r else 0)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batch: list[int] = []
+        for i in self.sampler:
+            batch.append(int(i))
+            if len(batch) == self.batch_size:
+                yield self._own(batch)
+                batch = []
+        if len(batch) >= 2 * self.world:
+            yield self._own(batch)
+
+    def __len__(self) -> int:
+        n = len(self.sampler)  # type: ignore[arg-type]
+        full, rest = divmod(n, self.batch_size)
+        return full + (1 if rest >= 2 * self.world else 0)
 
 
 def _check_size(image_size: Any, default: int) -> int:

@@ -38,6 +38,7 @@ from torch import nn
 
 from .._args import check_int, positive_int
 from .._device import device_of, resolve_device
+from .._dist import Workers
 from .._errors import InvalidArgumentError
 from .data import DataSplits
 
@@ -315,6 +316,7 @@ def fit(
     progress: bool | None = None,
     resume: FitState | None = None,
     on_state: Callable[[FitState], None] | None = None,
+    _workers: Workers | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``data.train``, validating on ``data.val`` after each epoch.
 
@@ -416,6 +418,7 @@ def fit(
                 grad_clip=attempt_clip, schedule_epochs=schedule_epochs or epochs,
                 bn_images=bn_images, progress=progress, history=result.history,
                 resume=resume, start_epoch=initial_epoch, on_state=on_state, retried=result.retried,
+                workers=_workers or Workers(device=dev),
             )
         except _Diverged as d:
             result.status, result.reason = "diverged", d.reason
@@ -435,12 +438,19 @@ def _run(
     seed: int, dev: torch.device, amp: bool, channels_last: bool, grad_clip: float | None,
     schedule_epochs: int, bn_images: int, progress: bool | None, history: list[dict[str, float]],
     resume: FitState | None = None, start_epoch: int = 0, on_state: Callable[[FitState], None] | None = None,
-    retried: bool = False,
+    retried: bool = False, workers: Workers | None = None,
 ) -> Literal["ok", "stopped"]:
+    """One attempt. With several ``workers`` (data-parallel, see ``nas_warmstart._dist``) each
+    trains on its slice of the one-process batches, the task loss and the loss term are per-image
+    means scaled by the slice's share, gradients are summed, and the epoch's numbers are
+    summed over the workers; the BatchNorm re-estimate and validation run on every worker and
+    the first worker's statistics are copied to the others."""
     from tqdm import tqdm
 
+    w = workers or Workers(device=dev)
     torch.manual_seed(seed)
-    loader = data.loader("train", batch_size=batch_size, seed=seed)
+    loader = data.loader("train", batch_size=batch_size, seed=seed, shard=(w.rank, w.world) if w.parallel else None)
+    n_train = len(loader.dataset)  # type: ignore[arg-type]
     steps_per_epoch = max(1, len(loader))
     total = steps_per_epoch * schedule_epochs
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -462,7 +472,8 @@ def _run(
         model.train()
         loss_sum = correct = seen = 0.0
         guide_sum = 0.0
-        for x, y in loader:
+        for i, (x, y) in enumerate(loader):
+            share = x.shape[0] / min(batch_size, n_train - i * batch_size) if w.parallel else 1.0
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -482,13 +493,20 @@ def _run(
                 if step == 0 and "nan" not in str(e).lower():
                     raise _shape_error(e, x, data) from e
                 raise
-            if not torch.isfinite(loss):
+            if w.parallel:
+                opt.zero_grad(set_to_none=True)
+                (loss * share).backward()
+                global_loss = w.sum_grads(model.parameters(), [float(loss.detach()) * share])[0]
+            else:
+                global_loss = float(loss.detach())
+            if not math.isfinite(global_loss):
                 raise _Diverged(
-                    f"the loss became {loss.item()} at epoch {epoch}, step {step + 1} (lr {lr:g}"
+                    f"the loss became {global_loss} at epoch {epoch}, step {step + 1} (lr {lr:g}"
                     + (f", gradient clipping {grad_clip}" if grad_clip else ", no gradient clipping") + ")"
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if not w.parallel:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             if grad_clip is not None:
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 if not torch.isfinite(norm):
@@ -506,6 +524,9 @@ def _run(
             # whether or not statistics are re-estimated.
             recalibrate_bn(model, data, images=bn_images, batch_size=max(batch_size, 128),
                            seed=seed + 7919 * epoch, device=dev)
+            w.broadcast(list(model.buffers()))
+        if w.parallel:
+            loss_sum, correct, seen, guide_sum = w.all_sum([loss_sum, correct, seen, guide_sum])
         val = evaluate(model, data, split="val", device=dev)
         metrics = {
             "epoch": float(epoch),
@@ -522,13 +543,14 @@ def _run(
             raise _Diverged(f"the validation loss became {metrics['val_loss']} after epoch {epoch}")
         history.append(metrics)
         bar.set_postfix(val_acc=f"{val['accuracy']:.3f}", loss=f"{metrics['train_loss']:.3f}")
-        if on_state is not None:
+        if on_state is not None:  # on every worker: a checkpoint writer decides who writes
             on_state(FitState(
                 epoch=epoch, history=[dict(h) for h in history], optimizer=opt.state_dict(),
                 scheduler=sched.state_dict(), guidance=guidance.state_dict() if guidance is not None else None,
                 loader_rng=generator.get_state(), torch_rng=torch.get_rng_state(), lr=lr,
                 grad_clip=grad_clip, retried=retried,
             ))
-        if callback is not None and callback(epoch, dict(metrics)):
+        stop = callback is not None and bool(callback(epoch, dict(metrics)))
+        if w.any(stop):
             return "stopped"
     return "ok"
