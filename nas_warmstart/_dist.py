@@ -35,7 +35,7 @@ class _Gather(torch.autograd.Function):
     """All-gather along dim 0 (uneven slices); backward returns the worker's own slice."""
 
     @staticmethod
-    def forward(ctx: Any, t: Tensor, workers: Workers, sizes: list[int]) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, t: Tensor, workers: Workers, sizes: list[int]) -> Tensor:
         import torch.distributed as dist
 
         ctx.span = (sum(sizes[: workers.rank]), sizes[workers.rank])
@@ -47,7 +47,7 @@ class _Gather(torch.autograd.Function):
         return torch.cat([o[:s] for o, s in zip(outs, sizes, strict=True)])
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
         start, n = ctx.span
         return g[start:start + n], None, None
 
@@ -105,7 +105,7 @@ class Workers:
         """The global batch's ``t`` (this worker holds its :meth:`span` of ``n``); differentiable."""
         if not self.parallel:
             return t
-        return _Gather.apply(t, self, self.sizes(n))  # type: ignore[no-any-return]
+        return _Gather.apply(t, self, self.sizes(n))
 
     def _buffer(self, values: Sequence[float]) -> Tensor:
         return torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
@@ -118,7 +118,7 @@ class Workers:
 
         buf = self._buffer(values)
         dist.all_reduce(buf)
-        return buf.tolist()  # type: ignore[no-any-return]
+        return buf.tolist()
 
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` is true on any worker (every worker gets the same answer)."""
@@ -132,7 +132,7 @@ class Workers:
 
         buf = self._buffer(values)
         dist.broadcast(buf, src)
-        return buf.tolist()  # type: ignore[no-any-return]
+        return buf.tolist()
 
     def sum_grads(self, params: Iterable[nn.Parameter], extra: Sequence[float] = ()) -> list[float]:
         """Sum the gradients of ``params`` over the workers, in place; returns ``extra`` summed.
@@ -152,7 +152,7 @@ class Workers:
         for g in grads:
             g.copy_(flat[off:off + g.numel()].view_as(g))
             off += g.numel()
-        return flat[off:].double().tolist()  # type: ignore[no-any-return]
+        return flat[off:].double().tolist()
 
     def broadcast(self, tensors: Iterable[Tensor], src: int = 0) -> None:
         """Overwrite ``tensors`` with worker ``src``'s values (in place)."""

@@ -422,8 +422,8 @@ class _Run:
                    disable=(None if self.progress is None else not self.progress) if w.main else True)
         try:
             for _ in bar:
-                x, n = next(batches)
-                loss = self.stage_loss(kind, part, x, extra, n, owned)
+                x, nb = next(batches)
+                loss = self.stage_loss(kind, part, x, extra, nb, owned)
                 opt.zero_grad(set_to_none=True)
                 if owned is None:
                     # data-parallel (or one process): every worker holds the global loss

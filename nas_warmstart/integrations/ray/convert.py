@@ -15,7 +15,14 @@ from torch import nn
 
 from nas_warmstart._args import check_choice, check_int
 from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError
-from nas_warmstart.convert.core import _fingerprint, _load_weights, _options, _Parallel, _save_weights, preflight
+from nas_warmstart.convert.core import (
+    _fingerprint,
+    _load_weights,
+    _options,
+    _Parallel,
+    _save_weights,
+    preflight,
+)
 from nas_warmstart.convert.plan import Plan
 from nas_warmstart.convert.result import ConversionResult, StageRecord
 
@@ -229,11 +236,10 @@ def convert_distributed(
         if k in convert_kwargs:
             raise InvalidArgumentError(f"convert_distributed sets {k} itself; use {instead}")
     kwargs = dict(convert_kwargs)
-    if mode == "parts":
-        if kwargs.setdefault("schedule", "independent") != "independent":
-            raise InvalidArgumentError(
-                f"mode='parts' trains the parts at the same time: it needs schedule='independent', got "
-                f"{kwargs['schedule']!r}; use mode='data' for the {kwargs['schedule']!r} schedule")
+    if mode == "parts" and kwargs.setdefault("schedule", "independent") != "independent":
+        raise InvalidArgumentError(
+            f"mode='parts' trains the parts at the same time: it needs schedule='independent', got "
+            f"{kwargs['schedule']!r}; use mode='data' for the {kwargs['schedule']!r} schedule")
     kwargs.setdefault("progress", False)
     splits, plan = preflight(guide, target, data, workers=num_workers, mode=mode, **kwargs)
     kwargs = {k: v for k, v in _options(kwargs).items() if k not in _OWN}
