@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-convert bench-ray compare-revisions clean
+.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-convert bench-convert-distributed bench-ray compare-revisions clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,11 @@ bench-own-model: setup
 bench-convert: setup
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_convert.py --defaults
+
+# Conversion on Ray Train: 1 vs 2 CPU workers per mode, against one process (~10 min on 2 cores).
+# On a GPU machine: python benchmarks/bench_convert_distributed.py --gpu --workers 1,2,4
+bench-convert-distributed: setup
+	$(BIN)/python benchmarks/bench_convert_distributed.py
 
 # Warm-started vs cold Ray Tune searches (bench_search's space and budget, 2 trials at a time,
 # 3 seeds) and the per-trial overhead of Ray against plain Optuna (~30 min on 2 cores).

@@ -2,7 +2,8 @@
 the tests (Sybil).
 
 A block that starts with ``>>>`` is a doctest: what it prints must match what the README
-shows. The blocks run in a fresh temporary directory, so the files they write (a pool, a
+shows. ``<!-- skip: next -->`` before a block skips it: only for blocks that need hardware the
+test machines lack (GPUs), whose code path the tests run in another way. The blocks run in a fresh temporary directory, so the files they write (a pool, a
 study database) do not land in the checkout.
 """
 
@@ -14,7 +15,7 @@ import tempfile
 from typing import Any
 
 from sybil import Sybil
-from sybil.parsers.markdown import PythonCodeBlockParser
+from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 
 
 def _enter_tmp(namespace: dict[str, Any]) -> None:
@@ -29,7 +30,7 @@ def _leave_tmp(namespace: dict[str, Any]) -> None:
 
 
 pytest_collect_file = Sybil(
-    parsers=[PythonCodeBlockParser(doctest_optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)],
+    parsers=[PythonCodeBlockParser(doctest_optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE), SkipParser()],
     patterns=["README.md", "docs/*.md"],
     setup=_enter_tmp,
     teardown=_leave_tmp,

@@ -194,6 +194,13 @@ def test_ctrl_c_is_one_line_exit_130(pool, tmp_path, capsys, monkeypatch, checkp
         (("--name", "guide"), "already has an entry 'guide'"),
         (("--out", "{missing}/out"), "does not exist"),
         (("--pool", None), "the following arguments are required: --pool"),
+        # on a Ray cluster: refused before Ray starts
+        (("--mode", "parts"), "--mode needs --workers N"),
+        (("--address", "auto"), "--address needs --workers N"),
+        (("--workers", "0"), "--workers must be >= 1, got 0"),
+        (("--workers", "2", "--device", "cpu"), "each worker gets its own device"),
+        (("--workers", "2", "--mode", "parts", "--schedule", "progressive"), "it needs --schedule independent"),
+        (("--workers", "2", "--address", "nohost"), "is not auto or HOST:PORT"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(pool, tmp_path, capsys, args, needle):

@@ -105,7 +105,7 @@ def test_part_parallel_stage_equals_one_process_even_with_batchnorm(data):
         _sd, res = _load(Path(d))
     a, b = one.stages[0], res["stages"][0]
     assert b["kind"] == "independent"
-    assert b["loss_first"] == pytest.approx(a.loss_first, rel=1e-6)
+    assert b["loss_first"] == pytest.approx(a.loss_first, rel=1e-5)
     assert b["loss_last"] == pytest.approx(a.loss_last, rel=1e-5)
     assert b["hybrid_accuracy"] == a.hybrid_accuracy
     assert [s["kind"] for s in res["stages"]] == [s.kind for s in one.stages]

@@ -212,7 +212,7 @@ def _parser() -> _Parser:
     cv.add_argument("--zoo", metavar="DIR", dest="pool", action=_PoolDir, help=argparse.SUPPRESS)
     cv.add_argument("--dataset", metavar="NAME", help="digits, cifar10, ... or imagefolder:<path> (default: the guide entry's data set)")
     cv.add_argument("--root", metavar="DIR", help="root of a local torchvision data set")
-    cv.add_argument("--schedule", choices=SCHEDULES, default="progressive", help="replacement schedule (default: progressive)")
+    cv.add_argument("--schedule", choices=SCHEDULES, help="replacement schedule (default: progressive; independent with --mode parts)")
     cv.add_argument("--distance", metavar="NAME", help="cka, mse, cka+mse or cka_unbiased (default: cka; mse for --schedule recast)")
     cv.add_argument("--steps-per-stage", type=int, metavar="N",
                     help="optimizer steps per stage (default: two passes over the training split, 30 to 300)")
@@ -231,6 +231,16 @@ def _parser() -> _Parser:
                     help="also write model.safetensors, spec.json and conversion.json into DIR")
     cv.add_argument("--name", help="name of the new pool entry (default: <guide>-to-<target>, -2, -3 ... if taken)")
     cv.add_argument("--json", action="store_true", help="print JSON instead of text")
+    cl = cv.add_argument_group("on a Ray cluster (the ray extra)")
+    cl.add_argument("--workers", type=int, metavar="N",
+                    help="run on N Ray Train workers (data-parallel; checkpoints under --checkpoint-dir, "
+                         "default ./nas-warmstart-ray; the same command again resumes)")
+    cl.add_argument("--gpus", action="store_true", help="one GPU per worker (NCCL); default: CPU workers (gloo)")
+    cl.add_argument("--mode", choices=("data", "parts"),
+                    help="data: every stage data-parallel (default); parts: the independent schedule's parts "
+                         "spread over the workers")
+    cl.add_argument("--address", metavar="HOST:PORT",
+                    help="join this Ray cluster (auto: the one this node belongs to; default: start a local one)")
     cv.set_defaults(func=_cmd_convert)
 
     d = sub.add_parser("demo", help="train a pool on digits, warm-start a candidate from it, compare with random init")

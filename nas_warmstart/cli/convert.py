@@ -51,6 +51,31 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise InvalidArgumentError(f"{flag} must be a positive number, got {value}")
 
 
+def _check_cluster_flags(args: argparse.Namespace) -> None:
+    """--workers and the flags that only mean something with it, before anything is loaded."""
+    if args.workers is None:
+        for flag, set_ in (("--mode", args.mode is not None), ("--gpus", args.gpus), ("--address", args.address is not None)):
+            if set_:
+                raise InvalidArgumentError(f"{flag} needs --workers N (a conversion on Ray Train workers)")
+        return
+    if args.workers < 1:
+        raise InvalidArgumentError(f"--workers must be >= 1, got {args.workers}")
+    if args.device is not None:
+        raise InvalidArgumentError(
+            "--device and --workers: each worker gets its own device; leave --device out (--gpus: one GPU per worker)")
+    if args.mode == "parts" and args.schedule != "independent" and args.schedule_given:
+        raise InvalidArgumentError(
+            f"--mode parts trains the parts at the same time: it needs --schedule independent, got "
+            f"--schedule {args.schedule}; use --mode data for the {args.schedule} schedule")
+    from .._plugins import try_import
+
+    try_import("ray.train", extra="ray", purpose="--workers")
+    if args.address is not None:
+        from .search_ray import _check_address
+
+        _check_address(args.address)
+
+
 def _target_spec(ref: str, data: DataSplits) -> ArchSpec:
     """The target's spec, built for the data set's classes and input channels."""
     from ..pool.spec import ArchSpec
@@ -150,6 +175,29 @@ def _write_out(out: Path, result: ConversionResult, spec: ArchSpec, record: dict
     return paths
 
 
+def _convert_on_cluster(args: argparse.Namespace, guide: Any, target: Any, data: DataSplits,
+                        settings: dict[str, Any]) -> ConversionResult:
+    """The conversion on ``--workers`` Ray Train workers; Ray keeps it under --checkpoint-dir."""
+    import ray
+
+    from ..integrations.ray import convert_distributed
+    from .search_ray import DEFAULT_STORAGE_PATH
+
+    started = not ray.is_initialized()
+    storage = args.checkpoint_dir or DEFAULT_STORAGE_PATH
+    try:
+        result = convert_distributed(guide, target, data, num_workers=args.workers, use_gpu=bool(args.gpus),
+                                     mode=args.mode or "data", storage_path=storage, address=args.address,
+                                     **settings)
+    finally:
+        if started:
+            ray.shutdown()
+    if not args.json:
+        print(f"\n{args.workers} {'GPU' if args.gpus else 'CPU'} worker(s), mode {args.mode or 'data'}; "
+              f"Ray kept the run under {storage}")
+    return result
+
+
 def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -159,6 +207,10 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     from ..training.data import load_dataset
 
     _check_numbers(args)
+    args.schedule_given = args.schedule is not None
+    if args.schedule is None:
+        args.schedule = "independent" if args.mode == "parts" else "progressive"
+    _check_cluster_flags(args)
     kind, guide_name = _Refs.split(args.guide)
     if kind != "zoo":
         raise InvalidArgumentError(
@@ -212,7 +264,7 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
         _claim_checkpoint(Path(args.checkpoint_dir), {
             "guide": guide_name, "guide weights": guide_entry.sha256, "target": spec.to_dict(), "data set": data.name})
     args.interrupt_hint = (
-        f"continue the conversion with: nas-warmstart {shlex.join(args.argv)}" if args.checkpoint_dir
+        f"continue the conversion with: nas-warmstart {shlex.join(args.argv)}" if args.checkpoint_dir or args.workers
         else "nothing was kept; add --checkpoint-dir DIR to make a conversion resumable"
     )
     if not args.json:
@@ -221,12 +273,13 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(RuntimeError):
             describe_plan(guide, target, data)
         sys.stdout.flush()  # through a pipe (tee, a log) too, before the training starts
-    result = convert(
-        guide, target, data, schedule=args.schedule, distance=args.distance, steps_per_stage=args.steps_per_stage,
-        finetune_epochs=args.finetune_epochs, kd=args.kd, lr=args.lr, finetune_lr=args.finetune_lr,
-        batch_size=args.batch_size, warm_start=not args.no_warm_start, checkpoint_dir=args.checkpoint_dir,
-        device=args.device, seed=args.seed,
-    )
+    settings = dict(schedule=args.schedule, distance=args.distance, steps_per_stage=args.steps_per_stage,
+                    finetune_epochs=args.finetune_epochs, kd=args.kd, lr=args.lr, finetune_lr=args.finetune_lr,
+                    batch_size=args.batch_size, warm_start=not args.no_warm_start, seed=args.seed)
+    if args.workers is None:
+        result = convert(guide, target, data, checkpoint_dir=args.checkpoint_dir, device=args.device, **settings)
+    else:
+        result = _convert_on_cluster(args, guide, target, data, settings)
     model = result.model.cpu()
     if not args.json:
         print()

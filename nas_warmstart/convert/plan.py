@@ -531,8 +531,8 @@ def assign_parts(plan: Plan, target: nn.Module, x: Tensor, workers: int) -> list
     k = len(plan.stages)
     if workers > k:
         raise IncompatibleModelsError(
-            f"the plan has {k} parts, too few for {workers} workers in part-parallel mode; "
-            f"use at most {k} workers, or mode='data'")
+            f"the plan has {k} part{'s' if k != 1 else ''}, too few for {workers} workers in part-parallel mode; "
+            f"use at most {k} worker{'s' if k != 1 else ''}, or mode='data'")
     cost = [max(c, 1.0) for c in part_costs(plan, target, x)]
     pre = [0.0]
     for c in cost:

@@ -15,6 +15,9 @@ every trial starts from the most similar trained network of a pool, whatever its
   pool directory.
 * :class:`RegisterCheckpoints`: a ``tune.Callback`` that registers your own trainable's
   finished checkpoints (:func:`save_checkpoint`) from the driver.
+* :func:`convert_distributed`: :func:`nas_warmstart.convert` on Ray Train workers
+  (data-parallel, or the independent schedule's parts spread over the workers), with
+  checkpoints in Ray's storage and Ray's restore.
 """
 
 from nas_warmstart._plugins import try_import
@@ -22,6 +25,7 @@ from nas_warmstart._plugins import try_import
 try_import("ray.tune", extra="ray", purpose="nas_warmstart.integrations.ray")
 
 from .callbacks import RegisterCheckpoints  # noqa: E402
+from .convert import convert_distributed  # noqa: E402
 from .pool import DEFAULT_NAMESPACE, RayPool  # noqa: E402
 from .trainable import (  # noqa: E402
     CHECKPOINT_META,
@@ -38,6 +42,6 @@ from .tuner import experiment_path, make_tuner, restore_tuner  # noqa: E402
 
 __all__ = [
     "CHECKPOINT_META", "CHECKPOINT_STATE", "CHECKPOINT_WEIGHTS", "DEFAULT_NAMESPACE", "LoadedCheckpoint",
-    "RayPool", "RegisterCheckpoints", "define_by_run", "experiment_path", "load_checkpoint",
+    "RayPool", "RegisterCheckpoints", "convert_distributed", "define_by_run", "experiment_path", "load_checkpoint",
     "make_trainable", "make_tuner", "restore_tuner", "save_checkpoint", "trial_entry_name",
 ]

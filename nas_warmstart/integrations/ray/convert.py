@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from nas_warmstart._args import check_choice, check_int
-from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError
+from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError, fix
 from nas_warmstart.convert.core import (
     _fingerprint,
     _load_weights,
@@ -54,20 +54,21 @@ def _cluster(address: str | None) -> dict[str, float]:
 def _check_resources(num_workers: int, use_gpu: bool | None, cpus_per_worker: float,
                      res: dict[str, float]) -> bool:
     cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
+    n = fix(f"num_workers={num_workers}", f"--workers {num_workers}")
     if use_gpu is None:
         use_gpu = gpus >= 1
         if use_gpu and gpus < num_workers:
             raise InvalidArgumentError(
-                f"num_workers={num_workers}, but the cluster has {gpus:g} GPU(s); use "
-                f"num_workers<={int(gpus)} to train on the GPUs, or use_gpu=False for CPU workers")
+                f"{n}, but the cluster has {gpus:g} GPU(s); use num_workers<={int(gpus)} to train on the "
+                "GPUs, or use_gpu=False for CPU workers")
     if use_gpu and gpus < num_workers:
         raise InvalidArgumentError(
-            f"use_gpu=True needs one GPU per worker: num_workers={num_workers}, the cluster has {gpus:g} "
-            "GPU(s); lower num_workers, add GPU nodes, or use_gpu=False (--gpus off) for CPU workers")
+            f"{fix('use_gpu=True', '--gpus')} needs one GPU per worker: {n}, the cluster has {gpus:g} GPU(s); "
+            f"give fewer workers, add GPU nodes, or {fix('use_gpu=False', 'leave --gpus out')} for CPU workers")
     if cpus < num_workers * cpus_per_worker:
         raise InvalidArgumentError(
-            f"num_workers={num_workers} with {cpus_per_worker:g} CPU each needs {num_workers * cpus_per_worker:g} "
-            f"CPUs; the cluster has {cpus:g}: lower num_workers (or cpus_per_worker), or add nodes")
+            f"{n} with {cpus_per_worker:g} CPU each needs {num_workers * cpus_per_worker:g} CPUs; the cluster "
+            f"has {cpus:g}: give at most {int(cpus // cpus_per_worker)} workers, or add nodes")
     return bool(use_gpu)
 
 
