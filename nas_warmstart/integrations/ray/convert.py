@@ -38,17 +38,19 @@ _MODEL = "model.safetensors"
 _OWN = {"checkpoint_dir": "storage_path (checkpoints go there)", "device": "use_gpu (each worker gets its device)"}
 
 
-def _cluster(address: str | None) -> dict[str, float]:
+def _cluster(address: str | None) -> tuple[dict[str, float], bool]:
+    """The cluster's resources, and whether this call started Ray (joining or starting one)."""
     import ray
 
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         try:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"join the Ray cluster at {address!r}" if address else "start Ray"
             raise InvalidArgumentError(f"cannot {where}: {str(e).splitlines()[0][:200]}") from None
-    return dict(ray.cluster_resources())
+    return dict(ray.cluster_resources()), started
 
 
 def _check_resources(num_workers: int, use_gpu: bool | None, cpus_per_worker: float,
@@ -154,6 +156,40 @@ def _worker_error(err: BaseException) -> BaseException:
     return err
 
 
+def _fit(trainer: Any, *, stop_ray_on_interrupt: bool) -> Any:
+    """``trainer.fit()`` in a helper thread, so Ctrl-C reaches this process as KeyboardInterrupt.
+
+    (On the main thread Ray Train installs its own SIGINT handler, which aborts the run and may
+    end the process with status 1, and stays installed afterwards.) On Ctrl-C, Ray is shut down
+    when this call started it: the workers stop and the checkpoints already in storage stay, so
+    the same call resumes.
+    """
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="nas-warmstart-convert-distributed", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        if stop_ray_on_interrupt:
+            import ray
+
+            ray.shutdown()
+        raise
+    if "error" in box:  # Ray raises the worker group's failure
+        raise _worker_error(box["error"]) from None
+    return box["result"]
+
+
 def convert_distributed(
     guide: nn.Module,
     target: nn.Module,
@@ -194,7 +230,10 @@ def convert_distributed(
     Checkpoints are reported to Ray Train after every stage and fine-tuning epoch under
     ``storage_path/name`` (use shared storage on a multi-node cluster); calling again with the
     same ``storage_path`` and ``name`` resumes at the last checkpoint (Ray Train's restore), and
-    a worker that fails is restarted from it up to ``max_failures`` times.
+    a worker that fails is restarted from it up to ``max_failures`` times. Ctrl-C raises
+    ``KeyboardInterrupt``; when this call started Ray it also stops the workers (the
+    checkpoints stay, and the same call resumes); on a Ray session of your own the run goes on
+    until that session ends.
 
     Args:
         guide, target, data: as for :func:`~nas_warmstart.convert` (``target`` is changed in
@@ -244,7 +283,8 @@ def convert_distributed(
     kwargs.setdefault("progress", False)
     splits, plan = preflight(guide, target, data, workers=num_workers, mode=mode, **kwargs)
     kwargs = {k: v for k, v in _options(kwargs).items() if k not in _OWN}
-    use_gpu = _check_resources(num_workers, use_gpu, float(cpus_per_worker), _cluster(address))
+    resources, started = _cluster(address)
+    use_gpu = _check_resources(num_workers, use_gpu, float(cpus_per_worker), resources)
     if storage_path is None:
         storage_path = os.path.expanduser("~/ray_results")
     storage = str(storage_path)
@@ -264,10 +304,7 @@ def convert_distributed(
         run_config=RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
     )
-    try:
-        res = trainer.fit()
-    except Exception as e:  # Ray raises the worker group's failure
-        raise _worker_error(e) from None
+    res = _fit(trainer, stop_ray_on_interrupt=started)
     if res.error is not None:
         raise _worker_error(res.error) from None
     if res.checkpoint is None:
