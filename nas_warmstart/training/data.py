@@ -35,6 +35,7 @@ from torch.utils.data import (
 )
 
 from .._args import check_int, positive_int
+from .._dist import Workers
 from .._errors import InvalidArgumentError, NasWarmstartError, fix
 from .._plugins import try_import
 from .._registry import Registry
@@ -111,9 +112,7 @@ class _ShardedBatches(Sampler[list[int]]):
         self.sampler, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
 
     def _own(self, batch: list[int]) -> list[int]:
-        q, r = divmod(len(batch), self.world)
-        start = self.rank * q + min(self.rank, r)
-        return batch[start:start + q + (1 if self.rank < r else 0)]
+        return batch[Workers(self.rank, self.world).span(len(batch))]
 
     def __iter__(self) -> Iterator[list[int]]:
         batch: list[int] = []

@@ -418,7 +418,7 @@ def fit(
                 grad_clip=attempt_clip, schedule_epochs=schedule_epochs or epochs,
                 bn_images=bn_images, progress=progress, history=result.history,
                 resume=resume, start_epoch=initial_epoch, on_state=on_state, retried=result.retried,
-                workers=_workers or Workers(device=dev),
+                workers=_workers,
             )
         except _Diverged as d:
             result.status, result.reason = "diverged", d.reason
