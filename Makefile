@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,viz,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,viz,ray,onnx]"
 	touch $(STAMP)
 
 demo: setup

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from ._errors import (
+    ExportError,
     IncompatibleModelsError,
     InvalidArgumentError,
     NasWarmstartError,
@@ -42,6 +43,7 @@ from .dpiat.transfer import (
     register_transfer_method,
     transfer,
 )
+from .export import ExportReport, export_model, load_exported
 from .guidance import GuidanceLoss, linear_cka
 from .pool.base import Pool, Ranked
 from .pool.builders import list_builders, register_builder
@@ -72,6 +74,8 @@ __all__ = [
     "ArchSpec",
     "ConversionResult",
     "CopiedTensor",
+    "ExportError",
+    "ExportReport",
     "FitResult",
     "FitState",
     "GuidanceLoss",
@@ -106,11 +110,13 @@ __all__ = [
     "convert",
     "describe_plan",
     "evaluate",
+    "export_model",
     "fit",
     "linear_cka",
     "list_builders",
     "list_matchings",
     "list_transfer_methods",
+    "load_exported",
     "match",
     "recalibrate_bn",
     "register_builder",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 
 __all__ = [
+    "ExportError",
     "IncompatibleModelsError",
     "InvalidArgumentError",
     "NasWarmstartError",
@@ -57,6 +58,12 @@ class NoBuilderError(NasWarmstartError):
     """
 
 
+class ExportError(NasWarmstartError):
+    """Exporting a model failed: the ONNX exporter refused it, or the ONNX file computes
+    something else than the PyTorch model (the message gives the difference and the tolerance).
+    """
+
+
 class NasWarmstartWarning(UserWarning):
     """Something the user can fix happened, and nas-warmstart carried on (e.g. a fallback)."""
 
@@ -91,7 +98,7 @@ def fix(python: str, cli: str) -> str:
 
 
 # Tracebacks and reprs name the public path (``nas_warmstart.ZooError``), not this module.
-for _cls in (IncompatibleModelsError, InvalidArgumentError, NasWarmstartError, NasWarmstartWarning,
+for _cls in (ExportError, IncompatibleModelsError, InvalidArgumentError, NasWarmstartError, NasWarmstartWarning,
              NoBuilderError, NoMatchableLayersError, OptionalDependencyError, SignatureError,
              UnsafeFileError, ZooEntryExistsError, ZooEntryNotFoundError, ZooError):
     _cls.__module__ = "nas_warmstart"

@@ -40,14 +40,26 @@ from .pool import (
     _cmd_zoo_show,
     _metric_arg,
 )
+from .run import _cmd_report, _cmd_run
 from .search import _cmd_search
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from .demo import run_demo
+    import shlex
 
-    return run_demo(quiet=args.json, pool_dir=args.pool, epochs=args.epochs)
+    from .demo import demo_argv
 
+    argv = demo_argv(args.out_dir, trials=args.trials)
+    if args.dry_run:
+        print("nas-warmstart " + shlex.join(argv))
+        return {"argv": argv}
+    run_args = _parser().parse_args([*argv, *(["--json"] if args.json else [])])
+    run_args.argv = args.argv  # Ctrl-C: "continue with: nas-warmstart demo ..."
+    try:
+        result: dict[str, Any] = run_args.func(run_args)
+    finally:
+        args.interrupt_hint = getattr(run_args, "interrupt_hint", None)
+    return result
 
 
 # ------------------------------------------------------------------------------ parser
@@ -243,9 +255,57 @@ def _parser() -> _Parser:
                     help="join this Ray cluster (auto: the one this node belongs to; default: start a local one)")
     cv.set_defaults(func=_cmd_convert)
 
-    d = sub.add_parser("demo", help="train a pool on digits, warm-start a candidate from it, compare with random init")
-    d.add_argument("--pool", default=None, help="pool directory to create or reuse (default: a temporary one)")
-    d.add_argument("--epochs", type=int, default=2, help="training epochs of each pool network")
+    ru = sub.add_parser("run", help="the whole job: seed the pool, search, pick the winner, convert, export, report")
+    ru.add_argument("space", help="search space: convnet, efficientnet, mlp, mobilenetv3, resnet or vit")
+    ru.add_argument("--dataset", default="digits", help="digits (default), cifar10, ... or imagefolder:<path>")
+    ru.add_argument("--root", help="root of a local torchvision data set")
+    ru.add_argument("--trials", type=int, default=20,
+                    help="trials the study holds when done (default: 20); the same command again continues to it")
+    ru.add_argument("--epochs", type=int, default=2, help="training epochs per trial (default: 2)")
+    ru.add_argument("--objectives", default="accuracy",
+                    help="comma-separated: accuracy[,params][,flops][,latency] (default: accuracy); with two or "
+                         "more the winner is the knee of the Pareto front")
+    ru.add_argument("--backend", choices=("optuna", "ray"), default="optuna", help="optuna (default)")
+    ru.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
+    ru.add_argument("--study-name", help="default: <space>-<dataset>; the cold baseline is <name>-cold")
+    ru.add_argument("--pool", default="nas-warmstart-pool", help="pool directory (default: ./nas-warmstart-pool)")
+    ru.add_argument("--out", dest="out_dir", default="nas-warmstart-run", metavar="DIR",
+                    help="where the winner's files and the report go (default: ./nas-warmstart-run)")
+    ru.add_argument("--seed-pool", action="append", metavar="REF,...",
+                    help="networks to train first and add to the pool: space:<name>:<json> or timm:<name>[:<json>], "
+                         "REF@FILE imports a checkpoint instead (repeatable, or comma-separated)")
+    ru.add_argument("--seed-epochs", type=int, default=3, help="training epochs of each seed network (default: 3)")
+    ru.add_argument("--baseline-cold", action="store_true",
+                    help="also run the same study from random init, to compare at equal budget")
+    ru.add_argument("--convert", action="store_true",
+                    help="convert the winner from the strongest pool network (kept when better on validation)")
+    ru.add_argument("--guide", metavar="best|pool:ENTRY", help="the network to convert from (default: best)")
+    ru.add_argument("--convert-steps", type=int, metavar="N", help="optimizer steps per conversion stage (default: convert's)")
+    ru.add_argument("--convert-epochs", type=int, default=None, metavar="N",
+                    help="fine-tuning epochs of the conversion (default: 2)")
+    ru.add_argument("--no-onnx", action="store_true", help="export weights and spec only, no ONNX file")
+    ru.add_argument("--guidance", action="store_true", help="also guide each trial's training by its source (CKA)")
+    ru.add_argument("--no-pruning", action="store_true", help="ignore the pruner (default: MedianPruner)")
+    ru.add_argument("--seed", type=int, default=0, help="sampler, initialisation and conversion seed (default: 0)")
+    ru.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    ru.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ru.set_defaults(func=_cmd_run)
+
+    rp = sub.add_parser("report", help="write report.html and report.md of an existing study")
+    rp.add_argument("--storage", required=True, help="the study's Optuna storage URL, e.g. sqlite:///OUT/study.db")
+    rp.add_argument("--study", required=True, help="the study's name")
+    rp.add_argument("--out", dest="out_dir", required=True, metavar="DIR", help="folder for the report (created if missing)")
+    rp.add_argument("--pool", metavar="DIR", help="the pool, for the similarity heatmap and lineage "
+                                                   "(default: the one the run recorded)")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=_cmd_report)
+
+    d = sub.add_parser("demo", help="the whole job on the embedded digits data: seed, search warm vs cold, "
+                                     "convert, export, report (a few minutes on 2 CPU cores)")
+    d.add_argument("--out", dest="out_dir", default="nas-warmstart-demo", metavar="DIR",
+                   help="where the pool, the study, the winner's files and the report go (default: ./nas-warmstart-demo)")
+    d.add_argument("--trials", type=int, default=12, help="trials of each study (default: 12)")
+    d.add_argument("--dry-run", action="store_true", help="print the equivalent `nas-warmstart run` command and stop")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=_cmd_demo)
     return p

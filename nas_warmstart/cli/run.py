@@ -1,0 +1,703 @@
+"""The ``run`` command: the main job end to end, resumable at every stage.
+
+Stages, in order (each one skipped when a previous run of the same command finished it):
+
+1. **seed** the pool: every ``--seed-pool`` reference is trained briefly (or its checkpoint
+   imported) and added as ``seed-<name>``;
+2. **search**: the warm-started Optuna study, run until it holds ``--trials`` finished trials;
+3. **baseline** (``--baseline-cold``): the same study from random init, ``<study>-cold``;
+4. **winner**: the best trial, or the knee of the Pareto front for several objectives;
+5. **convert** (``--convert``): the winner's architecture converted from the strongest other
+   network of the pool, kept only when it beats the trained winner on validation;
+6. **export** to ``--out``: weights, architecture spec, ONNX (checked with onnxruntime);
+7. **report**: ``report.html``, ``report.md``, ``run.json`` and the plots.
+
+What a rerun needs lives in the study (its trials and the study's user attribute
+``nas_warmstart:run``), the pool and the conversion's checkpoint under ``--out``. A Ctrl-C in
+any stage leaves all three consistent: the interrupted trial is marked failed and its pool
+entry removed, the conversion keeps its last stage, the report files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import re
+import shlex
+import time
+from collections.abc import Sequence
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import InvalidArgumentError, NasWarmstartError
+from .common import _one_line, _Refs
+
+if TYPE_CHECKING:
+    import optuna
+    from torch import nn
+
+    from ..pool.spec import ArchSpec
+    from ..pool.zoo import ModelZoo
+    from ..training.data import DataSplits
+
+#: the study's user attribute holding the run's facts (what `report` rebuilds from).
+RUN_ATTR = "nas_warmstart:run"
+#: the trial user attribute marking a trial that a Ctrl-C or a killed process ended.
+INTERRUPTED_ATTR = "interrupted"
+COLD_SUFFIX = "-cold"
+SEED_PREFIX = "seed-"
+CONVERT_DIR = "convert-checkpoint"
+RUN_FILE = "run.json"
+
+
+# ------------------------------------------------------------------------------ arguments
+
+
+def split_refs(text: str) -> list[str]:
+    """``REF,REF,...`` split at the commas outside JSON brackets and braces."""
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur).strip())
+    return [r for r in out if r]
+
+
+def _seed_refs(args: argparse.Namespace, data: DataSplits) -> list[tuple[str, ArchSpec, Path | None]]:
+    """``(entry name, spec, checkpoint or None)`` per ``--seed-pool`` reference, checked."""
+    from ..pool.base import check_name
+    from ..pool.spec import ArchSpec
+
+    out: list[tuple[str, ArchSpec, Path | None]] = []
+    for text in split_refs(",".join(args.seed_pool or [])):
+        ref, sep, file = text.rpartition("@") if re.search(r"@[^\]}]*$", text) else (text, "", "")
+        ckpt = Path(file).expanduser() if sep else None
+        kind, _ = _Refs.split(ref)
+        if kind == "zoo":
+            raise InvalidArgumentError(
+                f"--seed-pool {text!r}: a pool entry is in the pool already; give architectures to train "
+                "(space:<name>:<json config> or timm:<name>[:<json kwargs>], REF@FILE to import a checkpoint)")
+        spec = ArchSpec.parse(ref, num_classes=data.num_classes, in_chans=data.in_chans)
+        if (spec.num_classes, spec.in_chans) != (data.num_classes, data.in_chans):
+            raise InvalidArgumentError(
+                f"--seed-pool {text!r} sets num_classes={spec.num_classes}, in_chans={spec.in_chans}; the "
+                f"{data.name} data set has {data.num_classes} classes of {data.in_chans}-channel images "
+                "(leave them out of the JSON: they come from --dataset)")
+        if ckpt is not None and not ckpt.is_file():
+            raise InvalidArgumentError(f"--seed-pool {text!r}: the checkpoint {str(ckpt)!r} is not a file")
+        base = f"{SEED_PREFIX}{spec.name}"
+        name, i = base, 2
+        while any(n == name for n, _, _ in out):
+            name, i = f"{base}-{i}", i + 1
+        out.append((check_name(name), spec, ckpt))
+    return out
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for flag, value, low in (("--trials", args.trials, 1), ("--epochs", args.epochs, 1),
+                             ("--seed-epochs", args.seed_epochs, 1), ("--convert-steps", args.convert_steps, 1),
+                             ("--convert-epochs", args.convert_epochs, 0), ("--seed", args.seed, 0)):
+        if value is not None and value < low:
+            raise InvalidArgumentError(f"{flag} must be >= {low}, got {value}")
+    if args.guide is not None and not args.convert:
+        raise InvalidArgumentError("--guide chooses the network to convert from; it needs --convert")
+    for flag, v in (("--convert-steps", args.convert_steps), ("--convert-epochs", args.convert_epochs)):
+        if v is not None and not args.convert:
+            raise InvalidArgumentError(f"{flag} sets the conversion; it needs --convert")
+    if args.guide not in (None, "best"):
+        kind, _ = _Refs.split(args.guide)
+        if kind != "zoo":
+            raise InvalidArgumentError(f"--guide takes best or pool:<entry>, got {args.guide!r}")
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(f"--out {args.out_dir!r} is a file; give a folder (created if missing)")
+    if not out.absolute().parent.is_dir():
+        raise InvalidArgumentError(f"--out {args.out_dir!r}: the folder {str(out.absolute().parent)!r} does not exist; create it first")
+    pool = Path(args.pool)
+    if pool.exists() and not pool.is_dir():
+        raise InvalidArgumentError(f"--pool {args.pool!r} is a file; give a folder (created if missing)")
+
+
+# ------------------------------------------------------------------------------ studies
+
+
+class _Interruptible:
+    """The objective, marking the trial a Ctrl-C ends (Optuna then records it as failed)."""
+
+    def __init__(self, objective: Any) -> None:
+        self.objective = objective
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        try:
+            return self.objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            raise
+
+
+def _finished(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial that counts towards ``--trials``: it ran to an end of its own."""
+    from optuna.trial import TrialState
+
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))
+
+
+def _close_stale(study: optuna.Study, pool: ModelZoo | None) -> int:
+    """Mark the trials a killed run left RUNNING as interrupted failures and drop their entries.
+
+    The ``run`` command is the only process of its study, so a RUNNING trial at start-up
+    belongs to a run that was killed (SIGKILL, power loss) before Optuna could record its end.
+    """
+    from optuna.trial import TrialState
+
+    from ..integrations.optuna import ENTRY_ATTR
+    from ..integrations.optuna.starter import trial_entry_name
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    storage = study._storage
+    for t in stale:
+        storage.set_trial_user_attr(t._trial_id, INTERRUPTED_ATTR, True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if pool is not None:
+            pool.remove(t.user_attrs.get(ENTRY_ATTR) or trial_entry_name(study.study_name, t.number), missing_ok=True)
+    return len(stale)
+
+
+def _run_study(study: optuna.Study, objective: Any, total: int, pool: ModelZoo | None, *,
+               quiet: bool, label: str) -> int:
+    """Run ``study`` until it holds ``total`` finished trials; returns how many ran now."""
+    import optuna
+
+    from ..integrations.optuna import ENTRY_ATTR, PoolCallback
+    from .search import _TrialRows
+
+    stale = _close_stale(study, pool)
+    done = sum(_finished(t) for t in study.get_trials(deepcopy=False))
+    todo = total - done
+    if not quiet:
+        more = f"; {stale} trial(s) a killed run left open marked interrupted" if stale else ""
+        print(f"\n{label}: study {study.study_name!r}, {done} of {total} trials done{more}"
+              + ("" if todo > 0 else ", nothing to run"), flush=True)
+    if todo <= 0:
+        return 0
+    rows = _TrialRows(objective, objective.objectives, quiet=quiet)
+    before = len(study.trials)
+    try:
+        study.optimize(_Interruptible(objective), n_trials=todo,
+                       callbacks=[rows, *([PoolCallback(pool)] if pool is not None else [])])
+    except KeyboardInterrupt:
+        # Optuna records the interrupted trial as FAIL but runs no callback for it: drop its entry.
+        for t in study.get_trials(deepcopy=False)[before:]:
+            if t.state != optuna.trial.TrialState.COMPLETE and pool is not None and ENTRY_ATTR in t.user_attrs:
+                pool.remove(t.user_attrs[ENTRY_ATTR], missing_ok=True)
+        raise
+    return todo
+
+
+def _open(storage: str, name: str, directions: Sequence[str], seed: int,
+          objectives: Sequence[str]) -> optuna.Study:
+    import optuna
+    import sqlalchemy.exc
+
+    from ..integrations.optuna import open_study
+
+    try:
+        study = open_study(storage=storage, study_name=name, directions=list(directions), seed=seed)
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise InvalidArgumentError(f"cannot open --storage {storage!r}: {_one_line(e)[:300]}") from None
+    except ValueError as e:  # the study exists with other directions
+        raise InvalidArgumentError(f"study {name!r} in {storage}: {_one_line(e)}; give another --study-name") from None
+    if study.metric_names is None:
+        import warnings
+
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(objectives))
+    return study
+
+
+# ------------------------------------------------------------------------------ seeding
+
+
+def _seed_pool(zoo: ModelZoo, seeds: list[tuple[str, ArchSpec, Path | None]], data: DataSplits, *,
+               epochs: int, seed: int, device: str | None, quiet: bool) -> list[dict[str, Any]]:
+    """Train (or import) every seed network that the pool does not hold yet."""
+    from ..pool.weights_io import load_checkpoint, load_into
+    from ..search.candidate import train_candidate
+    from ..search.metrics import count_params
+    from ..training.fit import evaluate
+
+    say = (lambda *a, **k: None) if quiet else print
+    done = []
+    for name, spec, ckpt in seeds:
+        if name in zoo:
+            e = zoo.get(name)
+            say(f"seed {name}: in the pool already (val accuracy {e.metrics.get('accuracy', math.nan):.4f})")
+            done.append({"name": name, "architecture": _describe(spec), "epochs": e.metrics.get("epochs", 0),
+                         "seconds": e.provenance.get("seconds"), "val_accuracy": e.metrics.get("accuracy")})
+            continue
+        t0 = time.perf_counter()
+        if ckpt is not None:
+            model = spec.build()
+            load_into(model, load_checkpoint(ckpt), what=f"--seed-pool checkpoint {str(ckpt)!r}")
+            metrics = {"accuracy": evaluate(model, data, split="val")["accuracy"],
+                       "test_accuracy": evaluate(model, data)["accuracy"], "params": count_params(model), "epochs": 0}
+        else:
+            say(f"seed {name}: training {_describe(spec)} for {epochs} epoch(s) ...", flush=True)
+            res = train_candidate(spec, data, epochs=epochs, seed=seed, device=device)
+            if res.fail_reason is not None or res.model is None:
+                raise InvalidArgumentError(f"--seed-pool {spec.to_ref()!r} could not be trained: {res.fail_reason}")
+            model, metrics = res.model.cpu(), res.metrics
+        seconds = time.perf_counter() - t0
+        zoo.add(name, model, spec=spec, dataset=data.name, metrics=metrics, if_exists="replace",
+                provenance={"seeded_by": "nas-warmstart run", "checkpoint": str(ckpt) if ckpt else None,
+                            "seconds": seconds})
+        say(f"seed {name}: val accuracy {metrics['accuracy']:.4f}, test {metrics['test_accuracy']:.4f} "
+            f"({seconds:.1f} s)", flush=True)
+        done.append({"name": name, "architecture": _describe(spec), "epochs": metrics.get("epochs", 0),
+                     "seconds": seconds, "val_accuracy": metrics["accuracy"]})
+    return done
+
+
+# ------------------------------------------------------------------------------ records
+
+
+def _describe(spec: ArchSpec | None) -> str | None:
+    if spec is None:
+        return None
+    if spec.kind == "space":
+        from ..search.checks import resolve_space
+
+        try:
+            return str(resolve_space(spec.name).describe(spec.config))
+        except NasWarmstartError:
+            pass
+    return spec.to_ref()
+
+
+def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial of ``study`` as the report's plain trial record."""
+    from optuna.trial import TrialState
+
+    from ..integrations.optuna import DUPLICATE_ATTR, ENTRY_ATTR
+    from ..pool.spec import ArchSpec
+    from ..search.winner import pareto_front
+
+    trials = study.get_trials(deepcopy=False)
+    directions = [d.name.lower() for d in study.directions]
+    points = _points(trials)
+    front = set(pareto_front(points, directions)) if points else set()
+    out = []
+    for t in trials:
+        a = t.user_attrs
+        spec = ArchSpec.from_dict(a["spec"]) if "spec" in a else None
+        dup = a.get(DUPLICATE_ATTR)
+        curve = a.get("val_accuracy_curve") or []
+        seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
+                   if t.datetime_complete is not None and t.datetime_start is not None else None)
+        interrupted = t.state == TrialState.FAIL and bool(a.get(INTERRUPTED_ATTR))
+        out.append({
+            "number": t.number, "state": t.state.name,
+            "values": list(t.values) if t.values is not None else None,
+            "architecture": _describe(spec), "source": a.get("warm_start_source"),
+            "similarity": a.get("warm_start_similarity"), "coverage": a.get("warm_start_coverage"),
+            "val_accuracy": (t.values[0] if t.values is not None else (curve[-1] if curve else None)),
+            "test_accuracy": a.get("test_accuracy"), "params": a.get("params"), "latency_ms": a.get("latency"),
+            "epochs_trained": 0 if dup is not None else len(curve), "seconds": seconds,
+            "pool_entry": a.get(ENTRY_ATTR), "duplicate_of": dup,
+            "pareto": t.number in front and t.state == TrialState.COMPLETE and dup is None,
+            "fail_reason": "interrupted (Ctrl-C or a killed run); a later run went on"
+            if interrupted else a.get("fail_reason"),
+        })
+    return out
+
+
+def _points(trials: Sequence[optuna.trial.FrozenTrial]) -> list[tuple[int, list[float]]]:
+    """The completed, trained trials' values (a repeated architecture counts once)."""
+    from optuna.trial import TrialState
+
+    from ..integrations.optuna import DUPLICATE_ATTR
+
+    return [(t.number, list(t.values)) for t in trials
+            if t.state == TrialState.COMPLETE and t.values is not None and DUPLICATE_ATTR not in t.user_attrs
+            and all(math.isfinite(v) for v in t.values)]
+
+
+def pool_record(zoo: ModelZoo | None, dataset: str | None, *, seeds: Sequence[str] = (),
+                converted: Sequence[str] = ()) -> dict[str, Any]:
+    """The pool's names, similarity matrix, accuracies and lineage for the report."""
+    from ..dpiat.similarity import similarity_matrix
+
+    if zoo is None:
+        return {"names": [], "similarity": [], "accuracy": {}, "lineage": []}
+    entries = [e for e in zoo if dataset is None or e.dataset == dataset]
+    names = [e.name for e in entries]
+    m: list[list[float]] = []
+    if len(names) >= 2:
+        sigs = [zoo.signature(n) for n in names]
+        m = similarity_matrix(sigs).tolist()
+
+    def kind(e: Any) -> str:
+        if e.name in seeds or e.name.startswith(SEED_PREFIX):
+            return "seed"
+        if e.name in converted or "schedule" in (e.provenance or {}):
+            return "converted"
+        if (e.provenance or {}).get("trial") is not None:
+            return "trial"
+        return "other"
+
+    return {"names": names, "similarity": m, "accuracy": {e.name: e.metrics.get("accuracy") for e in entries},
+            "lineage": [{"name": e.name, "parent": e.parent if e.parent in names else None, "kind": kind(e)}
+                        for e in entries]}
+
+
+# ------------------------------------------------------------------------------ winner, conversion, export
+
+
+def _winner(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, str]:
+    from ..search.winner import choose_winner
+
+    trials = study.get_trials(deepcopy=False)
+    points = _points(trials)
+    if not points:
+        raise InvalidArgumentError(
+            f"study {study.study_name!r} has no completed trial to hand over (every trial failed or was "
+            "pruned); look at the reasons above, then run the same command with more --trials")
+    number, rule = choose_winner(points, [d.name.lower() for d in study.directions])
+    return trials[number], rule
+
+
+def _strongest_guide(zoo: ModelZoo, dataset: str, exclude: str, spec: ArchSpec) -> str | None:
+    """The pool entry with the best validation accuracy on ``dataset`` that can guide (has a
+    spec) and is not the winner itself (nor a network of the winner's architecture)."""
+    best, best_acc = None, -math.inf
+    for e in zoo:
+        acc = e.metrics.get("accuracy")
+        if (e.dataset != dataset or e.spec is None or not isinstance(acc, int | float)
+                or e.name == exclude or e.spec == spec):
+            continue
+        if acc > best_acc or (acc == best_acc and best is not None and e.name < best):
+            best, best_acc = e.name, float(acc)
+    return best
+
+
+def _convert_stage(args: argparse.Namespace, study: optuna.Study, zoo: ModelZoo, data: DataSplits,
+                   winner: optuna.trial.FrozenTrial, spec: ArchSpec, facts: dict[str, Any]) -> dict[str, Any] | None:
+    """Convert the winner's architecture from the strongest pool entry (resumable)."""
+    import torch
+
+    from ..convert import convert
+    from ..integrations.optuna import ENTRY_ATTR
+    from ..pool.base import check_name
+    from ..training.fit import evaluate
+
+    old = facts.get("conversion")
+    if old and old.get("winner_trial") == winner.number and (old.get("skipped") or old.get("entry") in zoo):
+        if not args.json:
+            print(f"\nconvert: done in an earlier run ({'skipped: ' + old['skipped'] if old.get('skipped') else old['entry']})")
+        return dict(old)
+    winner_entry: str = winner.user_attrs[ENTRY_ATTR]
+    guide_name: str | None
+    if args.guide not in (None, "best"):
+        guide_name = _Refs.split(args.guide)[1]
+        zoo.get(guide_name)  # unknown names: a clear error with close matches
+    else:
+        guide_name = _strongest_guide(zoo, data.name, winner_entry, spec)
+    if guide_name is None or guide_name == winner_entry:
+        reason = "the winner is the strongest network of the pool; there is nothing stronger to convert from"
+        if not args.json:
+            print(f"\nconvert: skipped ({reason})")
+        return {"winner_trial": winner.number, "skipped": reason}
+    guide_entry = zoo.get(guide_name)
+    if not args.json:
+        print(f"\nconvert: {guide_name} (val accuracy {guide_entry.metrics.get('accuracy', math.nan):.4f}) -> "
+              f"the winner's architecture, trial {winner.number}", flush=True)
+    ckpt = Path(args.out_dir) / CONVERT_DIR / f"trial-{winner.number}-from-{guide_name}"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        state = json.loads((ckpt / "state.json").read_text())
+        if not args.json:
+            print(f"convert: resuming after stage {state['done']} ({state['finetune_epochs_done']} fine-tuning "
+                  f"epoch(s) done) from {ckpt}", flush=True)
+    torch.manual_seed(args.seed)
+    target = spec.build()
+    guide = zoo.load(guide_name)
+    t0 = time.perf_counter()
+    result = convert(guide, target, data, steps_per_stage=args.convert_steps, finetune_epochs=2 if args.convert_epochs is None else args.convert_epochs,
+                     checkpoint_dir=ckpt, device=args.device, seed=args.seed, progress=None if not args.json else False)
+    seconds = time.perf_counter() - t0
+    converted = result.model.cpu()
+    conv_val = evaluate(converted, data, split="val")["accuracy"]
+    win_val = evaluate(zoo.load(winner_entry), data, split="val")["accuracy"]
+    kept = conv_val > win_val
+    name = check_name(f"{winner_entry}-converted")
+    zoo.add(name, converted, spec=spec, dataset=data.name, parent=guide_name, if_exists="replace",
+            metrics={k: v for k, v in {"accuracy": conv_val, "test_accuracy": result.accuracy,
+                                       "guide_accuracy": result.guide_accuracy, "params": result.params["target"],
+                                       "epochs": len(result.history)}.items() if math.isfinite(v)},
+            provenance={**result.settings, "converted_for": f"{study.study_name} trial {winner.number}"})
+    record = {
+        "winner_trial": winner.number, "entry": name, "guide": guide_name, "target": _describe(spec),
+        "schedule": result.settings.get("schedule"),
+        "stages": [{"index": s.index, "kind": s.kind, "guide": s.guide, "target": s.target,
+                    "hybrid_accuracy": _finite(s.hybrid_accuracy), "target_accuracy": _finite(s.target_accuracy),
+                    "seconds": s.seconds} for s in result.stages],
+        "guide_test_accuracy": result.guide_accuracy, "converted_test_accuracy": result.accuracy,
+        "converted_val_accuracy": conv_val, "winner_val_accuracy": win_val,
+        "retention": result.retention, "kept": kept, "seconds": seconds,
+    }
+    if not args.json:
+        print(result.summary())
+        print(f"converted: val accuracy {conv_val:.4f} vs the trained winner's {win_val:.4f}: "
+              + ("kept (it is exported)" if kept else "not kept (the trained winner is exported)"))
+    return record
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def _export_stage(args: argparse.Namespace, model: nn.Module, spec: ArchSpec, data: DataSplits,
+                  origin: str) -> dict[str, Any]:
+    """Export the handed-over network and re-score it from the written files."""
+    from ..export import export_model, load_exported
+    from ..search.metrics import count_params, measure_latency
+    from ..training.fit import evaluate
+
+    out = Path(args.out_dir)
+    rep = export_model(model, spec, out, image_size=data.image_size, in_chans=data.in_chans, onnx=not args.no_onnx,
+                       metadata={"origin": origin})
+    reloaded = load_exported(out)
+    return {
+        "files": {"weights": rep.weights.name, "spec": rep.spec.name if rep.spec else None,
+                  "onnx": rep.onnx.name if rep.onnx else None},
+        "onnx_max_abs_diff": rep.onnx_max_abs_diff,
+        # the card's numbers come from the files just written: a second way to the trial's
+        "val_accuracy": evaluate(reloaded, data, split="val")["accuracy"],
+        "test_accuracy": evaluate(reloaded, data)["accuracy"],
+        "params": count_params(reloaded),
+        "latency_ms": measure_latency(reloaded, (1, data.in_chans, data.image_size, data.image_size)),
+    }
+
+
+# ------------------------------------------------------------------------------ the record
+
+
+def build_record(study: optuna.Study, storage: str, *, cold: optuna.Study | None, zoo: ModelZoo | None,
+                 facts: dict[str, Any]) -> dict[str, Any]:
+    """The report's run record from the study (and its cold twin), the pool and the run's facts."""
+    from datetime import datetime
+
+    from ..search.winner import choose_winner
+
+    directions = [d.name.lower() for d in study.directions]
+    objectives = list(facts.get("objectives") or study.metric_names or
+                      ["accuracy", *[f"objective {i + 1}" for i in range(1, len(directions))]])
+    trials = trial_records(study)
+    winner = facts.get("winner")
+    rule = facts.get("winner_rule")
+    if rule is None:
+        points = _points(study.get_trials(deepcopy=False))
+        rule = choose_winner(points, directions)[1] if points else "no completed trial"
+    conv = facts.get("conversion")
+    conversion = conv if conv and not conv.get("skipped") else None
+    dataset = facts.get("dataset")
+    seeds = [s["name"] for s in facts.get("seeds", [])]
+    return {
+        "title": f"{facts.get('space', study.study_name)} on {dataset or 'its data set'}",
+        "study": study.study_name, "storage": storage, "space": facts.get("space", "?"),
+        "dataset": dataset or "?", "backend": facts.get("backend", "optuna"),
+        "objectives": objectives, "directions": directions,
+        "epochs_per_trial": facts.get("epochs", 0),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "winner_rule": rule,
+        "studies": {"warm": trials, **({"cold": trial_records(cold)} if cold is not None else {})},
+        "pool": pool_record(zoo, dataset, seeds=seeds, converted=[conversion["entry"]] if conversion else []),
+        "conversion": conversion,
+        "conversion_skipped": conv.get("skipped") if conv else None,
+        "winner": winner,
+        "seeds": facts.get("seeds", []),
+    }
+
+
+def _save_facts(study: optuna.Study, facts: dict[str, Any]) -> None:
+    study.set_user_attr(RUN_ATTR, json.loads(json.dumps(facts, default=str)))
+
+
+def _write_record(record: dict[str, Any], out: Path) -> dict[str, Path]:
+    """report.md, report.html, the plots and run.json (each written atomically)."""
+    import os
+    import tempfile
+
+    from ..report import write_report
+
+    files = write_report(record, out)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".run-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=1, default=str)
+        f.write("\n")
+    os.replace(tmp, out / RUN_FILE)
+    return {**files, "run": out / RUN_FILE}
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    import optuna
+
+    from .._device import resolve_device
+    from .._plugins import try_import
+    from ..integrations.optuna import ENTRY_ATTR, make_objective
+    from ..pool.spec import ArchSpec
+    from ..pool.zoo import ModelZoo
+    from ..report import summary_lines
+    from .search import _check_storage
+
+    _check_args(args)
+    if not args.verbose:  # the rows say what happened; Optuna's own lines repeat them
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if args.backend == "ray":
+        raise InvalidArgumentError(
+            "run --backend ray is not available yet; run the search with `nas-warmstart search SPACE "
+            "--backend ray`, or use --backend optuna (the default) for the whole pipeline")
+    out = Path(args.out_dir)
+    storage = args.storage or f"sqlite:///{out / 'study.db'}"
+    if args.storage is None:
+        out.mkdir(exist_ok=True)
+    _check_storage(storage)
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    if args.device is not None:
+        resolve_device(args.device)
+    kwargs = dict(epochs=args.epochs, objectives=objectives, pruning=not args.no_pruning,
+                  guidance=True if args.guidance else None, seed=args.seed, data_root=args.root, device=args.device)
+    warm_obj = make_objective(args.space, args.dataset, None, **kwargs)
+    data = warm_obj.data  # loaded (and checked) once, shared by both studies
+    seeds = _seed_refs(args, data)
+    if not args.no_onnx:
+        try_import("onnxruntime", extra="onnx", purpose="the ONNX export (or pass --no-onnx)")
+    try_import("matplotlib", extra="viz", purpose="the report's plots")
+    name = args.study_name or f"{args.space}-{data.name}".replace(":", "_")
+    study = _open(storage, name, warm_obj.directions, args.seed, objectives)
+    facts: dict[str, Any] = dict(study.user_attrs.get(RUN_ATTR) or {})
+    same = {"space": args.space, "dataset": data.name, "epochs": args.epochs, "objectives": list(objectives)}
+    differ = [k for k, v in same.items() if k in facts and facts[k] != v]
+    if differ:
+        raise InvalidArgumentError(
+            f"study {name!r} in {storage} was run with other settings ({', '.join(f'{k} {facts[k]!r}' for k in differ)}); "
+            "continue it with those, or give another --study-name or --out")
+    out.mkdir(exist_ok=True)
+    zoo = ModelZoo(args.pool)
+    facts.update(same, backend="optuna", pool=str(Path(args.pool).absolute()), out=str(out.absolute()),
+                 cold_study=name + COLD_SUFFIX if args.baseline_cold else facts.get("cold_study"))
+    args.interrupt_hint = f"everything finished is kept; continue with: nas-warmstart {shlex.join(args.argv)}"
+    t0 = time.perf_counter()
+    quiet = bool(args.json)
+    say = (lambda *a, **k: None) if quiet else print
+
+    # 1. seed the pool
+    if seeds:
+        say(f"pool {args.pool}: {len(zoo)} entries; seeding {len(seeds)} network(s)", flush=True)
+        facts["seeds"] = _seed_pool(zoo, seeds, data, epochs=args.seed_epochs, seed=args.seed,
+                                    device=args.device, quiet=quiet)
+        _save_facts(study, facts)
+    # 2. the warm-started search
+    warm_obj.pool = zoo
+    _run_study(study, warm_obj, args.trials, zoo, quiet=quiet, label="search (warm-started)")
+    # 3. the cold baseline, same sampler seed and budget
+    cold = None
+    if facts.get("cold_study"):
+        cold_obj = make_objective(args.space, data, None, **kwargs)
+        cold = _open(storage, facts["cold_study"], cold_obj.directions, args.seed, objectives)
+        _run_study(cold, cold_obj, args.trials, None, quiet=quiet, label="baseline (random init)")
+    # 4. the winner
+    winner, rule = _winner(study)
+    spec = ArchSpec.from_dict(winner.user_attrs["spec"])
+    entry = winner.user_attrs.get(ENTRY_ATTR)
+    if entry is None or entry not in zoo:
+        raise InvalidArgumentError(
+            f"the winner, trial {winner.number}, has no network in the pool {args.pool!r} (was the entry "
+            f"removed?); rerun with another --study-name, or add it back")
+    facts["winner_rule"] = rule
+    say(f"\nwinner: trial {winner.number} ({_describe(spec)}), chosen as {rule.split(':')[0]}", flush=True)
+    # 5. conversion
+    model, origin = zoo.load(entry), "trial"
+    if args.convert:
+        conv = _convert_stage(args, study, zoo, data, winner, spec, facts)
+        facts["conversion"] = conv
+        _save_facts(study, facts)
+        if conv and conv.get("kept"):
+            model, origin = zoo.load(conv["entry"]), "converted"
+    # 6. export
+    say(f"\nexport: {'converted' if origin == 'converted' else 'trained'} winner to {out}", flush=True)
+    exported = _export_stage(args, model, spec, data, origin)
+    facts["winner"] = {"trial": winner.number, "origin": origin, "architecture": _describe(spec),
+                       "spec": spec.to_dict(), "entry": entry if origin == "trial" else facts["conversion"]["entry"],
+                       "trial_test_accuracy": winner.user_attrs.get("test_accuracy"), **exported}
+    _save_facts(study, facts)
+    # 7. the report
+    record = build_record(study, storage, cold=cold, zoo=zoo, facts=facts)
+    files = _write_record(record, out)
+    if not quiet:
+        print()
+        for line in summary_lines(record):
+            print(line)
+        print(f"done in {time.perf_counter() - t0:.0f} s; open {files['html']} "
+              f"(the study: optuna-dashboard {storage})")
+    return {"out": str(out), "storage": storage, "study": name, "winner": facts["winner"],
+            "files": {k: str(v) for k, v in files.items()}}
+
+
+def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Rebuild the report of any existing study (a `run`'s, a `search`'s or your own)."""
+    import optuna
+
+    from ..report import summary_lines
+    from .common import _open_zoo
+    from .search import _check_storage
+
+    _check_storage(args.storage)
+    if args.storage.startswith("sqlite:///") and not Path(args.storage[len("sqlite:///"):]).is_file():
+        raise InvalidArgumentError(f"--storage {args.storage!r}: no such database file; give the study's storage URL")
+    names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]
+    if args.study not in names:
+        from difflib import get_close_matches
+
+        close = get_close_matches(args.study, names, n=3)
+        raise InvalidArgumentError(
+            f"no study {args.study!r} in {args.storage}"
+            + (f"; did you mean {', '.join(map(repr, close))}?" if close else f"; it holds {', '.join(map(repr, names)) or 'no study'}"))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name=args.study, storage=args.storage)
+    facts = dict(study.user_attrs.get(RUN_ATTR) or {})
+    cold_name = facts.get("cold_study") or args.study + COLD_SUFFIX
+    cold = optuna.load_study(study_name=cold_name, storage=args.storage) if cold_name in names else None
+    pool_dir = args.pool or facts.get("pool")
+    zoo: ModelZoo | None = None
+    if pool_dir is not None and Path(pool_dir).is_dir():
+        zoo = _open_zoo(pool_dir)
+    elif args.pool is not None:
+        raise InvalidArgumentError(f"--pool {args.pool!r} is not a pool directory")
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(f"--out {args.out_dir!r} is a file; give a folder (created if missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    record = build_record(study, args.storage, cold=cold, zoo=zoo, facts=facts)
+    files = _write_record(record, out)
+    if not args.json:
+        for line in summary_lines(record):
+            print(line)
+        print(f"wrote {files['html']} and {files['markdown']}")
+    return {"files": {k: str(v) for k, v in files.items()}}

@@ -1,0 +1,97 @@
+"""The report of a search run: a Markdown page, a self-contained HTML page and PNG plots.
+
+Rendering only: the input is a *run record*, a plain-JSON dict the command line assembles
+from a finished search, and the output is files. Nothing here imports Optuna, Ray, torch or
+the search, conversion, integration and command-line stages, so a record saved as JSON can be
+rendered again anywhere matplotlib is installed (the ``viz`` extra).
+
+:func:`summarize` computes the headline numbers from the trials, :func:`summary_lines` words
+them (the command line prints these), :func:`write_report` writes the files, and
+:func:`validate_record` checks a record against the format below.
+
+The run record
+--------------
+Every key is required unless marked optional. Measured numbers (accuracies, similarities,
+times, sizes, latencies) may be null, or NaN, which is read as null: a pruned or failed trial
+has none. Counters and identifiers (``number``, ``epochs_trained``, ``epochs_per_trial``, a
+stage's ``index``, the winner's ``trial``) are integers and never null. Accuracies are
+fractions in [0, 1]::
+
+    {
+     "title": "resnet on digits",           # the report's heading
+     "study": str, "storage": str,          # study name; Optuna storage URL ("" in memory)
+     "space": str, "dataset": str,          # search space and dataset names
+     "backend": "optuna" | "ray",
+     "objectives": ["accuracy", ...],       # "accuracy" first; then e.g. "params" or "latency"
+     "directions": ["maximize", ...],       # one per objective
+     "epochs_per_trial": int,
+     "created": str,                        # ISO 8601 time
+     "winner_rule": str,                    # one sentence: how the winner was chosen
+     "studies": {"warm": [TRIAL, ...],      # the warm-started search
+                 "cold": [TRIAL, ...]},     # optional: the from-scratch baseline
+     "pool": POOL,
+     "conversion": CONVERSION | None,       # None: no conversion was run
+     "winner": WINNER | None,               # None: no trial completed
+     "summary": {...},                      # optional; recomputed, see summarize()
+    }
+
+    TRIAL = {"number": int,
+             "state": "COMPLETE" | "PRUNED" | "FAIL" | "RUNNING" | "WAITING",
+             "values": [float, ...] | None,   # objective values, in the order of "objectives"
+             "architecture": str | None,
+             "source": str | None,            # pool entry it was warm-started from
+             "similarity": float | None,      # DPIAT similarity to that source
+             "coverage": float | None,        # fraction of its parameters copied, 0..1
+             "val_accuracy": float | None, "test_accuracy": float | None,
+             "params": int | None, "latency_ms": float | None,
+             "epochs_trained": int, "seconds": float | None,
+             "pool_entry": str | None,        # name it was added to the pool under
+             "duplicate_of": int | None,      # trial whose architecture (and result) it repeats
+             "pareto": bool,                  # on the Pareto front of its study
+             "fail_reason": str | None}
+
+    POOL = {"names": [str, ...],
+            "similarity": [[float, ...], ...],  # N x N in the order of "names"; [] allowed
+            "accuracy": {name: float | None},
+            "lineage": [{"name": str, "parent": str | None,
+                         "kind": "seed" | "trial" | "converted" | "other"}, ...]}
+
+    CONVERSION = {"guide": str, "target": str,   # architectures, as text
+                  "schedule": str,
+                  "stages": [{"index": int, "kind": str, "guide": str, "target": str,
+                              "hybrid_accuracy": float | None,
+                              "target_accuracy": float | None, "seconds": float}, ...],
+                  "guide_test_accuracy": float, "converted_test_accuracy": float,
+                  "converted_val_accuracy": float, "winner_val_accuracy": float,
+                  "retention": float,             # converted over guide test accuracy
+                  "kept": bool,                   # the converted network became the winner
+                  "seconds": float}
+
+    WINNER = {"trial": int,                      # for a converted winner: the trial converted
+              "origin": "trial" | "converted",
+              "architecture": str, "spec": dict, # builder spec (JSON)
+              "params": int, "latency_ms": float | None,
+              "val_accuracy": float, "test_accuracy": float,
+              "files": {"weights": str, "spec": str, "onnx": str | None},
+              "onnx_max_abs_diff": float | None} # ONNX export against PyTorch
+
+A stored ``summary`` holds ``warm_best_val``, ``cold_best_val``, ``warm_epochs``,
+``cold_epochs`` and ``epochs_to_cold_best``; :func:`summarize` recomputes them from the trials
+and warns where a stored value differs.
+
+Example::
+
+    from nas_warmstart.report import summary_lines, write_report
+
+    files = write_report(record, "runs/resnet-digits/report")
+    print("\\n".join(summary_lines(record, out_dir="runs/resnet-digits/report")))
+"""
+
+from __future__ import annotations
+
+from ._plots import PLOTS
+from ._record import validate_record
+from ._summary import summarize, summary_lines
+from ._write import write_report
+
+__all__ = ["PLOTS", "summarize", "summary_lines", "validate_record", "write_report"]

@@ -1,0 +1,195 @@
+"""What the report says, section by section, as blocks both renderers spell the same way."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._document import Block, Code, Heading, Image, Inline, Items, Para, Pre, Table, Text
+from ._format import MISSING, acc, count, num, pct, secs
+from ._plots import PLOTS
+from ._record import finite, studies, trials
+from ._summary import summary_lines
+
+__all__ = ["TRIAL_COLUMNS", "build"]
+
+TRIAL_COLUMNS = ("trial", "state", "source (similarity)", "coverage %", "val acc", "test acc", "params",
+                 "latency ms", "epochs", "seconds", "pareto", "architecture")
+_TRIAL_RIGHT = frozenset({0, 3, 4, 5, 6, 7, 8, 9})
+_STUDY_HEADINGS = {"warm": "Warm-started study", "cold": "Cold baseline, trained from scratch"}
+
+
+def build(record: Mapping[str, Any], pngs: Mapping[str, bytes],
+          plan: Sequence[tuple[str, str, str | None]]) -> list[Block]:
+    """The report's blocks: ``pngs`` holds the drawn plots, ``plan`` why the others are missing."""
+    skipped = {name: reason for name, _, reason in plan if reason is not None}
+
+    def plot(name: str) -> list[Block]:
+        title, what = PLOTS[name]
+        if name in pngs:
+            return [Heading(title, 3), Image(f"{name}.png", f"{title}: {what}", pngs[name])]
+        return [Heading(title, 3), Para([f"Not drawn: {skipped.get(name, 'no data')}."], note=True)]
+
+    out: list[Block] = [Heading(record["title"], 1), _run(record),
+                        Para([Text("Winner rule: ", strong=True), record["winner_rule"]])]
+    out += [Heading("Summary"), Items([[line] for line in summary_lines(record)])]
+    out += plot("best_vs_epochs") + plot("best_vs_time")
+    out += _winner(record)
+    out += [Heading("Trials")]
+    for study in ("warm", "cold"):
+        out += _trials(record, study)
+    out += plot("pareto")
+    out += _pool(record) + plot("similarity") + plot("lineage")
+    out += _conversion(record)
+    if record["conversion"] is not None:
+        out += plot("conversion")
+    out += _dashboard(record)
+    return out
+
+
+def _run(record: Mapping[str, Any]) -> Items:
+    objectives = ", ".join(f"{o} ({d})" for o, d in zip(record["objectives"], record["directions"], strict=True))
+    return Items([
+        ["study ", Code(record["study"]), " on ", Code(record["storage"] or "in memory"),
+         f" ({record['backend']} backend)"],
+        ["search space ", Code(record["space"]), ", dataset ", Code(record["dataset"])],
+        [f"objectives: {objectives}; {record['epochs_per_trial']} epochs per trial"],
+        [f"created {record['created']}"],
+    ])
+
+
+def _winner(record: Mapping[str, Any]) -> list[Block]:
+    w = record["winner"]
+    if w is None:
+        return [Heading("Winner"), Para(["No winner: no trial completed, so there is nothing to report as the "
+                                         "result of the search."], note=True)]
+    files = w["files"]
+    origin = (f"trial {w['trial']}" if w["origin"] == "trial"
+              else f"converted (the conversion of trial {w['trial']}'s network)")
+    rows: list[list[Inline]] = [
+        ["origin", origin],
+        ["architecture", Code(w["architecture"])],
+        ["params", count(w["params"])],
+        ["latency ms", num(w["latency_ms"], ".3f")],
+        ["val acc", acc(w["val_accuracy"])],
+        ["test acc", acc(w["test_accuracy"])],
+        ["weights", Code(files["weights"])],
+        ["spec", Code(files["spec"])],
+        ["onnx", Code(files["onnx"]) if files["onnx"] else "not exported"],
+        ["onnx max abs diff", num(w["onnx_max_abs_diff"], ".2e")],
+    ]
+    return [Heading("Winner"), Table(("", "value"), rows),
+            Para(["Its builder spec:"]), Pre(json.dumps(w["spec"], indent=1, sort_keys=True, default=str))]
+
+
+def _source(t: Mapping[str, Any]) -> Inline:
+    if t["duplicate_of"] is not None:
+        return f"duplicate of trial {t['duplicate_of']}"
+    if not t["source"]:
+        return MISSING
+    sim = finite(t["similarity"])
+    return f"{t['source']} ({sim:.3f})" if sim is not None else t["source"]
+
+
+def _trials(record: Mapping[str, Any], study: str) -> list[Block]:
+    if study not in studies(record):
+        return [Heading(_STUDY_HEADINGS[study], 3),
+                Para(["No cold baseline: the run was started without one, so there is no from-scratch "
+                      "study to compare the warm start against."], note=True)]
+    ts = trials(record, study)
+    win = record["winner"]
+    rows, strong, notes = [], set(), []
+    for r, t in enumerate(ts):
+        rows.append([
+            str(t["number"]), t["state"], _source(t), pct(t["coverage"]), acc(t["val_accuracy"]),
+            acc(t["test_accuracy"]), count(t["params"]), num(t["latency_ms"], ".3f"), str(t["epochs_trained"]),
+            secs(t["seconds"]), "yes" if t["pareto"] else "", Code(t["architecture"]) if t["architecture"] else MISSING,
+        ])
+        if study == "warm" and win is not None and t["number"] == win["trial"]:
+            strong.add(r)
+        notes += _trial_notes(t)
+    heading = f"{_STUDY_HEADINGS[study]} ({len(ts)} trial{'s' if len(ts) != 1 else ''})"
+    out: list[Block] = [Heading(heading, 3)]
+    if not ts:
+        return [*out, Para(["The study holds no trial."], note=True)]
+    out.append(Table(TRIAL_COLUMNS, rows, right=_TRIAL_RIGHT, strong_rows=frozenset(strong)))
+    if strong:
+        out.append(Para(["The highlighted row is the winner's trial."], note=True))
+    if notes:
+        out.append(Items(notes))
+    return out
+
+
+def _trial_notes(t: Mapping[str, Any]) -> list[list[Inline]]:
+    n = t["number"]
+    notes: list[list[Inline]] = []
+    if t["state"] == "FAIL":
+        notes.append([f"trial {n} failed: {t['fail_reason'] or 'no reason recorded'}"])
+    elif t["state"] in ("RUNNING", "WAITING"):
+        notes.append([f"trial {n} was {t['state'].lower()} when the record was written"])
+    elif t["state"] == "PRUNED":
+        notes.append([f"trial {n} was pruned after {t['epochs_trained']} epochs"])
+    if t["duplicate_of"] is not None:
+        notes.append([f"trial {n} proposed the same architecture as trial {t['duplicate_of']}; "
+                      "its result was reused"])
+    if t["pool_entry"]:
+        notes.append([f"trial {n} was added to the pool as ", Code(t["pool_entry"])])
+    return notes
+
+
+def _pool(record: Mapping[str, Any]) -> list[Block]:
+    pool = record["pool"]
+    names = list(pool["names"])
+    parents = {node["name"]: node for node in pool["lineage"]}
+    out: list[Block] = [Heading("Pool")]
+    if not names:
+        return [*out, Para(["The pool is empty."], note=True)]
+    rows: list[list[Inline]] = []
+    for name in names:
+        node = parents.get(name)
+        rows.append([Code(name), node["kind"] if node else MISSING,
+                     Code(node["parent"]) if node and node["parent"] else MISSING,
+                     acc(pool["accuracy"].get(name))])
+    out += [Para([f"{len(names)} network{'s' if len(names) != 1 else ''} in the pool:"]),
+            Table(("entry", "kind", "parent", "accuracy"), rows, right=frozenset({3}))]
+    return out
+
+
+def _conversion(record: Mapping[str, Any]) -> list[Block]:
+    c = record["conversion"]
+    if c is None:
+        return [Heading("Conversion"), Para(["No conversion was run: the winner is the search's own trial."],
+                                            note=True)]
+    kept = "yes, the converted network is the winner" if c["kept"] else "no, the trial's network stays the winner"
+    facts = Items([
+        ["guide ", Code(c["guide"])],
+        ["target ", Code(c["target"])],
+        [f"schedule {c['schedule']}, {len(c['stages'])} stages, {secs(c['seconds'])} s"],
+        [f"test acc: guide {acc(c['guide_test_accuracy'])}, converted {acc(c['converted_test_accuracy'])} "
+         f"(retention {num(c['retention'])})"],
+        [f"val acc: converted {acc(c['converted_val_accuracy'])}, winner {acc(c['winner_val_accuracy'])}"],
+        [f"kept: {kept}"],
+    ])
+    rows: list[list[Inline]] = [
+        [str(s["index"]), s["kind"], Code(s["guide"]) if s["guide"] else "(output)",
+         Code(s["target"]) if s["target"] else "(output)", acc(s["hybrid_accuracy"]), acc(s["target_accuracy"]),
+         secs(s["seconds"])]
+        for s in sorted(c["stages"], key=lambda s: s["index"])
+    ]
+    out: list[Block] = [Heading("Conversion"), facts]
+    if rows:
+        out.append(Table(("stage", "kind", "guide", "target", "hybrid acc", "target acc", "seconds"), rows,
+                         right=frozenset({0, 4, 5, 6})))
+    return out
+
+
+def _dashboard(record: Mapping[str, Any]) -> list[Block]:
+    if record["storage"]:
+        return [Heading("Dashboard"), Para(["Open the same study in optuna-dashboard: ",
+                                            Code(f"optuna-dashboard {shlex.quote(record['storage'])}")])]
+    if record["backend"] == "optuna":
+        return [Heading("Dashboard"), Para(["The study was kept in memory (no storage), so there is no database "
+                                            "for optuna-dashboard to open."], note=True)]
+    return []

@@ -1,0 +1,231 @@
+"""The headline numbers of a run, computed from its trials, and their one-line wording.
+
+Budgets are counted in trial-number order: after trial *k* a study has spent the sum of
+``epochs_trained`` (and of ``seconds``) of its trials numbered up to *k*, whatever their state
+(a pruned or failed trial spent its epochs too). The best accuracy counts COMPLETE trials with
+a validation accuracy only. The plots draw the same curves (:func:`progress`), so a number in
+the summary can be read off them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._errors import NasWarmstartWarning
+from ._format import acc, count, num
+from ._record import STATES, best_val, complete, finite, studies, trials, validate_record
+
+__all__ = ["Step", "headline", "progress", "summarize", "summary_lines"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A study's position after one trial.
+
+    Attributes:
+        trial: the trial number.
+        epochs: epochs spent by this trial and every one numbered before it.
+        seconds: wall time of those trials (a null ``seconds`` counts as 0).
+        best: best validation accuracy among them, None until one has completed.
+    """
+
+    trial: int
+    epochs: int
+    seconds: float
+    best: float | None
+
+
+def progress(trial_list: Sequence[Mapping[str, Any]]) -> list[Step]:
+    """Cumulative budget and best-so-far accuracy after each trial, in trial-number order."""
+    out: list[Step] = []
+    epochs, seconds, best = 0, 0.0, None
+    for t in sorted(trial_list, key=lambda t: t["number"]):
+        epochs += t["epochs_trained"]
+        seconds += finite(t["seconds"]) or 0.0
+        if complete(t):
+            v = float(t["val_accuracy"])
+            best = v if best is None else max(best, v)
+        out.append(Step(t["number"], epochs, seconds, best))
+    return out
+
+
+def _best_within(steps: Sequence[Step], budget: int) -> float | None:
+    """Best accuracy reached by the trials whose cumulative epochs fit in ``budget``."""
+    within = [s.best for s in steps if s.epochs <= budget and s.best is not None]
+    return within[-1] if within else None  # best-so-far never decreases
+
+
+def _epochs_to(steps: Sequence[Step], target: float | None) -> int | None:
+    """Epochs spent when the best accuracy first reached ``target`` (None: never)."""
+    if target is None:
+        return None
+    return next((s.epochs for s in steps if s.best is not None and s.best >= target), None)
+
+
+def _counts(trial_list: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    return {state: n for state in STATES if (n := sum(t["state"] == state for t in trial_list))}
+
+
+def summarize(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a run, computed from its trials.
+
+    A ``summary`` stored in the record is checked against them (a warning names a value that
+    differs); the returned numbers are always the ones computed here, so the printed summary
+    and the report cannot disagree.
+
+    Args:
+        record: a run record (format in :mod:`nas_warmstart.report`).
+
+    Returns:
+        A plain-JSON dict; every ``cold_*`` and comparison value is None without a cold study:
+
+        * ``warm_best_val``, ``cold_best_val``: best validation accuracy of the COMPLETE trials
+          (None if none completed).
+        * ``warm_epochs``, ``cold_epochs``: epochs trained by all trials of the study, whatever
+          their state.
+        * ``warm_seconds``, ``cold_seconds``: summed wall time of the study's trials.
+        * ``warm_counts``, ``cold_counts``: trials per state (``{"COMPLETE": 6, "PRUNED": 1}``).
+        * ``equal_budget_epochs``: the smaller of the two epoch budgets.
+        * ``warm_best_val_at_equal_budget``, ``cold_best_val_at_equal_budget``: best accuracy of
+          each study counting only the trials (in number order) that fit in that budget.
+        * ``epochs_to_cold_best``: epochs the warm study had spent when it first matched the
+          cold study's final best (None: it never did).
+        * ``cold_epochs_to_best``: epochs the cold study had spent when it reached its own best.
+        * ``winner_trial``, ``winner_origin``, ``winner_val_accuracy``,
+          ``winner_test_accuracy``, ``winner_params``: the winner (all None without one).
+        * ``conversion_retention``, ``conversion_kept``: the conversion's retention and whether
+          its network replaced the winner (None without a conversion).
+
+    Raises:
+        InvalidArgumentError: ``record`` is not a run record.
+    """
+    validate_record(record)
+    out = headline(record)
+    _check_stored(record.get("summary"), out)
+    return out
+
+
+def headline(record: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`summarize` of a record already validated, without checking its stored summary."""
+    warm = trials(record, "warm")
+    has_cold = "cold" in studies(record)
+    cold = trials(record, "cold")
+    ws, cs = progress(warm), progress(cold)
+    warm_epochs = ws[-1].epochs if ws else 0
+    cold_epochs = (cs[-1].epochs if cs else 0) if has_cold else None
+    warm_best, cold_best = best_val(warm), best_val(cold) if has_cold else None
+    budget = min(warm_epochs, cold_epochs) if cold_epochs is not None else None
+    win, conv = record["winner"], record["conversion"]
+    out: dict[str, Any] = {
+        "warm_best_val": warm_best,
+        "cold_best_val": cold_best,
+        "warm_epochs": warm_epochs,
+        "cold_epochs": cold_epochs,
+        "warm_seconds": ws[-1].seconds if ws else 0.0,
+        "cold_seconds": (cs[-1].seconds if cs else 0.0) if has_cold else None,
+        "warm_counts": _counts(warm),
+        "cold_counts": _counts(cold) if has_cold else None,
+        "equal_budget_epochs": budget,
+        "warm_best_val_at_equal_budget": _best_within(ws, budget) if budget is not None else None,
+        "cold_best_val_at_equal_budget": _best_within(cs, budget) if budget is not None else None,
+        "epochs_to_cold_best": _epochs_to(ws, cold_best),
+        "cold_epochs_to_best": _epochs_to(cs, cold_best),
+        "winner_trial": win["trial"] if win else None,
+        "winner_origin": win["origin"] if win else None,
+        "winner_val_accuracy": finite(win["val_accuracy"]) if win else None,
+        "winner_test_accuracy": finite(win["test_accuracy"]) if win else None,
+        "winner_params": win["params"] if win else None,
+        "conversion_retention": finite(conv["retention"]) if conv else None,
+        "conversion_kept": conv["kept"] if conv else None,
+    }
+    return out
+
+
+def _check_stored(stored: Mapping[str, Any] | None, computed: Mapping[str, Any]) -> None:
+    if not stored:
+        return
+    for key, value in stored.items():
+        if key not in computed:
+            continue
+        mine = computed[key]
+        same = (value is None and mine is None) or (
+            value is not None and mine is not None and math.isclose(float(value), float(mine), rel_tol=1e-9, abs_tol=1e-12))
+        if not same:
+            warnings.warn(
+                f"the run record's summary says {key}={value!r}, its trials give {mine!r}; the report uses "
+                "the trials (drop or recompute the stored summary with nas_warmstart.report.summarize)",
+                NasWarmstartWarning, stacklevel=3)
+
+
+_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+                "WAITING": "waiting"}
+
+
+def _states(counts: Mapping[str, int]) -> str:
+    total = sum(counts.values())
+    parts = ", ".join(f"{n} {_STATE_WORDS[state]}" for state, n in counts.items())
+    return f"{total} trial{'s' if total != 1 else ''}" + (f": {parts}" if parts else "")
+
+
+def summary_lines(record: Mapping[str, Any], *, out_dir: str | Path | None = None,
+                  plots: Sequence[str] | None = None) -> list[str]:
+    """Four to seven short lines for people: warm against cold, the winner, the conversion.
+
+    Args:
+        record: a run record (format in :mod:`nas_warmstart.report`).
+        out_dir: where :func:`write_report` wrote (or will write) the report; adds a line
+            naming its files.
+        plots: the plot files drawn (names under ``out_dir/plots``); by default the ones the
+            record has data for.
+
+    Returns:
+        The lines, without newlines or trailing spaces, all worded from :func:`summarize`.
+    """
+    s = summarize(record)
+    lines = [f"warm study: best val acc {acc(s['warm_best_val'])} in {s['warm_epochs']} epochs "
+             f"({_states(s['warm_counts'])})"]
+    if s["cold_counts"] is None:
+        lines.append("cold study: none (the run had no cold baseline)")
+    else:
+        lines.append(f"cold study: best val acc {acc(s['cold_best_val'])} in {s['cold_epochs']} epochs "
+                     f"({_states(s['cold_counts'])})")
+        wb, cb = s["warm_best_val_at_equal_budget"], s["cold_best_val_at_equal_budget"]
+        gap = f" ({wb - cb:+.4f})" if wb is not None and cb is not None else ""
+        lines.append(f"at equal budget ({s['equal_budget_epochs']} epochs): warm {acc(wb)} vs cold {acc(cb)}{gap}")
+        if s["cold_best_val"] is None:
+            pass
+        elif s["epochs_to_cold_best"] is None:
+            lines.append(f"warm never reached the cold best ({acc(s['cold_best_val'])}) in its "
+                         f"{s['warm_epochs']} epochs")
+        else:
+            e, c = s["epochs_to_cold_best"], s["cold_epochs_to_best"]
+            ratio = f" ({c / e:.1f}x fewer epochs)" if e and c else ""
+            lines.append(f"warm reached the cold best ({acc(s['cold_best_val'])}) after {e} epochs, "
+                         f"cold after {c}{ratio}")
+    if s["winner_trial"] is None:
+        lines.append("winner: none (no trial completed)")
+    else:
+        origin = "trial" if s["winner_origin"] == "trial" else "converted from trial"
+        params = f", {count(s['winner_params'])} params" if s["winner_params"] is not None else ""
+        lines.append(f"winner: {origin} {s['winner_trial']}, val acc {acc(s['winner_val_accuracy'])}, "
+                     f"test acc {acc(s['winner_test_accuracy'])}{params}")
+    conv = record["conversion"]
+    if conv is None:
+        lines.append("conversion: not run")
+    else:
+        kept = "kept as the winner" if conv["kept"] else "not kept (the trial winner stays)"
+        lines.append(f"conversion: retention {num(s['conversion_retention'])} (test acc "
+                     f"{acc(conv['guide_test_accuracy'])} to {acc(conv['converted_test_accuracy'])}), {kept}")
+    if out_dir is not None:
+        # Imported here, not at the top: _plots draws the curves of this module.
+        from ._plots import plot_plan
+
+        d = Path(out_dir)
+        n = len(plots) if plots is not None else sum(reason is None for _, _, reason in plot_plan(record))
+        lines.append(f"report: {d / 'report.md'}, {d / 'report.html'}, {n} plot{'s' if n != 1 else ''} in {d / 'plots'}")
+    return [line.rstrip() for line in lines]

@@ -1,0 +1,415 @@
+"""The run report: headline numbers against a hand-computed oracle, the files, the plots' pixels."""
+
+from __future__ import annotations
+
+import ast
+import html
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas_warmstart import InvalidArgumentError, NasWarmstartWarning
+from nas_warmstart.report import PLOTS, summarize, summary_lines, validate_record, write_report
+
+pytest.importorskip("matplotlib")
+
+ODD_ARCH = "resnet(depth=26, stem=<b>&wide)"  # must come out escaped in the HTML
+
+
+def _trial(number, state, val, *, epochs=5, seconds=10.0, source=None, similarity=None, coverage=None,
+           params=None, latency=None, pareto=False, duplicate_of=None, pool_entry=None, fail_reason=None,
+           arch=None):
+    return {
+        "number": number, "state": state, "values": None if val is None or state != "COMPLETE" else [val, params],
+        "architecture": arch or f"resnet(depth={10 + number}, width={16 * (1 + number % 3)})",
+        "source": source, "similarity": similarity, "coverage": coverage,
+        "val_accuracy": val, "test_accuracy": None if val is None else round(val - 0.01, 4),
+        "params": params, "latency_ms": latency, "epochs_trained": epochs, "seconds": seconds,
+        "pool_entry": pool_entry, "duplicate_of": duplicate_of, "pareto": pareto, "fail_reason": fail_reason,
+    }
+
+
+def make_record() -> dict:
+    """A realistic run: 8 warm trials (a pruned, a failed, a duplicate), 6 cold, a pool of 4, a conversion."""
+    warm = [
+        _trial(0, "COMPLETE", 0.80, seconds=10.0, source="seed_resnet18", similarity=0.91, coverage=0.85,
+               params=120_000, latency=1.2),
+        _trial(1, "COMPLETE", 0.86, seconds=12.0, source="seed_resnet18", similarity=0.88, coverage=0.78,
+               params=250_000, latency=1.9, pool_entry="trial_1"),
+        _trial(2, "PRUNED", 0.40, epochs=2, seconds=4.0, source="trial_1", similarity=0.70, coverage=0.5,
+               params=300_000, latency=2.0),
+        _trial(3, "FAIL", None, epochs=0, seconds=1.0, source="trial_1", similarity=0.66, coverage=None,
+               fail_reason="CUDA out of memory (tried to allocate 2.00 GiB)"),
+        _trial(4, "COMPLETE", 0.91, seconds=14.0, source="trial_1", similarity=0.95, coverage=0.93,
+               params=400_000, latency=2.6, pareto=True, pool_entry="trial_4", arch=ODD_ARCH),
+        _trial(5, "COMPLETE", 0.86, epochs=0, seconds=0.1, params=250_000, latency=1.9, duplicate_of=1),
+        _trial(6, "COMPLETE", 0.89, seconds=9.0, source="trial_4", similarity=0.81, coverage=0.6,
+               params=90_000, latency=0.9, pareto=True),
+        _trial(7, "COMPLETE", 0.93, seconds=20.0, source="trial_4", similarity=0.77, coverage=0.55,
+               params=2_000_000, latency=7.5, pareto=True),
+    ]
+    cold = [
+        _trial(0, "COMPLETE", 0.70, seconds=11.0, params=120_000, latency=1.2),
+        _trial(1, "COMPLETE", 0.78, seconds=12.0, params=250_000, latency=1.8),
+        _trial(2, "PRUNED", None, epochs=2, seconds=5.0, params=300_000, latency=2.1),
+        _trial(3, "COMPLETE", 0.84, seconds=13.0, params=400_000, latency=2.5),
+        _trial(4, "COMPLETE", 0.82, seconds=12.0, params=90_000, latency=1.0),
+        _trial(5, "COMPLETE", 0.87, epochs=10, seconds=25.0, params=2_000_000, latency=7.7),
+    ]
+    names = ["seed_resnet18", "trial_1", "trial_4", "converted_4"]
+    sim = [[1.0, 0.88, 0.80, 0.41], [0.88, 1.0, 0.95, 0.45], [0.80, 0.95, 1.0, 0.52], [0.41, 0.45, 0.52, 1.0]]
+    stages = [{"index": i, "kind": "progressive", "guide": f"layer{i}", "target": f"blocks.{i - 1}",
+               "hybrid_accuracy": h, "target_accuracy": t, "seconds": 30.0 + i}
+              for i, h, t in ((1, 0.90, None), (2, 0.89, None), (3, 0.88, None), (4, 0.87, 0.86))]
+    return {
+        "title": "resnet on digits", "study": "digits-warm", "storage": "sqlite:///runs/digits.db",
+        "space": "resnet", "dataset": "digits", "backend": "optuna",
+        "objectives": ["accuracy", "params"], "directions": ["maximize", "minimize"],
+        "epochs_per_trial": 5, "created": "2025-05-04T10:11:12",
+        "winner_rule": "knee of the Pareto front (largest distance to the line through the two extremes, "
+                       "objectives scaled to [0, 1])",
+        "studies": {"warm": warm, "cold": cold},
+        "pool": {"names": names, "similarity": sim,
+                 "accuracy": {"seed_resnet18": 0.84, "trial_1": 0.86, "trial_4": 0.91, "converted_4": 0.87},
+                 "lineage": [{"name": "seed_resnet18", "parent": None, "kind": "seed"},
+                             {"name": "trial_1", "parent": "seed_resnet18", "kind": "trial"},
+                             {"name": "trial_4", "parent": "trial_1", "kind": "trial"},
+                             {"name": "converted_4", "parent": "trial_4", "kind": "converted"}]},
+        "conversion": {"guide": ODD_ARCH, "target": "mobilenet(width=0.5)", "schedule": "progressive",
+                       "stages": stages, "guide_test_accuracy": 0.90, "converted_test_accuracy": 0.88,
+                       "converted_val_accuracy": 0.87, "winner_val_accuracy": 0.91, "retention": 0.88 / 0.90,
+                       "kept": False, "seconds": 140.0},
+        "winner": {"trial": 4, "origin": "trial", "architecture": ODD_ARCH, "spec": {"builder": "resnet", "depth": 26},
+                   "params": 400_000, "latency_ms": 2.6, "val_accuracy": 0.91, "test_accuracy": 0.90,
+                   "files": {"weights": "winner/model.safetensors", "spec": "winner/spec.json",
+                             "onnx": "winner/model.onnx"},
+                   "onnx_max_abs_diff": 3.1e-6},
+    }
+
+
+# ----------------------------------------------------------------------------- summarize
+
+
+def _oracle(trials, budget=None):
+    """Best COMPLETE val accuracy within ``budget`` cumulative epochs, by plain loops in number order."""
+    spent, best = 0, None
+    for t in sorted(trials, key=lambda t: t["number"]):
+        spent += t["epochs_trained"]
+        if budget is not None and spent > budget:
+            break
+        if t["state"] == "COMPLETE" and t["val_accuracy"] is not None and (best is None or t["val_accuracy"] > best):
+            best = t["val_accuracy"]
+    return best
+
+
+def _oracle_epochs_to(trials, target):
+    spent = 0
+    for t in sorted(trials, key=lambda t: t["number"]):
+        spent += t["epochs_trained"]
+        if t["state"] == "COMPLETE" and t["val_accuracy"] is not None and t["val_accuracy"] >= target:
+            return spent
+    return None
+
+
+def test_summarize_matches_loops_and_hand_values():
+    rec = make_record()
+    warm, cold = rec["studies"]["warm"], rec["studies"]["cold"]
+    s = summarize(rec)
+    warm_epochs = sum(t["epochs_trained"] for t in warm)
+    cold_epochs = sum(t["epochs_trained"] for t in cold)
+    budget = min(warm_epochs, cold_epochs)
+    assert s["warm_epochs"] == warm_epochs and s["cold_epochs"] == cold_epochs
+    assert s["warm_best_val"] == _oracle(warm) and s["cold_best_val"] == _oracle(cold)
+    assert s["equal_budget_epochs"] == budget
+    assert s["warm_best_val_at_equal_budget"] == _oracle(warm, budget)
+    assert s["cold_best_val_at_equal_budget"] == _oracle(cold, budget)
+    assert s["epochs_to_cold_best"] == _oracle_epochs_to(warm, _oracle(cold))
+    assert s["cold_epochs_to_best"] == _oracle_epochs_to(cold, _oracle(cold))
+    assert s["warm_seconds"] == pytest.approx(sum(t["seconds"] for t in warm))
+    # By hand from the fixture: warm spends 5+5+2+0+5+0+5+5 = 27 epochs, cold 5+5+2+5+5+10 = 32; at 27
+    # epochs cold has run trials 0-4 (22 epochs; trial 5 would end at 32), best 0.84. Warm passes the
+    # cold best 0.87 with trial 4 (0.91), after 5+5+2+0+5 = 17 epochs. The pruned warm trial's 0.40 and
+    # the failed one never count.
+    assert (warm_epochs, cold_epochs, budget) == (27, 32, 27)
+    assert (s["warm_best_val"], s["cold_best_val"]) == (0.93, 0.87)
+    assert (s["warm_best_val_at_equal_budget"], s["cold_best_val_at_equal_budget"]) == (0.93, 0.84)
+    assert (s["epochs_to_cold_best"], s["cold_epochs_to_best"]) == (17, 32)
+    assert s["warm_counts"] == {"COMPLETE": 6, "PRUNED": 1, "FAIL": 1}
+    assert (s["winner_trial"], s["winner_test_accuracy"], s["winner_params"]) == (4, 0.90, 400_000)
+    assert s["conversion_retention"] == pytest.approx(0.88 / 0.90) and s["conversion_kept"] is False
+
+
+def test_summarize_budget_cut_inside_a_study():
+    # Make warm the smaller budget at 12 epochs (trials 0-2): warm best 0.86, cold within 12 epochs 0.78.
+    rec = make_record()
+    rec["studies"]["warm"] = rec["studies"]["warm"][:3]
+    s = summarize(rec)
+    assert s["equal_budget_epochs"] == 12
+    assert (s["warm_best_val_at_equal_budget"], s["cold_best_val_at_equal_budget"]) == (0.86, 0.78)
+    assert s["epochs_to_cold_best"] is None  # 0.86 never reaches the cold best 0.87
+    assert any("never reached the cold best" in line for line in summary_lines(rec))
+
+
+def test_summarize_without_cold_and_stored_summary_is_checked():
+    rec = make_record()
+    del rec["studies"]["cold"]
+    s = summarize(rec)
+    assert s["cold_best_val"] is None and s["cold_epochs"] is None and s["equal_budget_epochs"] is None
+    assert s["epochs_to_cold_best"] is None
+    rec["summary"] = {"warm_best_val": 0.93, "cold_best_val": None, "warm_epochs": 27, "cold_epochs": None,
+                      "epochs_to_cold_best": None}
+    summarize(rec)  # agrees: no warning (warnings from the package are errors in the test run)
+    rec["summary"]["warm_epochs"] = 30
+    with pytest.warns(NasWarmstartWarning, match="warm_epochs=30"):
+        assert summarize(rec)["warm_epochs"] == 27
+
+
+def test_summary_lines_are_short_and_clean():
+    rec = make_record()
+    lines = summary_lines(rec)
+    assert 4 <= len(lines) <= 8
+    assert all(line == line.rstrip() and "\n" not in line and len(line) < 130 for line in lines)
+    assert any("equal budget (27 epochs): warm 0.9300 vs cold 0.8400" in line for line in lines)
+    assert any("after 17 epochs" in line for line in lines)
+    with_files = summary_lines(rec, out_dir="out")
+    assert len(with_files) == len(lines) + 1 and "6 plots" in with_files[-1]
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_validate_record_names_the_key():
+    validate_record(make_record())
+    rec = make_record()
+    del rec["winner_rule"]
+    with pytest.raises(InvalidArgumentError, match=re.escape("record['winner_rule'] is missing")):
+        validate_record(rec)
+    rec = make_record()
+    del rec["studies"]["warm"][2]["coverage"]
+    with pytest.raises(InvalidArgumentError, match=re.escape("record['studies']['warm'][2]['coverage']")):
+        validate_record(rec)
+    rec = make_record()
+    rec["studies"]["cold"][1]["epochs_trained"] = "5"
+    with pytest.raises(InvalidArgumentError, match=r"\['epochs_trained'\] must be an integer, got str"):
+        summarize(rec)
+    rec = make_record()
+    rec["studies"]["warm"][0]["state"] = "DONE"
+    with pytest.raises(InvalidArgumentError, match="must be one of 'COMPLETE'"):
+        write_report(rec, "/nonexistent/never/written")
+    rec = make_record()
+    rec["pool"]["similarity"] = [[1.0]]
+    with pytest.raises(InvalidArgumentError, match="must be 4x4"):
+        validate_record(rec)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    import matplotlib.pyplot as plt
+
+    out = tmp_path_factory.mktemp("report")
+    rec = make_record()
+    figures = plt.get_fignums()
+    files = write_report(rec, out)
+    assert plt.get_fignums() == figures  # no figure left in pyplot's manager (an interactive session's)
+    assert rec == make_record()  # the record is read, never changed
+    return rec, out, files
+
+
+def test_every_file_is_written(report):
+    _, out, files = report
+    assert set(files) == {"markdown", "html", *PLOTS}
+    for path in files.values():
+        assert path.is_file() and path.stat().st_size > 0
+    assert files["markdown"] == out / "report.md" and files["html"] == out / "report.html"
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(f"{n}.png" for n in PLOTS)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_html_is_self_contained_and_escaped(report):
+    rec, _, files = report
+    page = files["html"].read_text()
+    assert page.count("data:image/png;base64,") == len(PLOTS)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<link" not in page and "<script" not in page
+    assert "<table" in page and "<th>source (similarity)</th>" in page
+    for study in ("warm", "cold"):
+        for t in rec["studies"][study]:
+            assert f"<td class=\"num\">{t['number']}</td>" in page
+    assert "seed_resnet18 (0.910)" in page and "duplicate of trial 1" in page
+    assert html.escape(ODD_ARCH) in page and ODD_ARCH not in page
+    for line in summary_lines(rec):
+        assert html.escape(line) in page
+    assert "optuna-dashboard sqlite:///runs/digits.db" in page
+
+
+def test_markdown_references_plots_rows_and_summary(report):
+    rec, _, files = report
+    md = files["markdown"].read_text()
+    for name in PLOTS:
+        assert f"(plots/{name}.png)" in md
+    for line in summary_lines(rec):
+        assert line in md
+    assert "| source (similarity) |" in md
+    for t in rec["studies"]["warm"]:
+        row = next(r for r in md.splitlines() if re.match(rf"\| (\*\*)?{t['number']}(\*\*)? \| {t['state']} \|", r))
+        if t["source"] and t["duplicate_of"] is None:
+            assert f"{t['source']} ({t['similarity']:.3f})" in row
+    assert "| **4** | COMPLETE | trial_1 (0.950) | 93.0 | 0.9100 | 0.9000 | 400.00k | 2.600 | 5 | 14.0 |" in md
+    assert "`resnet(depth=26, stem=<b>&wide)`" in md  # in a code span: shown verbatim, not as HTML
+    assert "trial 3 failed: CUDA out of memory" in md
+    assert "| 4 | progressive | `layer4` | `blocks.3` | 0.8700 | 0.8600 | 34.0 |" in md
+    assert "winner/model.onnx" in md and "3.10e-06" in md
+    assert "`optuna-dashboard sqlite:///runs/digits.db`" in md
+    assert md == md.replace(" \n", "\n")
+
+
+def _check_png(png: Path | bytes) -> None:
+    from matplotlib.image import imread
+
+    img = imread(io.BytesIO(png) if isinstance(png, bytes) else png, format="png")
+    name = "plot" if isinstance(png, bytes) else png.name
+    h, w = img.shape[:2]
+    assert w > 300 and h > 200, (name, w, h)
+    rgb = np.round(img[..., :3] * 255).astype(np.uint32).reshape(-1, 3)
+    packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]  # one integer per colour
+    colours, counts = np.unique(packed, return_counts=True)
+    ink = (packed != colours[counts.argmax()]).mean()  # the most common colour is the background
+    assert ink > 0.01, (name, ink)
+    assert len(colours) > 20, (name, len(colours))
+
+
+def test_plots_are_real_pictures(report):
+    _, _, files = report
+    for name in PLOTS:
+        _check_png(files[name])
+
+
+# ----------------------------------------------------------------------------- what is missing
+
+
+def _variant(tmp_path, change):
+    rec = make_record()
+    change(rec)
+    files = write_report(rec, tmp_path)
+    md, page = files["markdown"].read_text(), files["html"].read_text()
+    for name in set(PLOTS) & set(files):
+        _check_png(files[name])
+    assert page.count("data:image/png;base64,") == len(set(PLOTS) & set(files))
+    assert len(list((tmp_path / "plots").glob("*.png"))) == len(set(PLOTS) & set(files))
+    return rec, files, md
+
+
+def test_without_conversion_over_a_full_report(tmp_path):
+    write_report(make_record(), tmp_path)
+    _, files, md = _variant(tmp_path, lambda r: r.update(conversion=None))
+    assert "conversion" not in files and "No conversion was run" in md
+    assert "conversion: not run" in md
+    assert not (tmp_path / "plots" / "conversion.png").exists()  # the earlier one is not left behind
+
+
+def test_without_cold_study_and_odd_text(tmp_path):
+    def change(r):
+        r["studies"].pop("cold")
+        r["title"] = "cost $5 <b>& digits"  # $ would start matplotlib's math mode
+        r["pool"]["names"][0] = r["pool"]["lineage"][0]["name"] = "seed_$a$"
+        r["pool"]["lineage"][1]["parent"] = "seed_$a$"
+
+    _, files, md = _variant(tmp_path, change)
+    assert "best_vs_epochs" in files and "No cold baseline" in md
+    assert "# cost \\$5 \\<b\\>& digits" in md  # $ starts math on GitHub, < a tag
+    assert "<title>cost $5 &lt;b&gt;&amp; digits</title>" in files["html"].read_text()
+    assert "cold study: none" in md and "equal budget" not in md
+
+
+def test_pool_of_one(tmp_path):
+    def one(r):
+        r["pool"] = {"names": ["seed_resnet18"], "similarity": [], "accuracy": {"seed_resnet18": 0.84},
+                     "lineage": [{"name": "seed_resnet18", "parent": None, "kind": "seed"}]}
+
+    _, files, md = _variant(tmp_path, one)
+    assert "similarity" not in files and "lineage" not in files
+    assert "Not drawn: the pool has 1 network; similarity needs two or more." in md
+    assert "Not drawn: the pool's lineage has no parent-child link" in md
+
+
+def test_nothing_completed_and_no_winner(tmp_path):
+    def broken(r):
+        for t in r["studies"]["warm"] + r["studies"]["cold"]:
+            t.update(state="FAIL", val_accuracy=None, test_accuracy=None, values=None, fail_reason="diverged")
+        r.update(winner=None, conversion=None)
+
+    _, files, md = _variant(tmp_path, broken)
+    assert not {"best_vs_epochs", "best_vs_time", "pareto"} & set(files)
+    assert "no trial completed" in md and "No winner" in md
+
+
+def test_single_objective_and_latency_axes():
+    from nas_warmstart.report._plots import render
+
+    rec = make_record()
+    rec["objectives"], rec["directions"] = ["accuracy"], ["maximize"]
+    _check_png(render(rec, "pareto"))
+    rec = make_record()
+    rec["objectives"][1] = "latency"
+    _check_png(render(rec, "pareto"))
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path):
+    from nas_warmstart.report._write import _write_atomic
+
+    target = tmp_path / "report.md"
+    _write_atomic(target, b"old report")
+    with pytest.raises(TypeError):
+        _write_atomic(target, "not bytes")  # fails inside the write, as an interruption would
+    assert target.read_bytes() == b"old report" and [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+# ----------------------------------------------------------------------------- layering
+
+
+_FORBIDDEN = ("optuna", "ray", "torch", "nas_warmstart.integrations", "nas_warmstart.cli",
+              "nas_warmstart.search", "nas_warmstart.convert")
+
+
+def test_report_imports_no_framework_and_no_driving_stage():
+    import nas_warmstart.report as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                mods = [("nas_warmstart." + base) if node.level == 2 else base]
+                mods = [m.rstrip(".") for m in mods] + [f"{mods[0]}.{a.name}" for a in node.names]
+            else:
+                continue
+            for m in mods:
+                assert not any(m == f or m.startswith(f + ".") for f in _FORBIDDEN), (path.name, m)
+    # Importing the package costs no matplotlib; without it, write_report names the extra and writes nothing.
+    code = (
+        "import sys, tempfile, pathlib, nas_warmstart, nas_warmstart.report as r\n"
+        "print('matplotlib' in sys.modules)\n"
+        "from tests.test_report import make_record\n"
+        "for m in [m for m in sys.modules if m.split('.')[0] == 'matplotlib'] + ['matplotlib']:\n"
+        "    sys.modules[m] = None  # what a missing install looks like to import\n"
+        "out = pathlib.Path(tempfile.mkdtemp())\n"
+        "try:\n"
+        "    r.write_report(make_record(), out / 'report')\n"
+        "except nas_warmstart.OptionalDependencyError as e:\n"
+        "    print(e)\n"
+        "print(list(out.iterdir()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "False" and 'pip install "nas-warmstart[viz]"' in lines[1] and lines[2] == "[]", out.stdout
