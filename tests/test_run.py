@@ -216,3 +216,43 @@ def test_ctrl_c_mid_study_and_mid_conversion_then_rerun(tmp_path):
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["winner"]["trial"] in {t.number for t in finished}
     assert (tmp_path / "out" / "model.onnx").is_file() and (tmp_path / "out" / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["nope"], "search space"),
+        (["resnet", "--objectives", "accuracy,speed"], "speed"),
+        (["resnet", "--trials", "0"], "--trials must be >= 1"),
+        (["resnet", "--storage", "not a url"], "is not a database URL"),
+        (["resnet", "--guide", "best"], "needs --convert"),
+        (["resnet", "--convert", "--guide", "timm:resnet18"], "--guide takes best or pool:<entry>"),
+        (["resnet", "--seed-pool", 'timm:resnet18:{"num_classes":5}'], "num_classes=5"),
+        (["resnet", "--seed-pool", 'space:resnet:{"block":"basic"}'], "--seed-pool"),
+        (["resnet", "--seed-pool", SEED + "@missing.safetensors"], "is not a file"),
+        (["resnet", "--seed-pool", "pool:x"], "in the pool already"),
+        (["resnet", "--dataset", "imagefolder:/no/such/folder"], "/no/such/folder"),
+        (["resnet", "--out", "OUTFILE"], "is a file"),
+    ],
+)
+def test_bad_run_input_is_one_line_and_writes_nothing(tmp_path, extra, needle):
+    (tmp_path / "OUTFILE").write_text("x")
+    space, *rest = extra
+    args = ["run", space, "--pool", str(tmp_path / "pool"), "--out", str(tmp_path / "out"),
+            *[str(tmp_path / a) if a == "OUTFILE" else a for a in rest]]
+    proc = run(args, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["OUTFILE"]  # no pool, no out, no database
+
+
+def test_bad_report_input(tmp_path):
+    proc = run(["report", "--storage", f"sqlite:///{tmp_path / 'none.db'}", "--study", "x", "--out", str(tmp_path / "r")],
+               check=False)
+    assert proc.returncode == 2 and "no such database file" in proc.stderr
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(storage=storage, study_name="resnet-digits")
+    proc = run(["report", "--storage", storage, "--study", "resnet-digit", "--out", str(tmp_path / "r")], check=False)
+    assert proc.returncode == 2 and "did you mean 'resnet-digits'" in proc.stderr
+    assert not (tmp_path / "r").exists()

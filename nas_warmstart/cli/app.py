@@ -304,7 +304,7 @@ def _parser() -> _Parser:
                                      "convert, export, report (a few minutes on 2 CPU cores)")
     d.add_argument("--out", dest="out_dir", default="nas-warmstart-demo", metavar="DIR",
                    help="where the pool, the study, the winner's files and the report go (default: ./nas-warmstart-demo)")
-    d.add_argument("--trials", type=int, default=12, help="trials of each study (default: 12)")
+    d.add_argument("--trials", type=int, default=20, help="trials of each study (default: 20)")
     d.add_argument("--dry-run", action="store_true", help="print the equivalent `nas-warmstart run` command and stop")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=_cmd_demo)

@@ -95,6 +95,12 @@ def _seed_refs(args: argparse.Namespace, data: DataSplits) -> list[tuple[str, Ar
                 f"--seed-pool {text!r} sets num_classes={spec.num_classes}, in_chans={spec.in_chans}; the "
                 f"{data.name} data set has {data.num_classes} classes of {data.in_chans}-channel images "
                 "(leave them out of the JSON: they come from --dataset)")
+        try:  # a config the space cannot build fails now, not after the pool is created
+            spec.build(device="meta")
+        except NasWarmstartError as e:
+            raise InvalidArgumentError(f"--seed-pool {text!r}: {_one_line(e)}") from None
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            raise InvalidArgumentError(f"--seed-pool {text!r} cannot be built: {type(e).__name__}: {_one_line(e)}") from None
         if ckpt is not None and not ckpt.is_file():
             raise InvalidArgumentError(f"--seed-pool {text!r}: the checkpoint {str(ckpt)!r} is not a file")
         base = f"{SEED_PREFIX}{spec.name}"
@@ -343,7 +349,10 @@ def pool_record(zoo: ModelZoo | None, dataset: str | None, *, seeds: Sequence[st
 
     if zoo is None:
         return {"names": [], "similarity": [], "accuracy": {}, "lineage": []}
-    entries = [e for e in zoo if dataset is None or e.dataset == dataset]
+    def natural(name: str) -> list[Any]:  # t2 before t10
+        return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+    entries = sorted((e for e in zoo if dataset is None or e.dataset == dataset), key=lambda e: natural(e.name))
     names = [e.name for e in entries]
     m: list[list[float]] = []
     if len(names) >= 2:
@@ -575,9 +584,8 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
             "--backend ray`, or use --backend optuna (the default) for the whole pipeline")
     out = Path(args.out_dir)
     storage = args.storage or f"sqlite:///{out / 'study.db'}"
-    if args.storage is None:
-        out.mkdir(exist_ok=True)
-    _check_storage(storage)
+    if args.storage is not None:
+        _check_storage(storage)
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     if args.device is not None:
         resolve_device(args.device)
@@ -590,6 +598,7 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         try_import("onnxruntime", extra="onnx", purpose="the ONNX export (or pass --no-onnx)")
     try_import("matplotlib", extra="viz", purpose="the report's plots")
     name = args.study_name or f"{args.space}-{data.name}".replace(":", "_")
+    out.mkdir(exist_ok=True)  # everything is checked: from here on the run writes
     study = _open(storage, name, warm_obj.directions, args.seed, objectives)
     facts: dict[str, Any] = dict(study.user_attrs.get(RUN_ATTR) or {})
     same = {"space": args.space, "dataset": data.name, "epochs": args.epochs, "objectives": list(objectives)}
@@ -598,7 +607,6 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidArgumentError(
             f"study {name!r} in {storage} was run with other settings ({', '.join(f'{k} {facts[k]!r}' for k in differ)}); "
             "continue it with those, or give another --study-name or --out")
-    out.mkdir(exist_ok=True)
     zoo = ModelZoo(args.pool)
     facts.update(same, backend="optuna", pool=str(Path(args.pool).absolute()), out=str(out.absolute()),
                  cold_study=name + COLD_SUFFIX if args.baseline_cold else facts.get("cold_study"))

@@ -341,13 +341,20 @@ def _conversion(record: Mapping[str, Any]) -> Figure:
     if target:
         ax.plot([p[0] for p in target], [p[1] for p in target], "s", color="tab:purple", markersize=8,
                 linestyle="-" if len(target) > 1 else "none", label="target alone")
+    final = finite(conv["converted_val_accuracy"])
+    if final is not None and xs:  # where fine-tuning took the whole target
+        ax.plot([xs[-1] + 0.6], [final], "D", color="tab:orange", markersize=8,
+                label=f"after fine-tuning {acc(final)}")
     for value, style, text in ((conv["guide_test_accuracy"], "--", "guide (test)"),
                                (conv["winner_val_accuracy"], ":", "winner (val)")):
         v = finite(value)
         if v is not None:
             ax.axhline(v, color="tab:green" if style == "--" else "tab:red", linestyle=style, linewidth=1.4,
                        label=f"{text} {acc(v)}")
-    ax.set_xticks(xs, labels=[f"{s['index']}\n{_plain(s['kind'])}" for s in stages], fontsize=8)
+    ticks = [f"{s['index']}\n{_plain(s['kind'])}" for s in stages]
+    if final is not None and xs:
+        xs, ticks = [*xs, xs[-1] + 0.6], [*ticks, "fine-\ntuned"]
+    ax.set_xticks(xs, labels=ticks, fontsize=8)
     ax.set_xlabel("conversion stage")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{_plain(record['title'])}: conversion ({_plain(conv['schedule'])} schedule)", fontsize=11)

@@ -33,7 +33,7 @@ def build(record: Mapping[str, Any], pngs: Mapping[str, bytes],
         return [Heading(title, 3), Para([f"Not drawn: {skipped.get(name, 'no data')}."], note=True)]
 
     out: list[Block] = [Heading(record["title"], 1), _run(record),
-                        Para([Text("Winner rule: ", strong=True), record["winner_rule"]])]
+                        Para([Text("Winner rule:", strong=True), " " + record["winner_rule"]])]
     out += [Heading("Summary"), Items([[line] for line in summary_lines(record)])]
     out += plot("best_vs_epochs") + plot("best_vs_time")
     out += _winner(record)

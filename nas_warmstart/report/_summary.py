@@ -187,16 +187,16 @@ def summary_lines(record: Mapping[str, Any], *, out_dir: str | Path | None = Non
         The lines, without newlines or trailing spaces, all worded from :func:`summarize`.
     """
     s = summarize(record)
-    lines = [f"warm study: best val acc {acc(s['warm_best_val'])} in {s['warm_epochs']} epochs "
+    lines = [f"warm study: best val acc {acc(s['warm_best_val'])} in {_epochs(s['warm_epochs'])} "
              f"({_states(s['warm_counts'])})"]
     if s["cold_counts"] is None:
         lines.append("cold study: none (the run had no cold baseline)")
     else:
-        lines.append(f"cold study: best val acc {acc(s['cold_best_val'])} in {s['cold_epochs']} epochs "
+        lines.append(f"cold study: best val acc {acc(s['cold_best_val'])} in {_epochs(s['cold_epochs'])} "
                      f"({_states(s['cold_counts'])})")
         wb, cb = s["warm_best_val_at_equal_budget"], s["cold_best_val_at_equal_budget"]
         gap = f" ({wb - cb:+.4f})" if wb is not None and cb is not None else ""
-        lines.append(f"at equal budget ({s['equal_budget_epochs']} epochs): warm {acc(wb)} vs cold {acc(cb)}{gap}")
+        lines.append(f"at equal budget ({_epochs(s['equal_budget_epochs'])}): warm {acc(wb)} vs cold {acc(cb)}{gap}")
         if s["cold_best_val"] is None:
             pass
         elif s["epochs_to_cold_best"] is None:
@@ -205,7 +205,7 @@ def summary_lines(record: Mapping[str, Any], *, out_dir: str | Path | None = Non
         else:
             e, c = s["epochs_to_cold_best"], s["cold_epochs_to_best"]
             ratio = f" ({c / e:.1f}x fewer epochs)" if e and c else ""
-            lines.append(f"warm reached the cold best ({acc(s['cold_best_val'])}) after {e} epochs, "
+            lines.append(f"warm reached the cold best ({acc(s['cold_best_val'])}) after {_epochs(e)}, "
                          f"cold after {c}{ratio}")
     if s["winner_trial"] is None:
         lines.append("winner: none (no trial completed)")
@@ -229,3 +229,7 @@ def summary_lines(record: Mapping[str, Any], *, out_dir: str | Path | None = Non
         n = len(plots) if plots is not None else sum(reason is None for _, _, reason in plot_plan(record))
         lines.append(f"report: {d / 'report.md'}, {d / 'report.html'}, {n} plot{'s' if n != 1 else ''} in {d / 'plots'}")
     return [line.rstrip() for line in lines]
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
