@@ -256,3 +256,36 @@ def test_bad_report_input(tmp_path):
     proc = run(["report", "--storage", storage, "--study", "resnet-digit", "--out", str(tmp_path / "r")], check=False)
     assert proc.returncode == 2 and "did you mean 'resnet-digits'" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+MLP_SEED = 'space:mlp:{"act":"gelu","norm":false,"num_layers":2,"resolution":8,"width_0":128,"width_1":64}'
+
+
+@pytest.mark.ray
+def test_ray_backend_runs_and_resumes(tmp_path):
+    """The same pipeline with its searches as Tune experiments under --out, run twice."""
+    import onnxruntime as ort
+
+    args = ["run", "mlp", "--backend", "ray", "--trials", "3", "--epochs", "1", "--baseline-cold",
+            "--seed-pool", MLP_SEED, "--seed-epochs", "1", "--pool", str(tmp_path / "pool"), "--out", str(tmp_path / "out")]
+    first = run(args)
+    assert "experiment 'mlp-digits'" in first.stdout and "(continuing it)" not in first.stdout
+    names = ModelZoo(tmp_path / "pool").names()
+    again = run(args)
+    assert again.stdout.count("(continuing it)") == 2 and "in the pool already" in again.stdout
+    assert ModelZoo(tmp_path / "pool").names() == names  # nothing trained or registered twice
+    assert sum(n.startswith("mlp-digits-") for n in names) == 3 and "seed-mlp" in names
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["backend"] == "ray"
+    assert [t["number"] for t in record["studies"]["warm"]] == [0, 1, 2]
+    assert len(record["studies"]["cold"]) == 3
+    assert {t["pool_entry"] for t in record["studies"]["warm"] if t["state"] == "COMPLETE"} <= set(names)
+    model = load_exported(tmp_path / "out")
+    data = load_dataset("digits")
+    assert evaluate(model, data)["accuracy"] == record["winner"]["test_accuracy"]
+    x = torch.stack([data.test[i][0] for i in range(8)])
+    sess = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        assert np.abs(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0] - model(x).numpy()).max() <= 1e-4
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Cold baseline" in html and html.count("data:image/png;base64,") >= 4

@@ -265,7 +265,8 @@ def _parser() -> _Parser:
     ru.add_argument("--objectives", default="accuracy",
                     help="comma-separated: accuracy[,params][,flops][,latency] (default: accuracy); with two or "
                          "more the winner is the knee of the Pareto front")
-    ru.add_argument("--backend", choices=("optuna", "ray"), default="optuna", help="optuna (default)")
+    ru.add_argument("--backend", choices=("optuna", "ray"), default="optuna",
+                    help="optuna (default: trials in this process) or ray (Tune experiments kept under OUT/ray)")
     ru.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
     ru.add_argument("--study-name", help="default: <space>-<dataset>; the cold baseline is <name>-cold")
     ru.add_argument("--pool", default="nas-warmstart-pool", help="pool directory (default: ./nas-warmstart-pool)")

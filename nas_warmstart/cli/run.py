@@ -4,7 +4,8 @@ Stages, in order (each one skipped when a previous run of the same command finis
 
 1. **seed** the pool: every ``--seed-pool`` reference is trained briefly (or its checkpoint
    imported) and added as ``seed-<name>``;
-2. **search**: the warm-started Optuna study, run until it holds ``--trials`` finished trials;
+2. **search**: the warm-started Optuna study, run until it holds ``--trials`` finished trials
+   (``--backend ray``: a Ray Tune experiment, see ``run_ray``);
 3. **baseline** (``--baseline-cold``): the same study from random init, ``<study>-cold``;
 4. **winner**: the best trial, or the knee of the Pareto front for several objectives;
 5. **convert** (``--convert``): the winner's architecture converted from the strongest other
@@ -28,6 +29,7 @@ import re
 import shlex
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,8 @@ COLD_SUFFIX = "-cold"
 SEED_PREFIX = "seed-"
 CONVERT_DIR = "convert-checkpoint"
 RUN_FILE = "run.json"
+#: a Ray run's facts (an Optuna run keeps them in its study).
+STATE_FILE = "state.json"
 
 
 # ------------------------------------------------------------------------------ arguments
@@ -376,7 +380,19 @@ def pool_record(zoo: ModelZoo | None, dataset: str | None, *, seeds: Sequence[st
 # ------------------------------------------------------------------------------ winner, conversion, export
 
 
-def _winner(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, str]:
+@dataclass
+class Winner:
+    """The trial a search hands over, whatever ran it."""
+
+    number: int
+    spec: ArchSpec
+    entry: str | None  # its pool entry
+    test_accuracy: float | None
+
+
+def _winner(study: optuna.Study) -> tuple[Winner, str]:
+    from ..integrations.optuna import ENTRY_ATTR
+    from ..pool.spec import ArchSpec
     from ..search.winner import choose_winner
 
     trials = study.get_trials(deepcopy=False)
@@ -386,7 +402,8 @@ def _winner(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, str]:
             f"study {study.study_name!r} has no completed trial to hand over (every trial failed or was "
             "pruned); look at the reasons above, then run the same command with more --trials")
     number, rule = choose_winner(points, [d.name.lower() for d in study.directions])
-    return trials[number], rule
+    a = trials[number].user_attrs
+    return Winner(number, ArchSpec.from_dict(a["spec"]), a.get(ENTRY_ATTR), a.get("test_accuracy")), rule
 
 
 def _strongest_guide(zoo: ModelZoo, dataset: str, exclude: str, spec: ArchSpec) -> str | None:
@@ -403,13 +420,12 @@ def _strongest_guide(zoo: ModelZoo, dataset: str, exclude: str, spec: ArchSpec) 
     return best
 
 
-def _convert_stage(args: argparse.Namespace, study: optuna.Study, zoo: ModelZoo, data: DataSplits,
-                   winner: optuna.trial.FrozenTrial, spec: ArchSpec, facts: dict[str, Any]) -> dict[str, Any] | None:
+def _convert_stage(args: argparse.Namespace, study_name: str, zoo: ModelZoo, data: DataSplits,
+                   winner: Winner, spec: ArchSpec, facts: dict[str, Any]) -> dict[str, Any] | None:
     """Convert the winner's architecture from the strongest pool entry (resumable)."""
     import torch
 
     from ..convert import convert
-    from ..integrations.optuna import ENTRY_ATTR
     from ..pool.base import check_name
     from ..training.fit import evaluate
 
@@ -418,7 +434,8 @@ def _convert_stage(args: argparse.Namespace, study: optuna.Study, zoo: ModelZoo,
         if not args.json:
             print(f"\nconvert: done in an earlier run ({'skipped: ' + old['skipped'] if old.get('skipped') else old['entry']})")
         return dict(old)
-    winner_entry: str = winner.user_attrs[ENTRY_ATTR]
+    assert winner.entry is not None  # checked by the caller
+    winner_entry = winner.entry
     guide_name: str | None
     if args.guide not in (None, "best"):
         guide_name = _Refs.split(args.guide)[1]
@@ -456,7 +473,7 @@ def _convert_stage(args: argparse.Namespace, study: optuna.Study, zoo: ModelZoo,
             metrics={k: v for k, v in {"accuracy": conv_val, "test_accuracy": result.accuracy,
                                        "guide_accuracy": result.guide_accuracy, "params": result.params["target"],
                                        "epochs": len(result.history)}.items() if math.isfinite(v)},
-            provenance={**result.settings, "converted_for": f"{study.study_name} trial {winner.number}"})
+            provenance={**result.settings, "converted_for": f"{study_name} trial {winner.number}"})
     record = {
         "winner_trial": winner.number, "entry": name, "guide": guide_name, "target": _describe(spec),
         "schedule": result.settings.get("schedule"),
@@ -507,32 +524,41 @@ def _export_stage(args: argparse.Namespace, model: nn.Module, spec: ArchSpec, da
 def build_record(study: optuna.Study, storage: str, *, cold: optuna.Study | None, zoo: ModelZoo | None,
                  facts: dict[str, Any]) -> dict[str, Any]:
     """The report's run record from the study (and its cold twin), the pool and the run's facts."""
+    directions = [d.name.lower() for d in study.directions]
+    objectives = list(facts.get("objectives") or study.metric_names or
+                      ["accuracy", *[f"objective {i + 1}" for i in range(1, len(directions))]])
+    return make_record(study.study_name, storage, trial_records(study),
+                       trial_records(cold) if cold is not None else None, zoo=zoo, facts=facts,
+                       objectives=objectives, directions=directions)
+
+
+def make_record(name: str, storage: str, trials: list[dict[str, Any]], cold_trials: list[dict[str, Any]] | None, *,
+                zoo: ModelZoo | None, facts: dict[str, Any], objectives: Sequence[str],
+                directions: Sequence[str]) -> dict[str, Any]:
+    """The report's run record from trial records (either back end), the pool and the run's facts."""
     from datetime import datetime
 
     from ..search.winner import choose_winner
 
-    directions = [d.name.lower() for d in study.directions]
-    objectives = list(facts.get("objectives") or study.metric_names or
-                      ["accuracy", *[f"objective {i + 1}" for i in range(1, len(directions))]])
-    trials = trial_records(study)
     winner = facts.get("winner")
     rule = facts.get("winner_rule")
     if rule is None:
-        points = _points(study.get_trials(deepcopy=False))
+        points = [(t["number"], t["values"]) for t in trials if t["state"] == "COMPLETE" and t["values"]
+                  and t["duplicate_of"] is None and all(math.isfinite(v) for v in t["values"])]
         rule = choose_winner(points, directions)[1] if points else "no completed trial"
     conv = facts.get("conversion")
     conversion = conv if conv and not conv.get("skipped") else None
     dataset = facts.get("dataset")
     seeds = [s["name"] for s in facts.get("seeds", [])]
     return {
-        "title": f"{facts.get('space', study.study_name)} on {dataset or 'its data set'}",
-        "study": study.study_name, "storage": storage, "space": facts.get("space", "?"),
+        "title": f"{facts.get('space', name)} on {dataset or 'its data set'}",
+        "study": name, "storage": storage, "space": facts.get("space", "?"),
         "dataset": dataset or "?", "backend": facts.get("backend", "optuna"),
-        "objectives": objectives, "directions": directions,
+        "objectives": list(objectives), "directions": list(directions),
         "epochs_per_trial": facts.get("epochs", 0),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "winner_rule": rule,
-        "studies": {"warm": trials, **({"cold": trial_records(cold)} if cold is not None else {})},
+        "studies": {"warm": trials, **({"cold": cold_trials} if cold_trials is not None else {})},
         "pool": pool_record(zoo, dataset, seeds=seeds, converted=[conversion["entry"]] if conversion else []),
         "conversion": conversion,
         "conversion_skipped": conv.get("skipped") if conv else None,
@@ -541,23 +567,13 @@ def build_record(study: optuna.Study, storage: str, *, cold: optuna.Study | None
     }
 
 
-def _save_facts(study: optuna.Study, facts: dict[str, Any]) -> None:
-    study.set_user_attr(RUN_ATTR, json.loads(json.dumps(facts, default=str)))
-
-
 def _write_record(record: dict[str, Any], out: Path) -> dict[str, Path]:
     """report.md, report.html, the plots and run.json (each written atomically)."""
-    import os
-    import tempfile
 
     from ..report import write_report
 
     files = write_report(record, out)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".run-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=1, default=str)
-        f.write("\n")
-    os.replace(tmp, out / RUN_FILE)
+    _atomic_json(out / RUN_FILE, record)
     return {**files, "run": out / RUN_FILE}
 
 
@@ -569,8 +585,7 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
     from .._device import resolve_device
     from .._plugins import try_import
-    from ..integrations.optuna import ENTRY_ATTR, make_objective
-    from ..pool.spec import ArchSpec
+    from ..integrations.optuna import make_objective
     from ..pool.zoo import ModelZoo
     from ..report import summary_lines
     from .search import _check_storage
@@ -578,12 +593,15 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     _check_args(args)
     if not args.verbose:  # the rows say what happened; Optuna's own lines repeat them
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-    if args.backend == "ray":
-        raise InvalidArgumentError(
-            "run --backend ray is not available yet; run the search with `nas-warmstart search SPACE "
-            "--backend ray`, or use --backend optuna (the default) for the whole pipeline")
+    ray = args.backend == "ray"
+    if ray:
+        try_import("ray.tune", extra="ray", purpose="--backend ray")
+        if args.storage is not None:
+            raise InvalidArgumentError(
+                "--storage is for --backend optuna; with --backend ray the run keeps its Tune experiments "
+                "under --out (OUT/ray) and its facts in OUT/state.json")
     out = Path(args.out_dir)
-    storage = args.storage or f"sqlite:///{out / 'study.db'}"
+    storage = "" if ray else args.storage or f"sqlite:///{out / 'study.db'}"
     if args.storage is not None:
         _check_storage(storage)
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
@@ -591,25 +609,29 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         resolve_device(args.device)
     kwargs = dict(epochs=args.epochs, objectives=objectives, pruning=not args.no_pruning,
                   guidance=True if args.guidance else None, seed=args.seed, data_root=args.root, device=args.device)
-    warm_obj = make_objective(args.space, args.dataset, None, **kwargs)
+    warm_obj = make_objective(args.space, args.dataset, None, **kwargs)  # checks space, objectives, data
     data = warm_obj.data  # loaded (and checked) once, shared by both studies
     seeds = _seed_refs(args, data)
     if not args.no_onnx:
         try_import("onnxruntime", extra="onnx", purpose="the ONNX export (or pass --no-onnx)")
     try_import("matplotlib", extra="viz", purpose="the report's plots")
-    name = args.study_name or f"{args.space}-{data.name}".replace(":", "_")
+    name = args.study_name or f"{args.space}-{data.name}".replace(":", "_").replace("/", "_")
     out.mkdir(exist_ok=True)  # everything is checked: from here on the run writes
-    study = _open(storage, name, warm_obj.directions, args.seed, objectives)
-    facts: dict[str, Any] = dict(study.user_attrs.get(RUN_ATTR) or {})
-    same = {"space": args.space, "dataset": data.name, "epochs": args.epochs, "objectives": list(objectives)}
+    study = None if ray else _open(storage, name, warm_obj.directions, args.seed, objectives)
+    store = _Facts(study, out / STATE_FILE)
+    facts = store.load()
+    same = {"space": args.space, "dataset": data.name, "epochs": args.epochs, "objectives": list(objectives),
+            "backend": args.backend}
     differ = [k for k, v in same.items() if k in facts and facts[k] != v]
     if differ:
+        where = f"study {name!r} in {storage}" if study is not None else f"the run in {str(out)!r}"
         raise InvalidArgumentError(
-            f"study {name!r} in {storage} was run with other settings ({', '.join(f'{k} {facts[k]!r}' for k in differ)}); "
+            f"{where} was run with other settings ({', '.join(f'{k} {facts[k]!r}' for k in differ)}); "
             "continue it with those, or give another --study-name or --out")
     zoo = ModelZoo(args.pool)
-    facts.update(same, backend="optuna", pool=str(Path(args.pool).absolute()), out=str(out.absolute()),
+    facts.update(same, pool=str(Path(args.pool).absolute()), out=str(out.absolute()),
                  cold_study=name + COLD_SUFFIX if args.baseline_cold else facts.get("cold_study"))
+    store.save(facts)
     args.interrupt_hint = f"everything finished is kept; continue with: nas-warmstart {shlex.join(args.argv)}"
     t0 = time.perf_counter()
     quiet = bool(args.json)
@@ -620,52 +642,105 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"pool {args.pool}: {len(zoo)} entries; seeding {len(seeds)} network(s)", flush=True)
         facts["seeds"] = _seed_pool(zoo, seeds, data, epochs=args.seed_epochs, seed=args.seed,
                                     device=args.device, quiet=quiet)
-        _save_facts(study, facts)
-    # 2. the warm-started search
-    warm_obj.pool = zoo
-    _run_study(study, warm_obj, args.trials, zoo, quiet=quiet, label="search (warm-started)")
-    # 3. the cold baseline, same sampler seed and budget
+        store.save(facts)
+    directions = list(warm_obj.directions)
     cold = None
-    if facts.get("cold_study"):
-        cold_obj = make_objective(args.space, data, None, **kwargs)
-        cold = _open(storage, facts["cold_study"], cold_obj.directions, args.seed, objectives)
-        _run_study(cold, cold_obj, args.trials, None, quiet=quiet, label="baseline (random init)")
+    if ray:  # 2.-3. the searches as Tune experiments (the pool is handed to a RayPool actor)
+        from .run_ray import ray_search, tune_winner
+
+        zoo.close()
+        warm_rows = ray_search(args, name, objectives, cold=False, label="search (warm-started)")
+        cold_rows = (ray_search(args, facts["cold_study"], objectives, cold=True, label="baseline (random init)")
+                     if facts.get("cold_study") else None)
+        zoo = ModelZoo(args.pool)
+        winner, rule = tune_winner(warm_rows, directions)
+    else:
+        assert study is not None
+        # 2. the warm-started search
+        warm_obj.pool = zoo
+        _run_study(study, warm_obj, args.trials, zoo, quiet=quiet, label="search (warm-started)")
+        # 3. the cold baseline, same sampler seed and budget
+        if facts.get("cold_study"):
+            cold_obj = make_objective(args.space, data, None, **kwargs)
+            cold = _open(storage, facts["cold_study"], cold_obj.directions, args.seed, objectives)
+            _run_study(cold, cold_obj, args.trials, None, quiet=quiet, label="baseline (random init)")
+        winner, rule = _winner(study)
     # 4. the winner
-    winner, rule = _winner(study)
-    spec = ArchSpec.from_dict(winner.user_attrs["spec"])
-    entry = winner.user_attrs.get(ENTRY_ATTR)
-    if entry is None or entry not in zoo:
+    spec = winner.spec
+    if winner.entry is None or winner.entry not in zoo:
         raise InvalidArgumentError(
             f"the winner, trial {winner.number}, has no network in the pool {args.pool!r} (was the entry "
             f"removed?); rerun with another --study-name, or add it back")
     facts["winner_rule"] = rule
     say(f"\nwinner: trial {winner.number} ({_describe(spec)}), chosen as {rule.split(':')[0]}", flush=True)
     # 5. conversion
-    model, origin = zoo.load(entry), "trial"
+    model, origin = zoo.load(winner.entry), "trial"
     if args.convert:
-        conv = _convert_stage(args, study, zoo, data, winner, spec, facts)
+        conv = _convert_stage(args, name, zoo, data, winner, spec, facts)
         facts["conversion"] = conv
-        _save_facts(study, facts)
+        store.save(facts)
         if conv and conv.get("kept"):
             model, origin = zoo.load(conv["entry"]), "converted"
     # 6. export
     say(f"\nexport: {'converted' if origin == 'converted' else 'trained'} winner to {out}", flush=True)
     exported = _export_stage(args, model, spec, data, origin)
     facts["winner"] = {"trial": winner.number, "origin": origin, "architecture": _describe(spec),
-                       "spec": spec.to_dict(), "entry": entry if origin == "trial" else facts["conversion"]["entry"],
-                       "trial_test_accuracy": winner.user_attrs.get("test_accuracy"), **exported}
-    _save_facts(study, facts)
+                       "spec": spec.to_dict(), "entry": winner.entry if origin == "trial" else facts["conversion"]["entry"],
+                       "trial_test_accuracy": winner.test_accuracy, **exported}
+    store.save(facts)
     # 7. the report
-    record = build_record(study, storage, cold=cold, zoo=zoo, facts=facts)
+    if ray:
+        record = make_record(name, storage, warm_rows, cold_rows, zoo=zoo, facts=facts, objectives=objectives,
+                             directions=directions)
+    else:
+        assert study is not None
+        record = build_record(study, storage, cold=cold, zoo=zoo, facts=facts)
     files = _write_record(record, out)
     if not quiet:
         print()
         for line in summary_lines(record):
             print(line)
-        print(f"done in {time.perf_counter() - t0:.0f} s; open {files['html']} "
-              f"(the study: optuna-dashboard {storage})")
+        print(f"done in {time.perf_counter() - t0:.0f} s; open {files['html']}"
+              + (f" (the study: optuna-dashboard {storage})" if storage else ""))
     return {"out": str(out), "storage": storage, "study": name, "winner": facts["winner"],
             "files": {k: str(v) for k, v in files.items()}}
+
+
+class _Facts:
+    """Where a run keeps what a rerun needs: the study's user attribute (Optuna), or a JSON file
+    under ``--out`` (Ray, whose experiments have no place for it)."""
+
+    def __init__(self, study: optuna.Study | None, path: Path) -> None:
+        self.study, self.path = study, path
+
+    def load(self) -> dict[str, Any]:
+        if self.study is not None:
+            return dict(self.study.user_attrs.get(RUN_ATTR) or {})
+        try:
+            return dict(json.loads(self.path.read_text()))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise InvalidArgumentError(f"{str(self.path)!r} is damaged ({_one_line(e)}); remove it to start the run "
+                                       "over (the Tune experiments and the pool stay)") from None
+
+    def save(self, facts: dict[str, Any]) -> None:
+        plain = json.loads(json.dumps(facts, default=str))
+        if self.study is not None:
+            self.study.set_user_attr(RUN_ATTR, plain)
+            return
+        _atomic_json(self.path, plain)
+
+
+def _atomic_json(path: Path, value: Any) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=1, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
 
 
 def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:

@@ -241,6 +241,8 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
         if _interrupted(results, None if args.resume else args.trials):
             raise KeyboardInterrupt  # Tune caught Ctrl-C, saved the experiment and returned
         mine = rows.rows
+        # for `run --backend ray`: the trial folder names the trial's index (<name>_<id>_<k>_<params>)
+        args.tune_metrics = [{**r.metrics, "trial_path": str(r.path)} for r in _all(results)]
         best = _best(results, objectives)
         if not args.json:
             print(f"\nexperiment {name!r} in {storage_path}: {len(results)} trials"

@@ -332,7 +332,7 @@ def _conversion(record: Mapping[str, Any]) -> Figure:
     conv = record["conversion"]
     stages = sorted(conv["stages"], key=lambda s: s["index"])
     fig, ax = _figure(7.5, 4.6)
-    xs = list(range(len(stages)))
+    xs: list[float] = list(range(len(stages)))
     hybrid = [(x, v) for x, s in zip(xs, stages, strict=True) if (v := finite(s["hybrid_accuracy"])) is not None]
     target = [(x, v) for x, s in zip(xs, stages, strict=True) if (v := finite(s["target_accuracy"])) is not None]
     if hybrid:
