@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-convert bench-convert-distributed bench-ray compare-revisions clean
+.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-convert bench-convert-distributed bench-ray bench-pipeline compare-revisions clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,10 @@ bench-own-model: setup
 bench-convert: setup
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_convert.py --defaults
+
+# The whole job (make demo's pipeline) for seeds 0-2: times per stage, warm vs cold (~6 min on 2 cores).
+bench-pipeline: setup
+	$(BIN)/python benchmarks/bench_pipeline.py
 
 # Conversion on Ray Train: 1 vs 2 CPU workers per mode, against one process (~10 min on 2 cores).
 # On a GPU machine: python benchmarks/bench_convert_distributed.py --gpu --workers 1,2,4
