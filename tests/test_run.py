@@ -271,9 +271,17 @@ def test_ray_backend_runs_and_resumes(tmp_path):
     first = run(args)
     assert "experiment 'mlp-digits'" in first.stdout and "(continuing it)" not in first.stdout
     names = ModelZoo(tmp_path / "pool").names()
-    again = run(args)
+    # Ray leaves its own SIGINT handling behind: a Ctrl-C in the conversion after it must still stop the run
+    converting = [*args, "--convert", "--convert-steps", "60", "--convert-epochs", "1"]
+    ckpt = tmp_path / "out" / "convert-checkpoint"
+    proc = _start(converting)
+    out, err = _interrupt_when(proc, "convert: ", 0.3, until=lambda: any(ckpt.rglob("state.json")))
+    assert proc.returncode == 130 and "continue with:" in err, out + err
+    again = run(converting)
     assert again.stdout.count("(continuing it)") == 2 and "in the pool already" in again.stdout
-    assert ModelZoo(tmp_path / "pool").names() == names  # nothing trained or registered twice
+    assert "convert: resuming after stage" in again.stdout
+    converted = [n for n in ModelZoo(tmp_path / "pool").names() if n.endswith("-converted")]
+    assert ModelZoo(tmp_path / "pool").names() == sorted([*names, *converted]) and len(converted) <= 1
     assert sum(n.startswith("mlp-digits-") for n in names) == 3 and "seed-mlp" in names
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["backend"] == "ray"
@@ -289,3 +297,18 @@ def test_ray_backend_runs_and_resumes(tmp_path):
         assert np.abs(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0] - model(x).numpy()).max() <= 1e-4
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Cold baseline" in html and html.count("data:image/png;base64,") >= 4
+
+
+def test_report_of_a_plain_search_study(tmp_path):
+    """`report` works on any study: here a `search` one, whose winner was never exported."""
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    run(["search", "mlp", "--trials", "2", "--epochs", "1", "--pool", str(tmp_path / "p"), "--storage", storage])
+    proc = run(["report", "--storage", storage, "--study", "mlp-digits", "--out", str(tmp_path / "rep"),
+                "--pool", str(tmp_path / "p")])
+    study = optuna.load_study(study_name="mlp-digits", storage=storage)
+    best = study.best_trial
+    assert f"winner: trial {best.number}, val acc {best.value:.4f}" in proc.stdout
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| weights | not exported |" in md and "best validation accuracy" in md
+    for name in ("best_vs_epochs", "pareto", "similarity", "lineage"):
+        non_blank_png(tmp_path / "rep" / "plots" / f"{name}.png")

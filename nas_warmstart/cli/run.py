@@ -527,6 +527,15 @@ def build_record(study: optuna.Study, storage: str, *, cold: optuna.Study | None
     directions = [d.name.lower() for d in study.directions]
     objectives = list(facts.get("objectives") or study.metric_names or
                       ["accuracy", *[f"objective {i + 1}" for i in range(1, len(directions))]])
+    if not facts.get("winner") and _points(study.get_trials(deepcopy=False)):
+        # a study `run` did not finish (or a `search`'s, or your own): its winner, not exported
+        win, rule = _winner(study)
+        t = study.trials[win.number]
+        facts = {**facts, "winner_rule": rule, "winner": {
+            "trial": win.number, "origin": "trial", "architecture": _describe(win.spec), "spec": win.spec.to_dict(),
+            "entry": win.entry, "params": t.user_attrs.get("params"), "latency_ms": t.user_attrs.get("latency"),
+            "val_accuracy": t.values[0], "test_accuracy": win.test_accuracy,
+            "files": {"weights": None, "spec": None, "onnx": None}, "onnx_max_abs_diff": None}}
     return make_record(study.study_name, storage, trial_records(study),
                        trial_records(cold) if cold is not None else None, zoo=zoo, facts=facts,
                        objectives=objectives, directions=directions)

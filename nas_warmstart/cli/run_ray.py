@@ -12,6 +12,8 @@ import argparse
 import json
 import math
 import re
+import signal
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,16 @@ def ray_search(args: argparse.Namespace, name: str, objectives: Sequence[str], *
         verbose=args.verbose, resume=exists, cold=cold, pool=args.pool, seed=args.seed, device=args.device,
         max_concurrent=None, no_pruning=args.no_pruning, json=args.json, argv=list(args.argv),
     )
-    _cmd_search_ray(sub)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with warnings.catch_warnings():
+            # OptunaSearch re-reports a restored trial's last step to its study; Optuna warns and ignores it
+            warnings.filterwarnings("ignore", message="The reported value is ignored")
+            _cmd_search_ray(sub)
+    finally:
+        # Ray leaves its own SIGINT handling behind after shutdown: a Ctrl-C in a later stage
+        # (the conversion) would be swallowed and the run would go on to the end
+        signal.signal(signal.SIGINT, handler if callable(handler) else signal.default_int_handler)
     metrics: list[dict[str, Any]] = sub.tune_metrics
     if len(metrics) < args.trials and exists:
         print(f"note: experiment {name!r} was created with {len(metrics)} trials; a Tune experiment keeps its "

@@ -72,7 +72,8 @@ fractions in [0, 1]::
               "architecture": str, "spec": dict, # builder spec (JSON)
               "params": int, "latency_ms": float | None,
               "val_accuracy": float, "test_accuracy": float,
-              "files": {"weights": str, "spec": str, "onnx": str | None},
+              "files": {"weights": str | None, "spec": str | None,  # None: not exported
+                        "onnx": str | None},
               "onnx_max_abs_diff": float | None} # ONNX export against PyTorch
 
 A stored ``summary`` holds ``warm_best_val``, ``cold_best_val``, ``warm_epochs``,

@@ -56,7 +56,7 @@ _WINNER = {
     "latency_ms": "num?", "val_accuracy": "num?", "test_accuracy": "num?", "files": "dict",
     "onnx_max_abs_diff": "num?",
 }
-_FILES = {"weights": "str", "spec": "str", "onnx": "str?"}
+_FILES = {"weights": "str?", "spec": "str?", "onnx": "str?"}  # None: not exported
 _SUMMARY = {
     "warm_best_val": "num?", "cold_best_val": "num?", "warm_epochs": "int", "cold_epochs": "int?",
     "epochs_to_cold_best": "int?",

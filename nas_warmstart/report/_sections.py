@@ -75,8 +75,8 @@ def _winner(record: Mapping[str, Any]) -> list[Block]:
         ["latency ms", num(w["latency_ms"], ".3f")],
         ["val acc", acc(w["val_accuracy"])],
         ["test acc", acc(w["test_accuracy"])],
-        ["weights", Code(files["weights"])],
-        ["spec", Code(files["spec"])],
+        ["weights", Code(files["weights"]) if files["weights"] else "not exported"],
+        ["spec", Code(files["spec"]) if files["spec"] else "not exported"],
         ["onnx", Code(files["onnx"]) if files["onnx"] else "not exported"],
         ["onnx max abs diff", num(w["onnx_max_abs_diff"], ".2e")],
     ]
