@@ -363,7 +363,7 @@ def test_single_objective_and_latency_axes():
 
 
 def test_interrupted_write_keeps_the_old_file(tmp_path):
-    from nas_warmstart.report._write import _write_atomic
+    from nas_warmstart._files import write_atomic as _write_atomic
 
     target = tmp_path / "report.md"
     _write_atomic(target, b"old report")

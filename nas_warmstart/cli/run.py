@@ -189,10 +189,9 @@ def _close_stale(study: optuna.Study, pool: ModelZoo | None) -> int:
 def _run_study(study: optuna.Study, objective: Any, total: int, pool: ModelZoo | None, *,
                quiet: bool, label: str) -> int:
     """Run ``study`` until it holds ``total`` finished trials; returns how many ran now."""
-    import optuna
 
-    from ..integrations.optuna import ENTRY_ATTR, PoolCallback
-    from .search import _TrialRows
+    from ..integrations.optuna import PoolCallback
+    from .search import _TrialRows, drop_unfinished_entries
 
     stale = _close_stale(study, pool)
     done = sum(_finished(t) for t in study.get_trials(deepcopy=False))
@@ -209,10 +208,7 @@ def _run_study(study: optuna.Study, objective: Any, total: int, pool: ModelZoo |
         study.optimize(_Interruptible(objective), n_trials=todo,
                        callbacks=[rows, *([PoolCallback(pool)] if pool is not None else [])])
     except KeyboardInterrupt:
-        # Optuna records the interrupted trial as FAIL but runs no callback for it: drop its entry.
-        for t in study.get_trials(deepcopy=False)[before:]:
-            if t.state != optuna.trial.TrialState.COMPLETE and pool is not None and ENTRY_ATTR in t.user_attrs:
-                pool.remove(t.user_attrs[ENTRY_ATTR], missing_ok=True)
+        drop_unfinished_entries(study, before, pool)
         raise
     return todo
 
@@ -742,14 +738,9 @@ class _Facts:
 
 
 def _atomic_json(path: Path, value: Any) -> None:
-    import os
-    import tempfile
+    from .._files import write_atomic
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f, indent=1, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(value, indent=1, default=str) + "\n").encode())
 
 
 def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:

@@ -129,6 +129,23 @@ class _TrialRows:
         self.printer.print(self.row(trial))
 
 
+def drop_unfinished_entries(study: Any, before: int, pool: Any) -> None:
+    """After a Ctrl-C: remove the pool entries of this run's trials that did not complete.
+
+    Optuna records the interrupted trial as FAIL but runs no callback for it, so the
+    :class:`PoolCallback` that would drop its entry never sees it.
+    """
+    import optuna
+
+    from ..integrations.optuna import ENTRY_ATTR
+
+    if pool is None:
+        return
+    for t in study.get_trials(deepcopy=False)[before:]:
+        if t.state != optuna.trial.TrialState.COMPLETE and ENTRY_ATTR in t.user_attrs:
+            pool.remove(t.user_attrs[ENTRY_ATTR], missing_ok=True)
+
+
 def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     import shlex
     from collections import Counter
@@ -138,7 +155,6 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
 
     from ..integrations.optuna import (
         DUPLICATE_ATTR,
-        ENTRY_ATTR,
         PoolCallback,
         make_objective,
         open_study,
@@ -187,10 +203,7 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         study.optimize(objective, n_trials=args.trials, n_jobs=args.n_jobs,
                        callbacks=[rows, *([PoolCallback(pool)] if pool is not None else [])])
     except KeyboardInterrupt:
-        # Optuna marks the interrupted trial FAIL but runs no callback for it: drop its entry.
-        for t in study.get_trials(deepcopy=False)[before:]:
-            if t.state != optuna.trial.TrialState.COMPLETE and pool is not None and ENTRY_ATTR in t.user_attrs:
-                pool.remove(t.user_attrs[ENTRY_ATTR], missing_ok=True)
+        drop_unfinished_entries(study, before, pool)
         raise
     mine = [rows.row(t) for t in study.trials[before:]]
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .._args import positive_int
 from .._errors import ExportError, InvalidArgumentError
 from ..pool.spec import ArchSpec, as_optional_spec
-from ..pool.weights_io import fsync_dir, state_for_saving, state_shapes
+from ..pool.weights_io import fsync_dir, shape_mismatches, state_for_saving, state_shapes
 from ._layout import (
     META_KEY,
     ONNX_DATA_FILE,
@@ -272,19 +272,10 @@ def _check_spec_fits(spec: ArchSpec, model: nn.Module) -> None:
     Checked on the meta device (no memory, no initialisation): a spec that rebuilt another
     architecture would write a ``spec.json`` that :func:`load_exported` cannot load.
     """
-    expected = state_shapes(spec.build(device="meta"))
-    got = state_shapes(model)
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    wrong = [f"{k}: model {got[k]} vs spec {expected[k]}" for k in got if k in expected and got[k] != expected[k]]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} tensors the model lacks (first {missing[0]!r})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} the spec lacks (first {unexpected[0]!r})")
-        if wrong:
-            parts.append(f"{len(wrong)} of another shape (first {wrong[0]})")
+    parts = shape_mismatches(state_shapes(spec.build(device="meta")), state_shapes(model),
+                             missing="tensors the model lacks", unexpected="the spec lacks",
+                             reference_name="spec", other_name="model")
+    if parts:
         raise InvalidArgumentError(
             f"the spec {spec} does not describe the model ({type(model).__name__}): "
             + "; ".join(parts)

@@ -145,24 +145,31 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return _unwrap(obj, p)
 
 
+def shape_mismatches(reference: Mapping[str, tuple[int, ...]], other: Mapping[str, tuple[int, ...]], *,
+                     missing: str, unexpected: str, reference_name: str, other_name: str) -> list[str]:
+    """How two state dicts' names and shapes differ, one phrase per kind (empty: they agree).
+
+    ``missing`` words the names only ``reference`` has, ``unexpected`` those only ``other`` has.
+    """
+    miss = [k for k in reference if k not in other]
+    extra = [k for k in other if k not in reference]
+    wrong = [f"{k}: {other_name} {other[k]} vs {reference_name} {reference[k]}"
+             for k in reference if k in other and other[k] != reference[k]]
+    parts = []
+    if miss:
+        parts.append(f"{len(miss)} {missing} (first {miss[0]!r})")
+    if extra:
+        parts.append(f"{len(extra)} {unexpected} (first {extra[0]!r})")
+    if wrong:
+        parts.append(f"{len(wrong)} of another shape (first {wrong[0]})")
+    return parts
+
+
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
     """``load_state_dict(strict=True)`` with a message that names the first mismatches."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first {missing[0]!r})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
-        if wrong:
-            parts.append(f"{len(wrong)} of another shape (first {wrong[0]})")
+    parts = shape_mismatches(state_shapes(model), {k: tuple(v.shape) for k, v in state.items()},
+                             missing="missing", unexpected="unexpected", reference_name="model", other_name="file")
+    if parts:
         raise InvalidArgumentError(
             f"{what} do not fit the architecture: " + "; ".join(parts)
             + ". Check the model name, its kwargs and num_classes/in_chans"

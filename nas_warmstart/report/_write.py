@@ -13,32 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._files import write_atomic
 from ._document import to_html, to_markdown
 from ._plots import need_matplotlib, plot_plan, render
 from ._record import validate_record
 from ._sections import build
 
 __all__ = ["write_report"]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Our own temporary name, not mkstemp: mkstemp creates the file 0600, and a report is read by others.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_report(record: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -77,13 +62,13 @@ def write_report(record: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     written: dict[str, Path] = {}
     for name, png in pngs.items():
         written[name] = plots / f"{name}.png"
-        _write_atomic(written[name], png)
+        write_atomic(written[name], png)
     for name, _, reason in plan:
         if reason is not None:
             with contextlib.suppress(FileNotFoundError):
                 (plots / f"{name}.png").unlink()
     written["markdown"] = out / "report.md"
-    _write_atomic(written["markdown"], markdown.encode("utf-8"))
+    write_atomic(written["markdown"], markdown.encode("utf-8"))
     written["html"] = out / "report.html"
-    _write_atomic(written["html"], page.encode("utf-8"))
+    write_atomic(written["html"], page.encode("utf-8"))
     return written
