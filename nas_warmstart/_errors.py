@@ -19,6 +19,7 @@ __all__ = [
     "OptionalDependencyError",
     "SignatureError",
     "UnsafeFileError",
+    "ZooEntryCorruptError",
     "ZooEntryExistsError",
     "ZooEntryNotFoundError",
     "ZooError",
@@ -87,6 +88,19 @@ class ZooEntryExistsError(ZooError, ValueError):
     """A pool entry of that name exists and ``if_exists="error"`` was asked."""
 
 
+class ZooEntryCorruptError(ZooError):
+    """A pool entry's stored row or file is malformed (bad JSON, a uid that is not a file name,
+    a spec that asks for files or downloads, a weights file that is not a regular file...).
+
+    Attributes:
+        entry: the entry's name as stored (may itself be the malformed value).
+    """
+
+    def __init__(self, message: str, *, entry: str | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
 # Set by the ``nas-warmstart`` command for the length of one command, so that a message's fix
 # names what the user typed there (a flag, a subcommand) rather than a Python call.
 _ON_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar("nas_warmstart_on_cli", default=False)
@@ -100,6 +114,6 @@ def fix(python: str, cli: str) -> str:
 # Tracebacks and reprs name the public path (``nas_warmstart.ZooError``), not this module.
 for _cls in (ExportError, IncompatibleModelsError, InvalidArgumentError, NasWarmstartError, NasWarmstartWarning,
              NoBuilderError, NoMatchableLayersError, OptionalDependencyError, SignatureError,
-             UnsafeFileError, ZooEntryExistsError, ZooEntryNotFoundError, ZooError):
+             UnsafeFileError, ZooEntryCorruptError, ZooEntryExistsError, ZooEntryNotFoundError, ZooError):
     _cls.__module__ = "nas_warmstart"
 del _cls

@@ -283,7 +283,7 @@ def test_n_jobs_2_one_pool(tmp_path, digits):
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     assert sorted(zoo.names()) == sorted(trial_entry_name("s", t.number) for t in trials)
-    assert zoo.check(full=True) == {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
+    assert zoo.check(full=True) == {"missing": [], "damaged": [], "nonfinite": [], "malformed": [], "unindexed": [], "orphans": [], "partial": []}
     warm = [t for t in trials if t.user_attrs["warm_started"]]
     assert len(warm) >= 4  # at most the first two (running together) find an empty pool
     for t in warm:
@@ -403,7 +403,7 @@ def test_killed_search_resumes_with_pool_intact(tmp_path):
     report = zoo.check(full=True)
     assert report["missing"] == [] and report["damaged"] == []
     zoo.gc(older_than=0)
-    assert zoo.check() == {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
+    assert zoo.check() == {"missing": [], "damaged": [], "nonfinite": [], "malformed": [], "unindexed": [], "orphans": [], "partial": []}
     resumed = [t for t in done if t.number not in done_before]
     assert all(t.user_attrs["warm_started"] and t.user_attrs["warm_start_source"] in zoo for t in resumed)
 

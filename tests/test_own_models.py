@@ -238,7 +238,7 @@ def test_set_spec_gives_an_entry_a_builder_and_a_rebuilt_index_keeps_it(tmp_path
     assert after.uid != before.uid and not before.path.exists() and after.metrics == {"accuracy": 0.8}
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(zoo.load("hand").eval()(x), source.eval()(x))
-    assert zoo.check(full=True) == {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
+    assert zoo.check(full=True) == {"missing": [], "damaged": [], "nonfinite": [], "malformed": [], "unindexed": [], "orphans": [], "partial": []}
     zoo.add("bare", _randomised(make_cnn(width=8), seed=5))  # and one without a builder
     zoo.close()
     (tmp_path / "pool" / "index.sqlite").unlink()

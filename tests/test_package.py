@@ -77,7 +77,7 @@ def test_every_public_name_imports_from_where_it_did_before_the_stage_folders():
         nw: "PAPER_LEAF_CLASSES ArchSignature ArchSpec CopiedTensor FitResult GuidanceLoss IncompatibleModelsError "
             "InvalidArgumentError LayerPair LayerSig Matching ModelZoo NasWarmstartError NasWarmstartWarning "
             "NoBuilderError NoMatchableLayersError OptionalDependencyError Ranked SignatureError StoredNetwork "
-            "TransferReport UnsafeFileError UntouchedTensor WarmStart ZooEntry ZooEntryExistsError "
+            "TransferReport UnsafeFileError UntouchedTensor WarmStart ZooEntry ZooEntryCorruptError ZooEntryExistsError "
             "ZooEntryNotFoundError ZooError __version__ cache_info clear_caches evaluate fit linear_cka "
             "list_builders list_matchings list_transfer_methods match recalibrate_bn register_builder "
             "register_matching register_transfer_method signature similarity similarity_matrix transfer "

@@ -100,7 +100,7 @@ def test_warm_started_tune_search_on_two_nodes(ray_cluster, ray_pool, tmp_path):
         # a second way to the reported number: the stored network scores it again
         assert e.metrics["accuracy"] == m["accuracy"]
         assert math.isclose(_evaluate_entry(pool, e.name, data), m["accuracy"], abs_tol=1e-9)
-    assert pool.check(full=True) == {k: [] for k in ("missing", "damaged", "nonfinite", "orphans", "partial")}
+    assert pool.check(full=True) == {k: [] for k in ("missing", "damaged", "nonfinite", "malformed", "unindexed", "orphans", "partial")}
 
     # who touched the pool: the actor on the head node; trials on the worker node called it
     info = pool.info()

@@ -134,7 +134,8 @@ def _cmd_zoo_show(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_zoo_remove(args: argparse.Namespace) -> dict[str, Any]:
     zoo = _open_zoo(args.dir, write=True)
     for name in args.names:  # all or nothing: check every name before removing any
-        zoo.get(name)
+        if name not in zoo:  # (a malformed entry can still be removed: that is the fix)
+            zoo.get(name)  # raises, with close names
     removed = [n for n in dict.fromkeys(args.names) if zoo.remove(n, missing_ok=True)]
     if not args.json:
         for n in removed:
@@ -148,20 +149,27 @@ def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"path": args.dir, "entries": len(zoo), **report}
     if args.gc:
         out["deleted"] = zoo.gc()
-    bad = bool(report["missing"] or report["damaged"] or report["nonfinite"])
+    bad = any(report[k] for k in ("missing", "damaged", "nonfinite", "malformed", "unindexed"))
     args.exit_status = EXIT_FAILURE if bad else 0
     if not args.json:
         print(f"pool {args.dir}: {len(zoo)} entries, " + ("PROBLEMS FOUND" if bad else "ok"))
         for key, what in (("missing", "entries whose weights file is missing"),
-                          ("damaged", "entries whose weights file is damaged"),
+                          ("damaged", "entries whose weights file is damaged"
+                           + ("" if args.full else " (hashes and headers checked with --full)")),
                           ("nonfinite", "entries with NaN/inf weights" + ("" if args.full else " (checked with --full)")),
-                          ("orphans", "unreferenced weight files"),
+                          ("malformed", "entries whose index row is malformed (left out of list and rank)"),
+                          ("unindexed", "weight files whose own record claims an entry the index lacks (gc keeps them)"),
+                          ("orphans", "unreferenced weight files (superseded or never committed; gc deletes them)"),
                           ("partial", "leftovers of interrupted writes")):
             print(f"  {key}: {len(report[key])} {what}")
             for item in report[key]:
                 print(f"    {item}")
-        if bad:
-            print(f"  remove such entries with `nas-warmstart zoo remove {args.dir} NAME` and add them again")
+        if report["malformed"] or report["unindexed"]:
+            print(f"  rebuild the index with `nas-warmstart zoo reindex {args.dir}`: it keeps every readable "
+                  "value of the old rows and restores the rest from the weight files' own records")
+        if report["missing"] or report["damaged"] or report["nonfinite"]:
+            print(f"  remove entries with missing or damaged weights with `nas-warmstart zoo remove {args.dir} NAME` "
+                  "and add them again")
         if args.gc:
             print(f"gc deleted {len(out['deleted'])} files")
             for p in out["deleted"]:
@@ -175,10 +183,14 @@ def _cmd_zoo_reindex(args: argparse.Namespace) -> dict[str, Any]:
     report = ModelZoo.reindex(Path(args.dir))
     if not args.json:
         print(f"pool {args.dir}: restored {len(report.restored)} entries"
-              + (f" ({report.from_old_index} rows kept from the old index)" if report.from_old_index else ""))
-        for key, what in (("without_metadata", "restored without data set or metrics (files of an older release)"),
-                          ("superseded", "older files of a name a newer file holds (left for gc)"),
-                          ("skipped", "files not restored")):
+              + (f" ({report.from_old_index} with their rows from the old index)" if report.from_old_index else ""))
+        for note in report.notes:
+            print(f"  {note}")
+        for key, what in (("repaired", "restored with values from their files' records in place of malformed "
+                                       "values of their old rows"),
+                          ("without_metadata", "restored without data set or metrics (files of an older release)"),
+                          ("superseded", "files of a name another file holds (left for gc)"),
+                          ("skipped", "files not restored (not pool files; links are never followed)")):
             items = getattr(report, key)
             if items:
                 print(f"  {len(items)} {what}:")
@@ -187,4 +199,3 @@ def _cmd_zoo_reindex(args: argparse.Namespace) -> dict[str, Any]:
         if report.backup:
             print(f"  the old index was kept as {report.backup}")
     return report.to_dict()
-

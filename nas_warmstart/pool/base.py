@@ -16,6 +16,7 @@ import abc
 import difflib
 import json
 import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -24,7 +25,13 @@ import torch
 from torch import nn
 
 from .._args import check_choice, positive_int
-from .._errors import InvalidArgumentError, NoMatchableLayersError, ZooEntryNotFoundError
+from .._errors import (
+    InvalidArgumentError,
+    NasWarmstartWarning,
+    NoMatchableLayersError,
+    ZooEntryCorruptError,
+    ZooEntryNotFoundError,
+)
 from ..dpiat import batch
 from ..dpiat.signature import LAYER_MODES, ArchSignature, LayersMode, signature
 from .spec import ArchSpec, as_optional_spec, as_spec
@@ -168,8 +175,17 @@ class Candidate:
     ref: Any
 
 
-def _metrics(c: Candidate) -> Mapping[str, Any]:
-    return json.loads(c.metrics) if isinstance(c.metrics, str) else c.metrics
+def _metrics(c: Candidate) -> Mapping[str, Any] | None:
+    """A candidate's metrics; None when the stored metrics cannot be read (the candidate is
+    kept, so that the pool's ``_entry_of`` reports the malformed entry instead of dropping it
+    silently)."""
+    if not isinstance(c.metrics, str):
+        return c.metrics
+    try:
+        m = json.loads(c.metrics)
+    except ValueError:
+        return None
+    return m if isinstance(m, dict) else None
 
 
 class Pool(abc.ABC, Generic[E]):
@@ -424,7 +440,7 @@ class Pool(abc.ABC, Generic[E]):
         skip = set(exclude)
         cands = [
             c for c in self._candidates(dataset)
-            if c.name not in skip and (not thresholds or meets(_metrics(c), thresholds))
+            if c.name not in skip and (not thresholds or (m := _metrics(c)) is None or meets(m, thresholds))
         ]
         cands = self._usable(cands)
         ext = layers == "extended"
@@ -436,7 +452,17 @@ class Pool(abc.ABC, Generic[E]):
             t_key, sorted(by_digest), layers, lambda ds: self._keys(ds, layers, by_digest)
         )
         order = sorted(scored, key=lambda dc: (-sims[dc[0]], dc[1].name))
-        if k is not None:
-            order = order[:k]
-        return [Ranked(name=c.name, similarity=sims[d], entry=self._entry_of(c)) for d, c in order]
+        out: list[Ranked[E]] = []
+        bad: list[str] = []
+        for d, c in order:
+            if k is not None and len(out) == k:
+                break
+            try:
+                out.append(Ranked(name=c.name, similarity=sims[d], entry=self._entry_of(c)))
+            except ZooEntryCorruptError as e:  # a malformed stored record: skipped, said once
+                bad.append(str(e))
+        if bad:
+            warnings.warn(f"rank skipped {len(bad)} malformed pool entr{'y' if len(bad) == 1 else 'ies'}: "
+                          + " | ".join(bad[:3]), NasWarmstartWarning, stacklevel=2)
+        return out
 

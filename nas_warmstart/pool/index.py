@@ -19,13 +19,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._errors import ZooError, fix
+from .weights_io import MISSING, regular_file_problem
 
 log = logging.getLogger(__name__)
 
 _FORMAT = "nas-warmstart/model-zoo"
 _VERSION = 1
+#: SQLite's header field for "which program's file is this" ("NASW"); pools made before it
+#: was set hold 0 and are recognised by their meta table instead.
+APPLICATION_ID = 0x4E415357
+#: The tables of a pool index (SQLite's own sqlite_* tables aside).
+_TABLES = frozenset({"meta", "entries", "archs"})
 
-_SCHEMA = """
+_SCHEMA = f"""
+PRAGMA application_id = {APPLICATION_ID};
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     name TEXT PRIMARY KEY,
@@ -128,6 +135,15 @@ class ZooIndex:
     def init_schema(self) -> None:
         conn = self.conn()
         raw = conn.raw
+        try:  # an existing pool is opened without writing to it
+            tables = {r[0] for r in raw.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+            app_id = raw.execute("PRAGMA application_id").fetchone()[0]
+            row = raw.execute("SELECT v FROM meta WHERE k = 'format'").fetchone() if "meta" in tables else None
+        except sqlite3.DatabaseError as e:
+            raise _index_error(self, e) from None
+        self._check_own_file(tables, app_id)
+        # Only now, with the file known to be ours (or new), may anything be written to it.
         if not self.read_only:
             for attempt in range(50):
                 try:
@@ -143,14 +159,6 @@ class ZooIndex:
                 raise ZooError(f"could not open the pool index at {self.path} (database locked)")
             if mode.lower() != self._journal_mode:
                 log.warning("pool %s: SQLite kept journal_mode=%s (asked %s)", self.path, mode, self._journal_mode)
-        try:  # an existing pool is opened without writing to it
-            row = raw.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
-        except sqlite3.OperationalError as e:  # no meta table: a new pool, or not a pool at all
-            if "no such table" not in str(e):
-                raise _index_error(self, e) from None
-            row = None
-        except sqlite3.DatabaseError as e:
-            raise _index_error(self, e) from None
         if row is not None:
             self._check_format(row[0])
             # Touch both tables: a damaged index fails here, at open, with the fix in the message.
@@ -172,11 +180,45 @@ class ZooIndex:
             else:
                 self._check_format(row[0])
 
+    def _check_own_file(self, tables: set[str], app_id: int) -> None:
+        """Refuse an SQLite file that another program owns, or that holds another program's tables.
+
+        A pool index is SQLite with exactly the tables meta, entries and archs; since this
+        release its header's application id says so too. Anything else (an app's database
+        that someone named ``index.sqlite``, or a pool index that an Optuna storage URL wrote
+        its tables into) is not written to, so the pool never mixes its rows with another
+        program's data.
+        """
+        foreign = sorted(tables - _TABLES)
+        if app_id not in (0, APPLICATION_ID) or (foreign and "meta" not in tables):
+            raise ZooError(
+                f"{str(self.path)!r} is not a nas-warmstart pool index: it is another program's "
+                f"SQLite file (application id {app_id:#x}"
+                + (f", tables {', '.join(foreign[:6])}" if foreign else "") + "); nothing was "
+                "changed. Give the pool a directory of its own, e.g. a new empty folder"
+            )
+        if foreign:
+            raise ZooError(
+                f"the pool index {str(self.path)!r} also holds tables of another program "
+                f"({', '.join(foreign[:6])}{' ...' if len(foreign) > 6 else ''}; an Optuna "
+                "storage URL pointed at the pool index?); nothing was changed. Keep study "
+                "storages out of the pool directory (e.g. sqlite:///study.db beside it), and "
+                + self.reindex_fix().replace("rebuild it", "rebuild a clean index", 1)
+            )
+
     def _check_format(self, text: str) -> None:
-        meta = json.loads(text)
+        try:
+            meta = json.loads(text)
+        except (TypeError, ValueError):
+            meta = None
+        if not isinstance(meta, dict):
+            raise ZooError(
+                f"the pool index {str(self.path)!r} holds a malformed format record ({text!r:.80}); "
+                f"{self.reindex_fix()}"
+            )
         if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
             raise ZooError(
-                f"{self.path} holds a pool of format {meta!r}; this release reads "
+                f"{self.path} holds a pool of format {meta!r:.120}; this release reads "
                 f"{_FORMAT} version {_VERSION}"
             )
 
@@ -207,17 +249,40 @@ def _readable_rows(index: Path) -> dict[str, dict[str, Any]]:
 
 
 
-_MISSING = "weights file missing"
+_MISSING = MISSING
 
 
 def _file_problem(path: Path, nbytes: int) -> str | None:
+    """Why ``path`` is not a sound weights file of ``nbytes`` bytes (never followed or opened)."""
+    return regular_file_problem(path, nbytes)
+
+
+def looks_like_pool_index(path: str | os.PathLike[str]) -> bool:
+    """Whether the file ``path`` is a pool's ``index.sqlite`` (by SQLite's application id, or
+    for pools from before it was set, by the pool's format record). Never writes."""
+    p = Path(path)
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return _MISSING
-    if size != nbytes:
-        return f"weights file has {size} of {nbytes} bytes"
-    return None
+        with open(p, "rb") as f:
+            head = f.read(100)
+    except OSError:
+        return False
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        return False
+    if int.from_bytes(head[68:72], "big") == APPLICATION_ID:
+        return True
+    try:
+        uri = "file:" + urllib.parse.quote(str(p.resolve())) + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            row = conn.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    try:
+        return row is not None and json.loads(row[0]).get("format") == _FORMAT
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 _EMPTY = "is empty (0 bytes)"

@@ -5,11 +5,18 @@ A pool entry stores an :class:`ArchSpec` next to its weights so that the module 
 in another process or on another machine. An entry never names an import path or a pickled
 object, so opening a pool cannot run code a stranger wrote: a ``builder`` spec names a function
 that the reading process itself registered (:func:`nas_warmstart.register_builder`).
+
+A spec read from a pool may have been written by someone else, so what it can ask of timm is
+limited by an allow-list (:func:`check_timm_config`): architecture arguments only. Nothing in a
+stored spec can name a file to load, a URL or hub to download from, or a function or class to
+import, and the classifier and input sizes are bounded, so rebuilding a stranger's entry can
+neither run their code nor exhaust memory.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,12 +26,84 @@ import torch
 from torch import nn
 
 from .._args import check_int
-from .._errors import InvalidArgumentError
+from .._errors import InvalidArgumentError, fix
 
-__all__ = ["ArchSpec", "SpecKind", "as_optional_spec", "as_spec", "spec_from_json", "spec_json"]
+__all__ = [
+    "MAX_CLASSES", "MAX_IN_CHANS", "ArchSpec", "SpecKind", "as_optional_spec", "as_spec", "check_timm_config",
+    "spec_from_json", "spec_json",
+]
 
 SpecKind = Literal["timm", "space", "builder"]
 _KINDS = ("timm", "space", "builder")
+
+#: Largest classifier a spec may ask for (ImageNet-21k has 21,843 classes); a stored spec with
+#: two billion classes would otherwise allocate a head of billions of parameters.
+MAX_CLASSES = 1_000_000
+#: Largest number of input channels a spec may ask for.
+MAX_IN_CHANS = 4096
+
+# timm's create_model / build_model_with_cfg arguments that load or download weights, or hand
+# timm a function or class; a pool spec never needs them (its weights come from the pool).
+_TIMM_LOADER_KEYS = frozenset({
+    "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "pretrained_filter_fn",
+    "checkpoint_path", "cache_dir", "feature_cfg", "feature_cls", "kwargs_filter",
+})
+# Argument names that name a file, folder, URL, hub repository, or a callable/class to use.
+_TIMM_DENIED_KEY = re.compile(
+    r"(^|_)(path|paths|file|files|filename|dir|url|uri|hub|checkpoint|ckpt|fn|func|cls|class|module|import)($|_)"
+)
+_TIMM_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# String values are names of things timm looks up in its own tables ("gelu", "avg",
+# "layernorm2d"): no separators, so no string can be a path, a URL or a dotted import path.
+_TIMM_STR = re.compile(r"[A-Za-z0-9_-]{0,64}")
+
+
+def check_timm_config(name: str, config: Mapping[str, Any]) -> None:
+    """Refuse timm keyword arguments that are not plain architecture arguments.
+
+    The rule (an allow-list): keys are lower-case identifiers that do not name a file, folder,
+    URL, hub, checkpoint, function or class (``checkpoint_path``, ``pretrained*``, ``*_path``,
+    ``*_file``, ``*_dir``, ``*_url``, ``*_fn``, ``*_cls`` ...); values are numbers, booleans,
+    null, short names of letters, digits, ``_`` and ``-`` (``"gelu"``, ``"avg"``), or lists and
+    dicts of those.
+
+    Raises:
+        InvalidArgumentError: naming the first key or value that breaks the rule.
+    """
+    for key, value in config.items():
+        if not isinstance(key, str) or not _TIMM_KEY.fullmatch(key) or key in _TIMM_LOADER_KEYS \
+                or key.startswith("pretrained") or _TIMM_DENIED_KEY.search(key):
+            raise InvalidArgumentError(
+                f"timm spec {name!r}: argument {key!r:.80} is not allowed: a spec holds architecture "
+                "arguments only (no checkpoint_path, pretrained*, *_path, *_file, *_dir, *_url, "
+                "*_fn or *_cls: pool weights come from the pool, and a stored spec may not load "
+                "files or name code); remove it, and import a checkpoint with "
+                + fix("ModelZoo.add_timm(name, checkpoint_path)", "`nas-warmstart zoo add DIR timm:<name> --checkpoint FILE`")
+            )
+        _check_timm_value(name, key, value)
+
+
+def _check_timm_value(name: str, key: str, value: Any) -> None:
+    if value is None or isinstance(value, (bool, int, float)):
+        return
+    if isinstance(value, str):
+        if _TIMM_STR.fullmatch(value):
+            return
+        raise InvalidArgumentError(
+            f"timm spec {name!r}: argument {key}={value!r:.80} is not allowed: string values "
+            "must be short names (letters, digits, '_' and '-', e.g. 'gelu' or 'avg'), never a "
+            "path, a URL or an import path"
+        )
+    if isinstance(value, list):
+        for v in value:
+            _check_timm_value(name, key, v)
+        return
+    if isinstance(value, dict):
+        check_timm_config(name, value)
+        return
+    raise InvalidArgumentError(  # pragma: no cover - configs are plain JSON by now
+        f"timm spec {name!r}: argument {key} holds a {type(value).__name__}; use plain JSON values"
+    )
 
 
 def _plain_json(value: Any, what: str) -> Any:
@@ -89,7 +168,8 @@ class ArchSpec:
             if v is None:
                 object.__setattr__(self, field_name, default)
             else:
-                check_int(f"spec {field_name}", v, min=1)
+                check_int(f"spec {field_name}", v, min=1,
+                          max=MAX_CLASSES if field_name == "num_classes" else MAX_IN_CHANS)
         for reserved in ("num_classes", "in_chans"):
             if reserved in config:
                 raise InvalidArgumentError(
@@ -101,6 +181,8 @@ class ArchSpec:
                 "spec config must not hold 'pretrained': pool models are always built with "
                 "pretrained=False and get their weights from the pool or a local checkpoint"
             )
+        if self.kind == "timm":
+            check_timm_config(self.name, config)
         object.__setattr__(self, "config", config)
 
     # ------------------------------------------------------------------ constructors

@@ -152,7 +152,7 @@ def read_description(meta: Mapping[str, str]) -> dict[str, Any] | None:
         return None
     try:
         d = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # written by anyone: malformed means absent
         return None
     return d if isinstance(d, dict) else None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,8 +22,8 @@ from torch import nn
 from .._errors import InvalidArgumentError, UnsafeFileError
 
 __all__ = [
-    "check_finite", "fsync_dir", "load_checkpoint", "load_into", "safetensors_header", "state_for_saving",
-    "state_shapes", "weights_bytes",
+    "check_finite", "fsync_dir", "load_checkpoint", "load_into", "read_regular_file", "regular_file_problem",
+    "safetensors_header", "state_for_saving", "state_shapes", "weights_bytes",
 ]
 
 #: safetensors metadata keys of a pool file: the entry's record, and its source description.
@@ -191,20 +192,103 @@ def weights_bytes(state: Mapping[str, torch.Tensor], record: Mapping[str, Any], 
 
 
 def safetensors_header(data: bytes) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
-    """(metadata, tensor shapes) of a safetensors file's bytes, read without unpickling."""
+    """(metadata, tensor shapes) of a safetensors file's bytes, read without unpickling.
+
+    Raises:
+        ValueError: the bytes are not a well-formed safetensors file (whatever is wrong).
+    """
     if len(data) < 8:
         raise ValueError("too short to be a safetensors file")
     n = int.from_bytes(data[:8], "little")
     if n <= 0 or 8 + n > len(data):
         raise ValueError("not a safetensors file (bad header length)")
-    header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", None) or {}
-    body = len(data) - 8 - n
-    shapes = {}
-    for k, v in header.items():
-        lo, hi = v["data_offsets"]
-        if not 0 <= lo <= hi <= body:
-            raise ValueError(f"tensor {k!r} lies outside the file (truncated?)")
-        shapes[k] = tuple(int(d) for d in v["shape"])
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        meta = header.pop("__metadata__", None) or {}
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise ValueError("its metadata is not a map of strings")
+        body = len(data) - 8 - n
+        shapes = {}
+        for k, v in header.items():
+            lo, hi = v["data_offsets"]
+            if not 0 <= lo <= hi <= body:
+                raise ValueError(f"tensor {k!r} lies outside the file (truncated?)")
+            shapes[k] = tuple(int(d) for d in v["shape"])
+    except (UnicodeDecodeError, KeyError, TypeError, RecursionError) as e:
+        raise ValueError(f"not a safetensors file (malformed header: {type(e).__name__}: {e})") from None
+    except ValueError as e:  # json.JSONDecodeError and our own
+        raise ValueError(f"not a safetensors file (malformed header: {e})") from None
     return meta, shapes
+
+
+def regular_file_problem(path: Path, nbytes: int) -> str | None:
+    """Why ``path`` cannot be a pool weights file of ``nbytes`` bytes (None: it can).
+
+    Looks at the directory entry itself (``lstat``): a symlink, a FIFO or a device is refused
+    without being followed or opened, so a file that points out of the pool, never ends
+    (``/dev/zero``) or blocks (a FIFO) is reported, never read.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return MISSING
+    except OSError as e:
+        return f"weights file cannot be examined ({e.strerror or e})"
+    if stat.S_ISLNK(st.st_mode):
+        return "weights file is a symbolic link (pool files are never followed out of the pool)"
+    if not stat.S_ISREG(st.st_mode):
+        return "weights file is not a regular file (a FIFO, device or folder)"
+    if st.st_size != nbytes:
+        return f"weights file has {st.st_size} of {nbytes} bytes"
+    return None
+
+
+#: What :func:`regular_file_problem` says of a file that is not there.
+MISSING = "weights file missing"
+
+
+def read_regular_file(path: Path, nbytes: int) -> bytes:
+    """Exactly the ``nbytes`` bytes of the regular file ``path``, checked before any byte is read.
+
+    Opened without following a symbolic link and without blocking (``O_NOFOLLOW | O_NONBLOCK``),
+    then checked on the open descriptor (``fstat``: a regular file of exactly ``nbytes`` bytes),
+    so a file swapped for a link, a FIFO or ``/dev/zero`` between a check and the read is still
+    refused, and memory use is bounded by the recorded size.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: it is a link, not a regular file, or not ``nbytes`` long (the message says which).
+        OSError: it cannot be read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if os.path.islink(path):
+            raise ValueError("weights file is a symbolic link (pool files are never followed out of the pool)") from None
+        raise e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("weights file is not a regular file (a FIFO, device or folder)")
+        if st.st_size != nbytes:
+            raise ValueError(f"weights file is truncated or altered ({st.st_size} bytes, expected {nbytes})")
+        chunks = []
+        left = nbytes
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) != nbytes:
+        raise ValueError(f"weights file ended after {len(data)} of {nbytes} bytes (changed while read)")
+    return data
 

@@ -7,10 +7,16 @@ write follows one protocol:
    renamed to ``weights/<uid>.safetensors`` (a fresh uid per write, never the entry's name);
 2. only then is the index row inserted, in an ``IMMEDIATE`` transaction.
 
-A process killed anywhere leaves at most an unreferenced file (``check()`` lists it, ``gc()``
-removes it) and never an index row whose weights are incomplete. Names are validated and
-never used as paths. Loading never unpickles: pool files are safetensors, verified against the
-stored SHA-256 before use.
+A process killed anywhere leaves at most a file no index row references (``check()`` lists it:
+a ``tmp/`` part, which ``gc()`` removes, or a complete weights file, ``unindexed``, which
+``reindex()`` turns into its entry) and never an index row whose weights are incomplete.
+
+The directory may have been written by someone else, so nothing stored is trusted: every row
+value is checked where it is read (:mod:`.rows`), a stored uid can only name a file directly in
+``weights/``, weights files are opened without following links or blocking and read only up to
+their recorded size, and the index must be this package's own SQLite file (see
+``docs/security.md``). Loading never unpickles: pool files are safetensors, verified against
+the stored SHA-256 before use.
 
 Layout of a pool directory::
 
@@ -27,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import time
 import uuid
 import warnings
@@ -42,6 +49,8 @@ from .._errors import (
     InvalidArgumentError,
     NasWarmstartWarning,
     NoBuilderError,
+    SignatureError,
+    ZooEntryCorruptError,
     ZooEntryExistsError,
     ZooEntryNotFoundError,
     ZooError,
@@ -50,13 +59,13 @@ from .._errors import (
 from ..dpiat import batch as _rank
 from ..dpiat.signature import LAYER_MODES as _MODES
 from ..dpiat.signature import ArchSignature, LayersMode, signature
+from . import integrity as _integrity
 from . import reindex as _reindex
 from .base import Candidate, IfExists, NewEntry, Pool, Ranked, check_name, plain_json
 from .index import (
     _EMPTY,
     _ENTRY_COLS,
     _FORMAT,
-    _MISSING,
     _VERSION,
     ZooIndex,
     _count_weight_files,
@@ -64,7 +73,8 @@ from .index import (
     _index_file_problem,
 )
 from .reindex import ReindexReport
-from .spec import ArchSpec, as_optional_spec, spec_from_json, spec_json
+from .rows import is_uid, parse_row, row_problem
+from .spec import ArchSpec, as_optional_spec, spec_json
 from .stored import (
     build_loaded,
     check_spec_rebuilds,
@@ -75,10 +85,10 @@ from .stored import (
 )
 from .weights_io import (
     RECORD_META_KEY,
-    check_finite,
     fsync_dir,
     load_checkpoint,
     load_into,
+    read_regular_file,
     safetensors_header,
     weights_bytes,
 )
@@ -177,6 +187,23 @@ class ModelZoo(Pool["ZooEntry"]):
         self._weights = self.path / "weights"
         self._tmp = self.path / "tmp"
         index = self.path / "index.sqlite"
+        sidecars = [index.with_name(index.name + s) for s in ("-wal", "-shm", "-journal")]
+        for inner in (self._weights, self._tmp, index, *sidecars):
+            if inner.is_symlink():
+                raise ZooError(
+                    f"the pool {str(self.path)!r} is refused: its {inner.name!r} is a symbolic link "
+                    f"(to {os.readlink(inner)!r}), and a pool never reads or writes outside its "
+                    "directory; replace the link with the folder or file it points to"
+                )
+        for inner in (index, *sidecars):
+            # SQLite would open a FIFO or device there and block or read forever
+            kind = _special_file(inner)
+            if kind is not None:
+                raise ZooError(
+                    f"the pool {str(self.path)!r} is refused: {str(inner)!r} is {kind}, not a "
+                    "regular file (SQLite would block or read forever on it); remove it"
+                    + (" (SQLite recreates it)" if inner != index else "")
+                )
         if read_only is None:  # a pool this process may not write to is opened for reading
             read_only = index.exists() and not (os.access(index, os.W_OK) and os.access(self.path, os.W_OK))
         self._db = ZooIndex(self.path, journal_mode=journal_mode, read_only=bool(read_only))
@@ -206,10 +233,10 @@ class ModelZoo(Pool["ZooEntry"]):
                     + (f" while {stored} weight files are stored beside it" if stored else "")
                     + f"; {self._db.reindex_fix()} (nothing was changed)"
                 )
+        self._db.init_schema()  # first: it refuses another program's SQLite file untouched
         if create and not self.read_only:
             self._weights.mkdir(exist_ok=True)
             self._tmp.mkdir(exist_ok=True)
-        self._db.init_schema()
 
     @property
     def read_only(self) -> bool:
@@ -246,12 +273,24 @@ class ModelZoo(Pool["ZooEntry"]):
     # ------------------------------------------------------------------ reading
 
     def _entry(self, row: Sequence[Any]) -> ZooEntry:
-        return ZooEntry(
-            name=row[0], uid=row[1], spec=spec_from_json(row[2]), dataset=row[3],
-            metrics=json.loads(row[4]), parent=row[5], provenance=json.loads(row[6]),
-            created=row[7], updated=row[8], num_params=row[9], nbytes=row[10], sha256=row[11],
-            digest=row[12], digest_paper=row[13], path=self._weights / f"{row[1]}.safetensors",
-        )
+        """The entry of an index row, every value checked (the index may come from anyone).
+
+        Raises:
+            ZooEntryCorruptError: a value breaks its rule (see :mod:`nas_warmstart.pool.rows`).
+        """
+        name = row[0] if isinstance(row[0], str) else "NAME"
+        v = parse_row(row, where=f"the pool {str(self.path)!r}", fix=self._corrupt_fix(name))
+        return ZooEntry(**v, path=self._weights / f"{v['uid']}.safetensors")
+
+    def _corrupt_fix(self, name: str) -> str:
+        return ("remove it with " + fix(f"zoo.remove({name!r})", f"`nas-warmstart zoo remove {self.path} {name}`")
+                + ", or rebuild the index from the weight files' own records with "
+                + fix(f"ModelZoo.reindex({str(self.path)!r})", f"`nas-warmstart zoo reindex {self.path}`"))
+
+    def _weights_file(self, uid: Any) -> Path | None:
+        """The weights file of a stored uid; None when the uid is not a file id of this pool
+        (a malformed row), so that no stored value can name a path outside ``weights/``."""
+        return self._weights / f"{uid}.safetensors" if is_uid(uid) else None
 
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM entries").fetchone()[0])
@@ -260,12 +299,28 @@ class ModelZoo(Pool["ZooEntry"]):
         return self._conn().execute("SELECT 1 FROM entries WHERE name = ?", (name,)).fetchone() is not None
 
     def __iter__(self) -> Iterator[ZooEntry]:
-        rows = self._conn().execute(f"SELECT {_ENTRY_COLS} FROM entries ORDER BY name").fetchall()
-        return (self._entry(r) for r in rows)
+        """The entries, sorted by name.
+
+        A row that breaks the index's rules (see :mod:`nas_warmstart.pool.rows`) is left out,
+        with one warning that names it and the fix; :meth:`check` lists such rows.
+        """
+        rows = _integrity.read_rows(self)
+        bad = [r for r in rows if r.entry is None]
+        if bad:
+            warnings.warn(_integrity.malformed_warning(self, bad), NasWarmstartWarning, stacklevel=2)
+        return iter([r.entry for r in rows if r.entry is not None])
 
     def names(self) -> list[str]:
-        """Entry names, sorted."""
-        return [r[0] for r in self._conn().execute("SELECT name FROM entries ORDER BY name")]
+        """Entry names, sorted: every row's stored name, malformed rows' too (``get`` says what
+        is wrong with such an entry; ``remove`` removes it)."""
+        out = []
+        for (raw,) in self._conn().execute(
+                "SELECT CAST(name AS BLOB) FROM entries WHERE typeof(name) = 'text' ORDER BY name"):
+            try:
+                out.append(bytes(raw).decode("utf-8"))
+            except UnicodeDecodeError:  # no str could get() it; check() lists it as malformed
+                continue
+        return out
 
     def get(self, name: str) -> ZooEntry:
         """The entry called ``name``.
@@ -294,27 +349,47 @@ class ModelZoo(Pool["ZooEntry"]):
                 return signature(entry.spec.build(device="meta"), layers=layers)
             except NoBuilderError:
                 pass
-        desc = read_description(safetensors_header(self._read_verified(entry))[0])
+        desc = read_description(self._header(entry, self._read_verified(entry)))
         if desc is None:
             raise NoBuilderError(
                 f"pool entry {name!r} has no builder here and its weights file holds no stored "
                 f"signature (written by an older release); {no_builder_fix(name)}"
             )
-        return ArchSignature.from_dict(desc["signatures"][layers])
+        try:
+            return ArchSignature.from_dict(desc["signatures"][layers])
+        except (KeyError, TypeError, ValueError, SignatureError) as e:
+            raise self._corrupt_file(entry, f"its stored signature is malformed ({type(e).__name__}: {e})") from None
+
+    def _corrupt_file(self, entry: ZooEntry, what: str) -> ZooEntryCorruptError:
+        return ZooEntryCorruptError(
+            f"pool entry {entry.name!r}: weights file {entry.path} matches its recorded SHA-256 but "
+            f"{' '.join(what.split())[:300]}; {self._remove_fix(entry.name)}", entry=entry.name)
+
+    def _header(self, entry: ZooEntry, data: bytes) -> dict[str, str]:
+        """The safetensors metadata of an entry's verified bytes (a malformed header: one error)."""
+        try:
+            return safetensors_header(data)[0]
+        except ValueError as e:
+            raise self._corrupt_file(entry, f"is {e}") from None
 
     def _read_verified(self, entry: ZooEntry) -> bytes:
         try:
-            data = entry.path.read_bytes()
+            data = read_regular_file(entry.path, entry.nbytes)
         except FileNotFoundError:
             raise ZooError(
                 f"pool entry {entry.name!r}: its weights file {entry.path} is missing; "
                 f"{self._remove_fix(entry.name)}"
             ) from None
-        if len(data) != entry.nbytes:
+        except ValueError as e:  # a link, FIFO, device, or another size than recorded
             raise ZooError(
-                f"pool entry {entry.name!r}: weights file {entry.path} is truncated or altered "
-                f"({len(data)} bytes, expected {entry.nbytes}); {self._remove_fix(entry.name)}"
-            )
+                f"pool entry {entry.name!r}: {e} ({entry.path}); nothing was read; "
+                f"{self._remove_fix(entry.name)}"
+            ) from None
+        except OSError as e:
+            raise ZooError(
+                f"pool entry {entry.name!r}: its weights file {entry.path} cannot be read "
+                f"({e.strerror or e}); check the pool directory's permissions"
+            ) from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry.sha256:
             raise ZooError(
@@ -338,6 +413,7 @@ class ModelZoo(Pool["ZooEntry"]):
         return self._load_entry(name)[1]
 
     def _load_entry(self, name: str) -> tuple[ZooEntry, dict[str, torch.Tensor], bytes]:
+        from safetensors import SafetensorError
         from safetensors.torch import load as load_bytes
 
         entry = self.get(name)
@@ -349,7 +425,12 @@ class ModelZoo(Pool["ZooEntry"]):
             if fresh.uid == entry.uid:
                 raise
             entry, data = fresh, self._read_verified(fresh)
-        return entry, load_bytes(data), data
+        self._header(entry, data)  # a header safetensors' own reader would choke on: one clear error
+        try:
+            state = load_bytes(data)
+        except (SafetensorError, ValueError, RuntimeError) as e:
+            raise self._corrupt_file(entry, f"safetensors cannot read it ({type(e).__name__}: {e})") from None
+        return entry, state, data
 
     def load(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
         """Rebuild the entry's module from its spec and load its weights (strict).
@@ -376,7 +457,10 @@ class ModelZoo(Pool["ZooEntry"]):
             NoBuilderError: no builder here and the file predates stored signatures.
         """
         entry, state, data = self._load_entry(name)
-        return source_from(entry.name, entry.spec, state, safetensors_header(data)[0], device=device)
+        try:
+            return source_from(entry.name, entry.spec, state, self._header(entry, data), device=device)
+        except (KeyError, TypeError, SignatureError) as e:  # a malformed stored description
+            raise self._corrupt_file(entry, f"its stored description is malformed ({type(e).__name__}: {e})") from None
 
     # ------------------------------------------------------------------ writing
 
@@ -414,7 +498,7 @@ class ModelZoo(Pool["ZooEntry"]):
             final.unlink(missing_ok=True)
             return self.get(name)
         if old_uid is not None:
-            (self._weights / f"{old_uid}.safetensors").unlink(missing_ok=True)
+            self._unlink_weights(old_uid)
         for m in _MODES:
             self._keys_cache[(digests[m], m)] = keys[m]
             self._num_matchable[(digests[m], m)] = sigs[m].num_matchable
@@ -439,7 +523,7 @@ class ModelZoo(Pool["ZooEntry"]):
         entry, state, data = self._load_entry(name)
         if new_spec is not None:
             check_spec_rebuilds(new_spec, state, what=f"pool entry {name!r}")
-        meta = safetensors_header(data)[0]
+        meta = self._header(entry, data)
         record = json.loads(meta.get(RECORD_META_KEY) or "{}")
         record["spec"] = new_spec.to_dict() if new_spec is not None else None
         desc = read_description(meta)
@@ -464,7 +548,7 @@ class ModelZoo(Pool["ZooEntry"]):
         except BaseException:
             final.unlink(missing_ok=True)
             raise
-        (self._weights / f"{entry.uid}.safetensors").unlink(missing_ok=True)
+        self._unlink_weights(entry.uid)
         return self.get(name)
 
     def _write_weights(self, data: bytes, tmp: Path, final: Path) -> None:
@@ -568,77 +652,71 @@ class ModelZoo(Pool["ZooEntry"]):
             if missing_ok:
                 return False
             self.get(name)  # raises with suggestions
-        (self._weights / f"{row[0]}.safetensors").unlink(missing_ok=True)
+        self._unlink_weights(row[0])
         return True
+
+    def _unlink_weights(self, uid: Any) -> None:
+        """Delete the weights file of a stored uid: only ever a file directly in ``weights/``."""
+        path = self._weights_file(uid)
+        if path is None:
+            log.warning("pool %s: a removed row named no weights file of this pool (uid %r); no file "
+                        "was deleted", self.path, uid)
+            return
+        path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ integrity
 
     def check(self, *, full: bool = False) -> dict[str, list[str]]:
-        """Integrity report: entries with missing/damaged weights, unreferenced files.
+        """Integrity report: malformed rows, entries with missing/damaged weights, files no row holds.
+
+        Never raises for what it finds: a malformed row, a weights file that is a link, a FIFO
+        or has a bad header is reported, not followed or trusted.
 
         Args:
-            full: also verify every file's SHA-256 and that its tensors are finite (reads all
-                weights), not only sizes.
+            full: also verify every file's SHA-256, its safetensors header and that its tensors
+                are finite (reads all weights), not only sizes.
 
         Returns:
-            ``{"missing": [names], "damaged": [names], "nonfinite": [names], "orphans":
-            [files], "partial": [files]}`` (``nonfinite``: NaN/inf weights, from before such
-            entries were refused; only with ``full``).
+            ``{"missing": [names], "damaged": [names], "nonfinite": [names], "malformed":
+            ["name: what is wrong"], "unindexed": [files], "orphans": [files], "partial":
+            [files]}``. ``nonfinite``: NaN/inf weights, from before such entries were refused
+            (only with ``full``). ``malformed``: index rows (or their architecture keys) that
+            break the index's rules; :meth:`reindex` rebuilds them. ``unindexed``: weights
+            files that no row references but whose own record claims an entry the index lacks
+            or cannot use (:meth:`reindex` restores them; :meth:`gc` keeps them). ``orphans``:
+            files nobody claims, which :meth:`gc` deletes (see there). ``partial``: leftovers
+            of interrupted writes in ``tmp/``.
         """
-        from safetensors.torch import load as load_bytes
-
-        out: dict[str, list[str]] = {"missing": [], "damaged": [], "nonfinite": [], "orphans": [], "partial": []}
-        uids = set()
-        for e in self:
-            uids.add(e.uid)
-            problem = _file_problem(e.path, e.nbytes)
-            if problem is None and full:
-                try:
-                    check_finite(load_bytes(self._read_verified(e)), what=e.name)
-                except ZooError:
-                    problem = "damaged"
-                except InvalidArgumentError:
-                    out["nonfinite"].append(e.name)
-            if problem == _MISSING:
-                out["missing"].append(e.name)
-            elif problem is not None:
-                out["damaged"].append(e.name)
-        for f in sorted(self._weights.glob("*.safetensors")):
-            if f.stem not in uids:
-                out["orphans"].append(str(f))
-        out["partial"] = sorted(str(f) for f in self._tmp.iterdir()) if self._tmp.is_dir() else []
-        return out
+        return _integrity.check(self, full=full)
 
     def gc(self, *, older_than: float = 3600.0) -> list[str]:
-        """Delete unreferenced weight files and leftovers of interrupted writes.
+        """Delete the files nobody claims: leftovers of interrupted writes and superseded versions.
 
         Args:
             older_than: only files not modified for this many seconds (an ``add`` in another
                 process may be between its rename and its index commit right now).
 
-        Only files that no index row references are deleted, checked again just before each
-        deletion; a pool whose index cannot be read is refused when it is opened, so ``gc``
-        never runs on a damaged index.
+        The rule: a weights file is kept when an index row references it (by uid, malformed
+        rows included) or when its own embedded record claims it: its record names an entry
+        the index lacks, or whose row is malformed, or whose own file is missing or damaged
+        (then this file may be the only copy; ``check`` lists it as ``unindexed`` and
+        :meth:`reindex` restores it). A file written with ``if_exists="rename"`` is likewise
+        kept (its record cannot tell which ``-2``, ``-3`` entry it was), unless an intact entry
+        of that name family was created at the same time (a version of that entry). Deleted
+        are only: files with no readable record (not written by a pool), and files whose
+        record names an entry whose intact row references another, intact file: an *older*
+        such file is a version superseded by ``if_exists="replace"`` or ``set_spec`` (they
+        delete it right after their commit; a crash in between leaves it), a *newer* or
+        same-time one is a write that never committed (a crash between the file's rename and
+        the index commit); and the ``tmp/`` leftovers of interrupted writes. Only regular
+        files and symbolic links (the link itself, never its target) are deleted, each
+        checked again just before its deletion; a pool whose index cannot be read is refused
+        when it is opened, so ``gc`` never runs on a damaged index.
 
         Returns:
             The deleted paths.
         """
-        self._check_writable()
-        cutoff = time.time() - older_than
-        report = self.check()
-        gone = []
-        for p in report["orphans"] + report["partial"]:
-            path = Path(p)
-            if path.parent == self._weights and self._conn().execute(
-                    "SELECT 1 FROM entries WHERE uid = ?", (path.stem,)).fetchone() is not None:
-                continue  # an add in another process committed it since check()
-            try:
-                if path.stat().st_mtime <= cutoff:
-                    path.unlink()
-                    gone.append(p)
-            except FileNotFoundError:
-                continue
-        return gone
+        return _integrity.gc(self, older_than=older_than)
 
     # ------------------------------------------------------------------ recovery
 
@@ -647,14 +725,19 @@ class ModelZoo(Pool["ZooEntry"]):
         """Rebuild a pool's index from its weight files, so that a lost or damaged index loses nothing.
 
         Every ``weights/*.safetensors`` file carries its own record (name, spec, data set,
-        metrics, parent, provenance, creation time); its size and SHA-256 are recomputed from
-        the bytes and its tensors are checked against the spec (names and shapes). Where the
-        old index can still be read, its rows win for the files it references (they hold later
-        ``update_metrics`` calls and the exact names of renamed entries). Several files with
-        one name: files written with ``if_exists="rename"`` get the next free ``-2``, ``-3``
-        suffix in creation order; otherwise the newest wins and the older ones stay as
-        unreferenced files (``check`` lists them, ``gc`` deletes them). Files that cannot be
-        read or do not fit their spec are skipped and listed.
+        metrics, parent, provenance, creation time); its size, SHA-256 and signatures are
+        recomputed from the bytes and its tensors are checked against the spec (names and
+        shapes). The old index is read row by row and value by value: each value of a file's
+        old row that is readable and valid wins (rows hold later ``update_metrics`` calls and
+        the exact names of renamed entries); a value that is not is taken from the file's own
+        record, so one malformed value never costs an entry or the row's other values, and an
+        intact file is always restored. Several files with one name: files written with
+        ``if_exists="rename"`` get the next free ``-2``, ``-3`` suffix in creation order;
+        otherwise a row's file (else the newest) wins and the others stay as unreferenced
+        files (``check`` lists them, ``gc`` deletes them). Only regular files are read: links,
+        FIFOs and devices in ``weights/`` are skipped and listed, never followed; files that
+        are not safetensors, or fit no spec, are skipped and listed too. The full rules are in
+        :mod:`nas_warmstart.pool.reindex`.
 
         The new index is built beside the old one and renamed into place; the old one is kept
         as ``index.sqlite.before-reindex-<time>``. Stop the pool's writers first.
@@ -682,7 +765,7 @@ class ModelZoo(Pool["ZooEntry"]):
             if isinstance(c.ref, ZooEntry):  # a "pool:<entry>" target, not a row
                 out.append(c)
                 continue
-            problem = _file_problem(self._weights / f"{c.ref[1]}.safetensors", c.ref[10])
+            problem = row_problem(c.ref) or _file_problem(self._weights / f"{c.ref[1]}.safetensors", c.ref[10])
             if problem is not None:
                 damaged.append(f"{c.name} ({problem})")
             else:
@@ -690,7 +773,7 @@ class ModelZoo(Pool["ZooEntry"]):
         if damaged:
             warnings.warn(
                 f"rank skipped {len(damaged)} pool entr{'y' if len(damaged) == 1 else 'ies'} with "
-                f"missing or damaged weights: {', '.join(damaged[:5])}"
+                f"missing or damaged weights or a malformed index row: {', '.join(damaged[:5])}"
                 + (" ..." if len(damaged) > 5 else "")
                 + "; list them with "
                 + fix("zoo.check() and remove them with zoo.remove(name)",
@@ -729,7 +812,18 @@ class ModelZoo(Pool["ZooEntry"]):
                 q = (f"SELECT digest, key, num_matchable FROM archs WHERE layers = ? AND digest IN "
                      f"({', '.join('?' * len(part))})")
                 for d, text, nm in conn.execute(q, (layers, *part)):
-                    key = _rank.key_from_json(text)
+                    try:
+                        key = _rank.key_from_json(text)
+                        nm = int(nm)
+                    except (TypeError, ValueError, IndexError, KeyError, RecursionError) as e:
+                        users = [r[0] for r in conn.execute(
+                            "SELECT name FROM entries WHERE digest_extended = ? OR digest_paper = ?", (d, d))]
+                        raise ZooEntryCorruptError(
+                            f"the pool {str(self.path)!r}: the stored architecture key of "
+                            f"{', '.join(map(repr, users[:3])) or 'an entry'} is malformed "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                            + self._corrupt_fix(users[0] if users else "NAME").split(", or ", 1)[1],
+                            entry=users[0] if users else None) from None
                     self._keys_cache[(d, layers)] = key
                     self._num_matchable[(d, layers)] = int(nm)
                     out[d] = key
@@ -740,6 +834,18 @@ class ModelZoo(Pool["ZooEntry"]):
         if missing:  # pragma: no cover - the schema inserts archs with entries
             raise ZooError(f"pool index is inconsistent: no architecture rows for {missing[:3]}")
         return out
+
+
+def _special_file(path: Path) -> str | None:
+    """What ``path`` is when it exists and is neither a regular file nor a link (checked
+    separately): "a FIFO", "a device", "a folder" ...; None otherwise."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return None
+    return "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
 
 
 def _reopen(path: str, journal_mode: Literal["wal", "delete"], read_only: bool) -> ModelZoo:
