@@ -7,6 +7,7 @@ import logging
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +18,26 @@ import torch
 from optuna.trial import FrozenTrial, Trial, TrialState
 from torch import nn
 
-from nas_warmstart._errors import InvalidArgumentError, ZooEntryExistsError, ZooError
+from nas_warmstart._errors import (
+    InvalidArgumentError,
+    NasWarmstartError,
+    NasWarmstartWarning,
+    SignatureError,
+    ZooEntryCorruptError,
+    ZooEntryExistsError,
+    ZooError,
+)
 from nas_warmstart.dpiat import batch as _rank
 from nas_warmstart.dpiat.signature import LAYER_MODES, LayersMode, signature
 from nas_warmstart.pool.base import Candidate, NewEntry, Pool
 from nas_warmstart.pool.spec import ArchSpec
 from nas_warmstart.pool.stored import build_loaded, source_from
-from nas_warmstart.pool.weights_io import safetensors_header, weights_bytes
+from nas_warmstart.pool.weights_io import weights_bytes
 from nas_warmstart.pool.zoo import ModelZoo
 
-log = logging.getLogger(__name__)
+from . import artifact_record as _rec
 
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,20 +70,46 @@ class ArtifactEntry:
     record: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_record(cls, rec: Mapping[str, Any], trial_number: int | None) -> ArtifactEntry:
+    def from_record(cls, rec: Any, trial_number: int | None, *, stored_as: str | None = None) -> ArtifactEntry:
+        """Parse a stored record, checking every field (see ``artifact_record``).
+
+        Args:
+            rec: the user attribute's value (JSON data written by anyone with storage access).
+            trial_number: the trial holding it (None: a study-level record).
+            stored_as: the name in the study attribute's key, which the record's must equal.
+
+        Raises:
+            ZooEntryCorruptError: a field is missing or malformed (one line naming the entry).
+        """
+        f = _rec.parse_record(rec, trial_number, stored_as=stored_as)
+        spec: ArchSpec | None = f["spec"]
+        record = {**f, "spec": spec.to_dict() if spec is not None else None}
         return cls(
-            name=rec["name"], spec=None if rec.get("spec") is None else ArchSpec.from_dict(rec["spec"]),
-            dataset=rec.get("dataset"),
-            metrics=dict(rec.get("metrics") or {}), parent=rec.get("parent"),
-            provenance=dict(rec.get("provenance") or {}), num_params=int(rec["num_params"]),
-            nbytes=int(rec["nbytes"]), sha256=rec["sha256"], digest=rec["digest"],
-            digest_paper=rec["digest_paper"], artifact_id=rec["artifact_id"], trial_number=trial_number, created=float(rec.get("created", 0.0)),
-            record=dict(rec),
+            name=f["name"], spec=spec, dataset=f["dataset"], metrics=f["metrics"], parent=f["parent"],
+            provenance=f["provenance"], num_params=f["num_params"], nbytes=f["nbytes"], sha256=f["sha256"],
+            digest=f["digest"], digest_paper=f["digest_paper"], artifact_id=f["artifact_id"],
+            trial_number=trial_number, created=f["created"], record=record,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {**{k: v for k, v in self.record.items() if k != "keys"},
                 "spec": self.spec.to_dict() if self.spec is not None else None, "trial_number": self.trial_number}
+
+
+def _description_error(entry: ArtifactEntry, e: Exception) -> ZooEntryCorruptError:
+    return _rec.corrupt(entry.name, f"artifact {entry.artifact_id}",
+                        f"its stored source description is malformed ({type(e).__name__}: {e})")
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """A malformed stored record: what its error names, where it is stored, its blob if known."""
+
+    name: str | None
+    trial_number: int | None
+    stored_as: str | None  # the name in its study attribute key (a study-level record)
+    artifact_id: str | None  # only when well-formed
+    error: ZooEntryCorruptError
 
 
 class OptunaArtifactPool(Pool[ArtifactEntry]):
@@ -122,25 +158,76 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
         return f"OptunaArtifactPool(study={self.study.study_name!r}, {len(self)} entries)"
 
     # ------------------------------------------------------------------ reading
+    #
+    # The storage and the artifact store may be shared with people this process does not trust
+    # (an RDB server, a shared directory): records are parsed field by field (artifact_record),
+    # a malformed one is skipped with one warning in listings and ranking and is a one-line
+    # ZooEntryCorruptError when asked for by name; blobs are read bounded by the recorded size.
+
+    def _stored(self) -> tuple[dict[str, Any], list[FrozenTrial]]:
+        """The study's user attributes and its completed trials, as Optuna decodes them."""
+        try:
+            return (self.study.user_attrs,
+                    self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        except ValueError as e:  # json.JSONDecodeError: a row that Optuna did not write
+            raise ZooError(
+                f"the storage of study {self.study.study_name!r} holds a user attribute that is not "
+                f"JSON ({type(e).__name__}: {' '.join(str(e).split())}), so the artifact pool kept in "
+                "it cannot be read; the row was written by something other than Optuna: delete it "
+                "from the storage"
+            ) from None
+
+    def _scan(self) -> tuple[dict[str, ArtifactEntry], list[_Skipped]]:
+        """Visible entries by name (newest record of each name), and the malformed records."""
+        study_attrs, trials = self._stored()
+        removed = {k[len(self.STUDY_REMOVED):] for k in study_attrs if k.startswith(self.STUDY_REMOVED)}
+        found: list[ArtifactEntry] = []
+        skipped: list[_Skipped] = []
+
+        def take(rec: Any, number: int | None, stored_as: str | None) -> None:
+            try:
+                entry = ArtifactEntry.from_record(rec, number, stored_as=stored_as)
+            except ZooEntryCorruptError as e:
+                aid = rec.get("artifact_id") if isinstance(rec, Mapping) else None
+                if not (_rec.is_artifact_id(aid) and aid in removed) and f"trial-{number}" not in removed:
+                    skipped.append(_Skipped(e.entry, number, stored_as, aid if _rec.is_artifact_id(aid) else None, e))
+                return
+            if entry.artifact_id not in removed:
+                found.append(entry)
+
+        for key, rec in study_attrs.items():
+            if key.startswith(self.STUDY_ENTRY) and rec is not None:  # None: a removed bad record
+                take(rec, None, key[len(self.STUDY_ENTRY):])
+        for t in trials:
+            rec = t.user_attrs.get(self.TRIAL_ATTR)
+            if rec is not None:
+                take(rec, t.number, None)
+        newest: dict[str, ArtifactEntry] = {}
+        for e in found:
+            if e.name not in newest or e.created > newest[e.name].created:
+                newest[e.name] = e
+        return {n: newest[n] for n in sorted(newest)}, skipped
+
+    def _warn_skipped(self, skipped: Sequence[_Skipped]) -> None:
+        if skipped:
+            n = len(skipped)
+            warnings.warn(
+                f"the artifact pool of study {self.study.study_name!r} skipped {n} entr"
+                f"{'y' if n == 1 else 'ies'} with a malformed stored record: "
+                + " | ".join(str(s.error) for s in skipped[:5]) + (" | ..." if n > 5 else ""),
+                NasWarmstartWarning,
+                stacklevel=3,
+            )
 
     def entries(self) -> list[ArtifactEntry]:
         """All visible entries: study-level ones and those of completed trials, minus removed.
 
         When several records carry one name (a retried trial, a replaced entry), the newest wins.
+        A malformed record is left out with one :class:`~nas_warmstart.NasWarmstartWarning`.
         """
-        study_attrs = self.study.user_attrs
-        removed = {k[len(self.STUDY_REMOVED):] for k in study_attrs if k.startswith(self.STUDY_REMOVED)}
-        found = [ArtifactEntry.from_record(rec, None) for key, rec in study_attrs.items()
-                 if key.startswith(self.STUDY_ENTRY)]
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            rec = t.user_attrs.get(self.TRIAL_ATTR)
-            if rec is not None:
-                found.append(ArtifactEntry.from_record(rec, t.number))
-        newest: dict[str, ArtifactEntry] = {}
-        for e in found:
-            if e.artifact_id not in removed and (e.name not in newest or e.created > newest[e.name].created):
-                newest[e.name] = e
-        return [newest[n] for n in sorted(newest)]
+        newest, skipped = self._scan()
+        self._warn_skipped(skipped)
+        return list(newest.values())
 
     def __iter__(self) -> Iterator[ArtifactEntry]:
         return iter(self.entries())
@@ -149,44 +236,38 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
         return len(self.entries())
 
     def __contains__(self, name: object) -> bool:
-        return any(e.name == name for e in self.entries())
+        return name in self._scan()[0]
 
     def names(self) -> list[str]:
         return [e.name for e in self.entries()]
 
     def get(self, name: str) -> ArtifactEntry:
-        for e in self.entries():
-            if e.name == name:
-                return e
+        """The entry called ``name``.
+
+        Raises:
+            ZooEntryNotFoundError: no entry has that name.
+            ZooEntryCorruptError: its stored record is malformed.
+        """
+        newest, skipped = self._scan()
+        if name in newest:
+            return newest[name]
+        for s in skipped:
+            if s.name == name:
+                raise s.error
         raise self._not_found(name, f"the artifact pool of study {self.study.study_name!r}")
 
     def load_state_dict(self, name: str) -> dict[str, torch.Tensor]:
-        """The entry's weights, downloaded and checked against the recorded size and SHA-256."""
+        """The entry's weights, read and checked against the recorded size and SHA-256."""
         return self._read(self.get(name))
 
     def _read(self, entry: ArtifactEntry) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load as load_bytes
-
-        return load_bytes(self._read_bytes(entry))
+        return _rec.parse_weights(entry.name, entry.artifact_id, self._read_bytes(entry))[0]
 
     def _read_bytes(self, entry: ArtifactEntry) -> bytes:
-        from optuna.artifacts import download_artifact
-
-        with tempfile.TemporaryDirectory(prefix="nas-warmstart-") as tmp:
-            path = Path(tmp) / "weights.safetensors"  # download_artifact never overwrites
-            try:
-                download_artifact(artifact_store=self.artifact_store, file_path=str(path),
-                                  artifact_id=entry.artifact_id)
-            except Exception as e:  # stores raise their own types (OSError, botocore errors, ...)
-                raise ZooError(f"the weights of pool entry {entry.name!r} (artifact "
-                               f"{entry.artifact_id}) cannot be downloaded: {type(e).__name__}: {e}") from e
-            data = path.read_bytes()
-        if len(data) != entry.nbytes or hashlib.sha256(data).hexdigest() != entry.sha256:
-            raise ZooError(
-                f"the weights of pool entry {entry.name!r} (artifact {entry.artifact_id}) are damaged: "
-                f"{len(data)} bytes, expected {entry.nbytes} with the recorded SHA-256; remove the "
-                "entry with pool.remove(name)"
-            )
+        # at most nbytes + 1 bytes (a file store: a regular file of nbytes only), hashed before
+        # anything parses them
+        data = _rec.read_blob(self.artifact_store, entry.name, entry.artifact_id, entry.nbytes)
+        _rec.check_blob(entry.name, entry.artifact_id, data, entry.nbytes, entry.sha256)
         return data
 
     def load(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
@@ -200,18 +281,24 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
 
     def load_source(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
         """The entry as a transfer source (see :meth:`ModelZoo.load_source`)."""
-        from safetensors.torch import load as load_bytes
-
         entry = self.get(name)
-        data = self._read_bytes(entry)
-        return source_from(name, entry.spec, load_bytes(data), safetensors_header(data)[0], device=device)
+        state, meta = _rec.parse_weights(entry.name, entry.artifact_id, self._read_bytes(entry))
+        try:
+            return source_from(name, entry.spec, state, meta, device=device)
+        except SignatureError as e:
+            raise _description_error(entry, e) from None
+        except NasWarmstartError:  # NoBuilderError, weights that do not fit the spec: their own words
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
+            # the source description in the blob's metadata is whatever the blob's writer chose
+            raise _description_error(entry, e) from None
 
     def _entry_key(self, entry: ArtifactEntry, layers: LayersMode) -> tuple[tuple[Any, ...], int]:
-        stored = (entry.record.get("keys") or {}).get(layers)
+        stored = entry.record["keys"].get(layers)
         if stored is not None:  # written by this release: no rebuild needed (nor a builder)
-            key = _rank.key_from_json(stored)
-            return key, _rank.num_matchable(key)
-        assert entry.spec is not None  # entries without a spec always store their keys
+            digest = entry.digest if layers == "extended" else entry.digest_paper
+            return _rec.key_of(entry.name, _rec.where_of(entry.trial_number), stored, digest, layers)
+        assert entry.spec is not None  # parse_record refuses a record with neither
         return self._spec_key_and_count(entry.spec, layers)
 
     def _spec_key_and_count(self, spec: ArchSpec, layers: LayersMode) -> tuple[tuple[Any, ...], int]:
@@ -292,7 +379,7 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
             )
 
     def _existing(self, name: str, if_exists: str) -> ArtifactEntry | None:
-        existing = next((e for e in self.entries() if e.name == name), None)
+        existing = self._scan()[0].get(name)
         if existing is not None and if_exists == "error":
             raise ZooEntryExistsError(
                 f"the artifact pool already has an entry {name!r}; pass if_exists='replace' or 'skip'"
@@ -343,22 +430,42 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
             log.info("artifact %s not removed: %s: %s", artifact_id, type(e).__name__, e)
 
     def remove(self, name: str, *, missing_ok: bool = False) -> bool:
-        """Hide an entry (records of finished trials cannot change) and delete its blob."""
-        entry = next((e for e in self.entries() if e.name == name), None)
-        if entry is None:
+        """Hide an entry (records of finished trials cannot change) and delete its blob.
+
+        Malformed records of that name are hidden too (their blob is deleted only when no
+        well-formed record uses it).
+        """
+        newest, skipped = self._scan()
+        entry = newest.get(name)
+        bad = [s for s in skipped if s.name == name]
+        if entry is None and not bad:
             if missing_ok:
                 return False
-            self.get(name)  # raises
-        assert entry is not None
-        self.study.set_user_attr(self.STUDY_REMOVED + entry.artifact_id, name)
-        self._remove_blob(entry.artifact_id)
+            raise self._not_found(name, f"the artifact pool of study {self.study.study_name!r}")
+        if entry is not None:
+            self.study.set_user_attr(self.STUDY_REMOVED + entry.artifact_id, name)
+            self._remove_blob(entry.artifact_id)
+        in_use = {e.artifact_id for e in newest.values()}
+        for s in bad:
+            # never by artifact id: a malformed record may name the blob of a sound entry
+            if s.stored_as is not None:
+                self.study.set_user_attr(self.STUDY_ENTRY + s.stored_as, None)
+            else:
+                self.study.set_user_attr(f"{self.STUDY_REMOVED}trial-{s.trial_number}", name)
+            if s.artifact_id is not None and s.artifact_id not in in_use:
+                self._remove_blob(s.artifact_id)
         return True
 
     def discard_trial_artifact(self, study: optuna.study.Study, trial: FrozenTrial) -> None:
         """Delete the blob a trial uploaded when the trial did not complete (its record is hidden)."""
         rec = trial.user_attrs.get(self.TRIAL_ATTR)
         if rec is not None and trial.state != TrialState.COMPLETE:
-            self._remove_blob(rec["artifact_id"])
+            aid = rec.get("artifact_id") if isinstance(rec, Mapping) else None
+            if isinstance(aid, str) and _rec.is_artifact_id(aid):
+                self._remove_blob(aid)
+            else:
+                log.warning("trial %s's pool record names no valid artifact id (%.80r); nothing deleted",
+                            trial.number, aid)
 
     def add_from(self, zoo: ModelZoo, names: Sequence[str] | None = None, *, if_exists: str = "skip") -> list[str]:
         """Copy entries of a local :class:`ModelZoo` into this pool (study-level entries).

@@ -32,7 +32,13 @@ import torch
 from torch import nn
 
 from nas_warmstart._args import check_choice
-from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError, ZooError
+from nas_warmstart._errors import (
+    InvalidArgumentError,
+    NasWarmstartError,
+    SignatureError,
+    ZooEntryCorruptError,
+    ZooError,
+)
 from nas_warmstart.dpiat.signature import LAYER_MODES, ArchSignature, LayersMode, signature
 from nas_warmstart.pool.base import Candidate, NewEntry, Pool, Ranked
 from nas_warmstart.pool.stored import build_loaded, source_from
@@ -282,8 +288,16 @@ class RayPool(Pool[ZooEntry]):
     def load_source(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
         from safetensors.torch import load as load_bytes
 
-        entry, data = self._fetch(name)
-        return source_from(entry.name, entry.spec, load_bytes(data), safetensors_header(data)[0], device=device)
+        entry, data = self._fetch(name)  # the actor's zoo checked the hash and the header
+        try:
+            return source_from(entry.name, entry.spec, load_bytes(data), safetensors_header(data)[0], device=device)
+        except NasWarmstartError as e:
+            if not isinstance(e, SignatureError):
+                raise  # NoBuilderError, weights that do not fit the spec: their own words
+            raise _bad_description(entry, e) from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
+            # the source description in the file's metadata is whatever the file's writer chose
+            raise _bad_description(entry, e) from None
 
     def remove(self, name: str, *, missing_ok: bool = False) -> bool:
         return self._call("remove", name, missing_ok)
@@ -329,6 +343,15 @@ class RayPool(Pool[ZooEntry]):
     def _keys(self, digests: list[str], layers: LayersMode, by_digest: Mapping[str, Candidate]
               ) -> tuple[list[tuple[Any, ...]], list[int]]:
         return self._call("keys", digests, layers)
+
+
+def _bad_description(entry: ZooEntry, e: Exception) -> ZooEntryCorruptError:
+    return ZooEntryCorruptError(
+        f"pool entry {entry.name!r}: the source description stored in its weights file is malformed "
+        f"({type(e).__name__}: {' '.join(str(e).split())}); remove the entry with pool.remove({entry.name!r})"
+        " and add it again",
+        entry=entry.name,
+    )
 
 
 def _reconnect(name: str, namespace: str, actor: Any) -> RayPool:
