@@ -28,6 +28,7 @@ from .common import (
     _one_line,
     _one_line_text,
     _Parser,
+    os_error_text,
 )
 from .convert import _cmd_convert
 from .models import _cmd_matrix, _cmd_rank, _cmd_similarity, _cmd_transfer
@@ -192,9 +193,13 @@ def _parser() -> _Parser:
     se.add_argument("--backend", choices=("optuna", "ray"), default="optuna",
                     help="optuna (default: trials in this process) or ray (Ray Tune, on this machine or a cluster)")
     se.add_argument("--storage", default=None,
-                    help="Optuna storage URL; a rerun with the same study continues it (default for --backend optuna: "
+                    help="Optuna storage URL; a rerun with the same study continues it, and several `search` "
+                         "processes on one study share its trials (default for --backend optuna: "
                          "sqlite:///nas-warmstart.db; with --backend ray: the searcher's study is kept there, "
-                         "e.g. to watch it in optuna-dashboard)")
+                         "e.g. to watch it in optuna-dashboard). Each process sends heartbeats for its running "
+                         "trial; a trial whose process stopped sending them for 2 minutes (killed) is marked "
+                         "interrupted and its pool entry removed by the next `search` on the study. "
+                         "Never a file inside --pool")
     se.add_argument("--study-name", help="study (Optuna) or experiment (Ray) name; default: <space>-<dataset>")
     se.add_argument("--guidance", action="store_true", help="also guide training by the source network (CKA)")
     se.add_argument("--cold", action="store_true", help="no pool: train every trial from random init (baseline)")
@@ -312,6 +317,68 @@ def _parser() -> _Parser:
     return p
 
 
+#: samplers and data splits seed numpy, whose generators take 32-bit seeds.
+_SEED_MAX = 2**32 - 1
+_STEPS_MAX = 10**7  # optimizer steps of one stage: beyond this a typo, not a plan
+_EPOCHS_MAX = 100_000
+
+#: the numeric flags of every command: (attribute, flag, lowest, highest, why the highest).
+_INT_FLAGS: tuple[tuple[str, str, int, int | None, str], ...] = (
+    ("num_classes", "--num-classes", 1, 1_000_000, "a classifier's classes"),
+    ("in_chans", "--in-chans", 1, 4096, "input channels"),
+    ("k", "-k", 1, None, ""),
+    ("trials", "--trials", 1, 1_000_000, "trials of one study"),
+    ("epochs", "--epochs", 1, _EPOCHS_MAX, "training epochs"),
+    ("n_jobs", "--n-jobs", 1, 1024, "threads of one process"),
+    ("max_concurrent", "--max-concurrent", 1, 100_000, "trials at a time"),
+    ("seed", "--seed", 0, _SEED_MAX, "numpy's and Optuna's samplers take 32-bit seeds"),
+    ("show", "--show", 0, None, ""),
+    ("steps_per_stage", "--steps-per-stage", 1, _STEPS_MAX, "optimizer steps per stage"),
+    ("finetune_epochs", "--finetune-epochs", 0, _EPOCHS_MAX, "fine-tuning epochs"),
+    ("batch_size", "--batch-size", 2, 1_000_000, "images per step"),
+    ("workers", "--workers", 1, 100_000, "Ray Train workers"),
+    ("seed_epochs", "--seed-epochs", 1, _EPOCHS_MAX, "training epochs"),
+    ("convert_steps", "--convert-steps", 1, _STEPS_MAX, "optimizer steps per stage"),
+    ("convert_epochs", "--convert-epochs", 0, _EPOCHS_MAX, "fine-tuning epochs"),
+)
+#: (attribute, flag, lowest, whether the lowest itself is refused, what the value is).
+_FLOAT_FLAGS: tuple[tuple[str, str, float | None, bool, str], ...] = (
+    ("min_metric", "--min-metric", None, False, "a metric threshold"),
+    ("kd", "--kd", 0.0, False, "a distillation weight, 0 for none"),
+    ("lr", "--lr", 0.0, True, "a learning rate"),
+    ("finetune_lr", "--finetune-lr", 0.0, True, "a learning rate"),
+    ("cpus_per_trial", "--cpus-per-trial", 0.0, False, "CPUs per trial, fractions allowed"),
+    ("gpus_per_trial", "--gpus-per-trial", 0.0, False, "GPUs per trial, fractions allowed"),
+)
+
+
+def _number_problem(args: argparse.Namespace) -> str | None:
+    """The first numeric flag out of its range, as one line (rule, value, fix); None if all fit.
+
+    Checked before any command starts, so a typo costs nothing: a seed past 32 bits would only
+    fail inside numpy after the data set is loaded, an absurd size would exhaust memory.
+    """
+    import math
+
+    for opt, flag, low, high, why in _INT_FLAGS:
+        v = getattr(args, opt, None)
+        if v is None or isinstance(v, bool) or not isinstance(v, int):
+            continue
+        if v < low:
+            return f"{flag} must be >= {low}, got {v}"
+        if high is not None and v > high:
+            return f"{flag} must be <= {high} ({why}), got {v}; give a value from {low} to {high}"
+    for opt, flag, lowest, strict, what in _FLOAT_FLAGS:
+        v = getattr(args, opt, None)
+        if v is None or not isinstance(v, float | int):
+            continue
+        if not math.isfinite(v):
+            return f"{flag} must be a finite number ({what}), got {v}"
+        if lowest is not None and (v <= lowest if strict else v < lowest):
+            return f"{flag} must be a number {'>' if strict else '>='} {lowest:g} ({what}), got {v:g}"
+    return None
+
+
 def _version() -> str:
     from .. import __version__
 
@@ -344,12 +411,14 @@ def _main(argv: list[str]) -> int:
         logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
     if getattr(args, "out", None) is not None and not str(args.out).endswith(".safetensors"):
         parser.error(f"--out must name a .safetensors file, got {args.out!r}")
-    for opt, flag in (("num_classes", "--num-classes"), ("in_chans", "--in-chans"), ("k", "-k"),
-                      ("trials", "--trials"), ("epochs", "--epochs"), ("n_jobs", "--n-jobs"),
-                      ("max_concurrent", "--max-concurrent")):
-        value = getattr(args, opt, None)
-        if value is not None and value < 1:
-            parser.error(f"{flag} must be >= 1, got {getattr(args, opt)}")
+    problem = _number_problem(args)
+    if problem is not None:
+        parser.error(problem)
+    if args.command in ("search", "run"):
+        for opt, flag in (("storage", "--storage"), ("study_name", "--study-name")):
+            value = getattr(args, opt, None)
+            if value is not None and not value.strip():
+                parser.error(f"{flag} is empty; give a value, or leave the flag out for the default")
     func: Callable[[argparse.Namespace], Any] = args.func
     try:
         with warnings.catch_warnings():
@@ -359,7 +428,10 @@ def _main(argv: list[str]) -> int:
     except NasWarmstartError as e:
         print(f"nas-warmstart: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, sqlite3.Error) as e:
+    except OSError as e:
+        print(f"nas-warmstart: error: {_one_line_text(os_error_text(e))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.Error as e:
         print(f"nas-warmstart: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -14,7 +14,12 @@ stderr and exit 2. Progress bars go to stderr and stay quiet when it is not a te
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
 import re
+import secrets
+import stat
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .._errors import (
     InvalidArgumentError,
     NoBuilderError,
+    ZooError,
 )
 
 if TYPE_CHECKING:
@@ -187,6 +193,78 @@ def _writing(path: str) -> Path:
     if not p.parent.is_dir():
         raise InvalidArgumentError(f"cannot write {path!r}: the directory {str(p.parent)!r} does not exist")
     return p
+
+
+def check_pool_writable(path: str) -> None:
+    """Refuse, before any training, a ``--pool`` the command could not register networks in:
+    a file, or an existing pool this user may only read. Nothing is created here (a missing
+    pool is created by the command once everything is checked)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InvalidArgumentError(f"--pool {path!r} is a file; give a folder (created if missing)")
+    if not (p / "index.sqlite").exists():
+        return
+    # the rule ModelZoo applies to open a pool read-only (not opened here: a read-only SQLite
+    # connection to a WAL database leaves its -wal and -shm files behind)
+    if not (os.access(p / "index.sqlite", os.W_OK) and os.access(p, os.W_OK)):
+        raise ZooError(
+            f"the pool {path!r} is read-only for this user, so no trained network could be registered in "
+            "it; run this command as a user who may write the pool directory, or give another --pool "
+            "(nothing was trained or written)"
+        )
+
+
+def write_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all, naming ``path`` in any OS error.
+
+    A regular file (or a new one) is written to a temporary file beside it, then renamed over
+    it: a full disk, a Ctrl-C or a crash leaves the old file or none, never a truncated one.
+    A symlink is followed (the file it points to is replaced, the link stays). A path that is
+    not a regular file (a device, a FIFO: ``/dev/stdout``) is written directly.
+    """
+    p = Path(path)
+    try:
+        real = Path(os.path.realpath(p))
+        try:
+            special = not stat.S_ISREG(real.stat().st_mode)
+        except FileNotFoundError:
+            special = False
+        if special:
+            with open(real, "wb") as f:
+                f.write(data)
+            return
+        tmp = real.with_name(f".{real.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, real)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as e:  # named by the path asked for, not our temporary file's (or none: a failed write)
+        code = e.errno if e.errno is not None else errno.EIO
+        raise OSError(code, e.strerror or os.strerror(code), str(p)) from None
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an OS error: the path, what went wrong, and what to do about it."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or str(e) or type(e).__name__
+    hint = {
+        errno.ENOSPC: "free some space there or write elsewhere",
+        errno.EDQUOT: "free some of your quota or write elsewhere",
+        errno.EACCES: "check its permissions, run as a user who may write there, or write elsewhere",
+        errno.EPERM: "that location does not allow it; write elsewhere",
+        errno.EROFS: "that file system is read-only; write elsewhere",
+        errno.ENOENT: "check the path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+        errno.EISDIR: "it is a folder; give a file",
+    }.get(e.errno or 0)
+    text = f"{where}: {what}" if where else what
+    return text + (f" [{errno.errorcode.get(e.errno, e.errno)}]" if e.errno else "") + (f"; {hint}" if hint else "")
 
 
 

@@ -23,7 +23,7 @@ from .._errors import (
     ZooEntryExistsError,
     ZooError,
 )
-from .common import _open_zoo, _Refs, _writing
+from .common import _open_zoo, _Refs, _writing, write_file
 
 if TYPE_CHECKING:
     from ..convert import ConversionResult
@@ -104,29 +104,78 @@ def _check_guide_fits(entry: ZooEntry, data: DataSplits) -> None:
         )
 
 
-def _claim_checkpoint(ckpt: Path, facts: dict[str, Any]) -> None:
-    """Refuse a ``--checkpoint-dir`` of another guide, target or data set.
+def _checkpoint_claim(ckpt: Path, facts: dict[str, Any]) -> dict[str, Any] | None:
+    """Refuse a ``--checkpoint-dir`` of another guide, target or data set; returns what the
+    folder's ``command.json`` holds (None: nothing yet). Nothing is written here.
 
     convert() resumes a checkpoint whose settings match, and its settings name the networks'
     classes only: a checkpoint of another pool entry, or of another config of the same target
     class, would resume with the wrong guide or fail loading the target's weights. So the
-    command records the guide entry (and its weights' hash), the target spec and the data set.
+    command records the guide entry (and its weights' hash), the target spec and the data set,
+    and, once the result is registered, the entry it was registered as (see :func:`_registered`).
     """
     path = ckpt / COMMAND_FILE
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        differ = [k for k in facts if not isinstance(old, dict) or old.get(k) != facts[k]]
-        if differ:
-            raise InvalidArgumentError(
-                f"--checkpoint-dir {str(ckpt)!r} holds the conversion of another {' and '.join(differ)} "
-                f"(see {str(path)!r}); resume it with the same --guide, --target and --dataset, or give another folder"
-            )
-    elif not (ckpt / "state.json").exists():  # a checkpoint of Python's convert(): its own checks apply
-        ckpt.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(facts, indent=1) + "\n")
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        old = None
+    differ = [k for k in facts if not isinstance(old, dict) or old.get(k) != facts[k]]
+    if differ:
+        raise InvalidArgumentError(
+            f"--checkpoint-dir {str(ckpt)!r} holds the conversion of another {' and '.join(differ)} "
+            f"(see {str(path)!r}); resume it with the same --guide, --target and --dataset, or give another folder"
+        )
+    assert isinstance(old, dict)
+    return old
+
+
+def _claim_checkpoint(ckpt: Path, facts: dict[str, Any]) -> None:
+    """Write ``command.json`` into a new ``--checkpoint-dir`` (see :func:`_checkpoint_claim`)."""
+    if (ckpt / COMMAND_FILE).is_file() or (ckpt / "state.json").exists():
+        return  # ours already, or a checkpoint of Python's convert(): its own checks apply
+    ckpt.mkdir(parents=True, exist_ok=True)
+    write_file(ckpt / COMMAND_FILE, (json.dumps(facts, indent=1) + "\n").encode())
+
+
+def _registered(claim: dict[str, Any] | None, zoo: Any, name: str | None) -> tuple[ZooEntry, dict[str, Any]] | None:
+    """The entry an earlier, finished run of this command registered from this checkpoint, while
+    the pool still holds it unchanged (same weights hash); None otherwise. A different
+    ``--name`` asks for a new entry: None then."""
+    reg = (claim or {}).get("registered")
+    if not isinstance(reg, dict) or not isinstance(reg.get("entry"), str) or not isinstance(reg.get("record"), dict):
+        return None
+    if name is not None and name != reg["entry"]:
+        return None
+    try:
+        entry = zoo.get(reg["entry"])
+    except ZooError:  # removed (or damaged): convert and register again
+        return None
+    if entry.sha256 != reg.get("sha256"):
+        return None
+    return entry, reg["record"]
+
+
+def _check_writable(flag: str, path: str | Path) -> None:
+    """Refuse, before the conversion, an output folder this process could not write: a probe
+    file is created and removed in the folder (or the nearest existing folder above it)."""
+    import os
+    import tempfile
+
+    p = Path(path).absolute()
+    where = next(q for q in (p, *p.parents) if q.exists())
+    if not where.is_dir():
+        raise InvalidArgumentError(f"{flag} {str(path)!r}: {str(where)!r} is a file; give a folder (created if missing)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nas-warmstart-probe-", dir=where)
+    except OSError as e:
+        raise InvalidArgumentError(
+            f"{flag} {str(path)!r}: this process cannot write in {str(where)!r} ({e.strerror or e}); give a "
+            "folder you may write (nothing was trained)"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _plain(value: Any) -> Any:
@@ -161,17 +210,16 @@ def _record(result: ConversionResult, *, guide: ZooEntry, spec: ArchSpec, data: 
     })
 
 
-def _write_out(out: Path, result: ConversionResult, spec: ArchSpec, record: dict[str, Any]) -> list[Path]:
-    from safetensors.torch import save_file
-
-    from ..pool.weights_io import state_for_saving
+def _write_out(out: Path, state: dict[str, Any], spec: ArchSpec, record: dict[str, Any]) -> list[Path]:
+    """``model.safetensors``, ``spec.json`` and ``conversion.json`` in ``out``, each whole or not at all."""
+    from safetensors.torch import save
 
     out.mkdir(exist_ok=True)
     paths = [out / WEIGHTS_FILE, out / SPEC_FILE, out / RECORD_FILE]
     meta = {"guide": record["guide"]["entry"], "target_spec": spec.to_dict()}
-    save_file(state_for_saving(result.model), str(paths[0]), metadata={"nas_warmstart": json.dumps(meta)})
-    paths[1].write_text(json.dumps(spec.to_dict(), indent=1) + "\n")
-    paths[2].write_text(json.dumps(record, indent=1) + "\n")
+    write_file(paths[0], save(state, metadata={"nas_warmstart": json.dumps(meta)}))
+    write_file(paths[1], (json.dumps(spec.to_dict(), indent=1) + "\n").encode())
+    write_file(paths[2], (json.dumps(record, indent=1) + "\n").encode())
     return paths
 
 
@@ -198,12 +246,29 @@ def _convert_on_cluster(args: argparse.Namespace, guide: Any, target: Any, data:
     return result
 
 
+def _report_registered(args: argparse.Namespace, zoo: Any, done: tuple[ZooEntry, dict[str, Any]],
+                       spec: ArchSpec) -> dict[str, Any]:
+    """What a finished conversion's rerun prints and returns: the entry it registered back then."""
+    entry, record = done
+    record = {**record, "entry": entry.name, "pool": args.pool}
+    out = Path(args.out_dir) if args.out_dir is not None else None
+    written = _write_out(out, zoo.load_state_dict(entry.name), spec, record) if out is not None else []
+    if not args.json:
+        print(f"already converted: {entry.name} in the pool {args.pool} was registered from --checkpoint-dir "
+              f"{args.checkpoint_dir} by an earlier run of this command (nothing was trained or added; give "
+              "another --checkpoint-dir to convert again)")
+        for p in written:
+            print(f"wrote {p}")
+    return {**record, "out": [str(p) for p in written], "already_registered": True}
+
+
 def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from .._device import resolve_device
     from ..convert import convert, describe_plan
     from ..pool.base import check_name
+    from ..pool.weights_io import state_for_saving
     from ..training.data import load_dataset
 
     _check_numbers(args)
@@ -211,6 +276,10 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     if args.schedule is None:
         args.schedule = "independent" if args.mode == "parts" else "progressive"
     _check_cluster_flags(args)
+    if args.distance is not None:
+        from ..align.cka import DISTANCES
+
+        DISTANCES.get(args.distance)  # an unknown name fails now, not after the plan
     kind, guide_name = _Refs.split(args.guide)
     if kind != "zoo":
         raise InvalidArgumentError(
@@ -226,6 +295,8 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     for flag, path in (("--out", out), ("--checkpoint-dir", args.checkpoint_dir)):
         if path is not None and Path(path).exists() and not Path(path).is_dir():
             raise InvalidArgumentError(f"{flag} {str(path)!r} is a file; give a folder (created if missing)")
+        if path is not None:
+            _check_writable(flag, path)
     zoo = _open_zoo(args.pool, write=True)
     guide_entry = zoo.get(guide_name)
     if zoo.read_only:
@@ -243,6 +314,12 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
         resolve_device(args.device)
     spec = _target_spec(args.target, data)
     _check_guide_fits(guide_entry, data)
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir is not None else None
+    facts = {"guide": guide_name, "guide weights": guide_entry.sha256, "target": spec.to_dict(), "data set": data.name}
+    claim = _checkpoint_claim(ckpt, facts) if ckpt is not None else None
+    done = _registered(claim, zoo, args.name)
+    if done is not None:  # the same command again, after it finished: nothing to convert or add
+        return _report_registered(args, zoo, done, spec)
     if_exists: IfExists
     if args.name is not None:
         name, if_exists = check_name(args.name), "error"
@@ -260,9 +337,8 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)  # the same command builds the same target (a resumed run too)
     target = spec.build()
     guide = zoo.load(guide_name)
-    if args.checkpoint_dir is not None:
-        _claim_checkpoint(Path(args.checkpoint_dir), {
-            "guide": guide_name, "guide weights": guide_entry.sha256, "target": spec.to_dict(), "data set": data.name})
+    if ckpt is not None:
+        _claim_checkpoint(ckpt, facts)
     args.interrupt_hint = (
         f"continue the conversion with: nas-warmstart {shlex.join(args.argv)}" if args.checkpoint_dir or args.workers
         else "nothing was kept; add --checkpoint-dir DIR to make a conversion resumable"
@@ -295,7 +371,12 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
         provenance=result.settings,
     )
     record = {"entry": entry.name, "pool": args.pool, **_record(result, guide=guide_entry, spec=spec, data=data)}
-    written = _write_out(out, result, spec, record) if out is not None else []
+    if ckpt is not None and (ckpt / COMMAND_FILE).is_file():
+        # a rerun of this command finds the entry instead of registering a copy
+        claim = {**json.loads((ckpt / COMMAND_FILE).read_text()),
+                 "registered": {"entry": entry.name, "sha256": entry.sha256, "record": record}}
+        write_file(ckpt / COMMAND_FILE, (json.dumps(claim, indent=1) + "\n").encode())
+    written = _write_out(out, state_for_saving(model), spec, record) if out is not None else []
     if not args.json:
         print(f"\nregistered {entry.name} in the pool {args.pool} (parent {guide_name}, test accuracy "
               f"{100 * result.accuracy:.2f}%)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from .common import (
     _Refs,
     _table,
     _writing,
+    write_file,
 )
 
 
@@ -45,7 +47,7 @@ def _cmd_similarity(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from ..dpiat.transfer import transfer
     from ..pool.weights_io import load_checkpoint, load_into
@@ -73,7 +75,7 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
     )
     state = {k: v.detach().contiguous() for k, v in tgt.state_dict().items()}
     meta = {"source": args.source, "target": args.target, "target_spec": tgt_spec.to_dict()}
-    save_file(state, str(out_path), metadata={"nas_warmstart": json.dumps(meta)})
+    write_file(out_path, save(state, metadata={"nas_warmstart": json.dumps(meta)}))
     if not args.json:
         print(report.summary())
         for c in report.copied[: args.show]:
@@ -126,11 +128,12 @@ def _cmd_matrix(args: argparse.Namespace) -> dict[str, Any]:
         similarity(sigs[i], sigs[j], layers=args.layers)  # memoised: the matrix below reuses it
     m = similarity_matrix(sigs, layers=args.layers)
     if csv_path is not None:
-        with open(csv_path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["", *labels])
-            for label, row in zip(labels, m.tolist(), strict=True):
-                w.writerow([label, *(repr(float(v)) for v in row)])
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow(["", *labels])
+        for label, row in zip(labels, m.tolist(), strict=True):
+            w.writerow([label, *(repr(float(v)) for v in row)])
+        write_file(csv_path, buf.getvalue().encode())
     if png is not None:
         _heatmap(m, labels, png, layers=args.layers)
     if not args.json:
@@ -166,6 +169,8 @@ def _heatmap(m: np.ndarray, labels: Sequence[str], path: Path, *, layers: str) -
                     color="black" if v > 0.6 else "white")
     ax.set_title(f"DPIAT architecture similarity (layers={layers})")
     fig.colorbar(im, ax=ax, shrink=0.8, label="similarity")
-    fig.savefig(path, dpi=150)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=150, format=path.suffix.lstrip(".").lower() or "png")
+    write_file(path, buf.getvalue())
 
 

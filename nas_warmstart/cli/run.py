@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidArgumentError, NasWarmstartError
-from .common import _one_line, _Refs
+from .common import _one_line, _open_zoo, _Refs, check_pool_writable
 
 if TYPE_CHECKING:
     import optuna
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 #: the study's user attribute holding the run's facts (what `report` rebuilds from).
 RUN_ATTR = "nas_warmstart:run"
 #: the trial user attribute marking a trial that a Ctrl-C or a killed process ended.
-INTERRUPTED_ATTR = "interrupted"
+INTERRUPTED_ATTR = "interrupted"  # the same as integrations.optuna.stale's (not imported: optuna is lazy)
 COLD_SUFFIX = "-cold"
 SEED_PREFIX = "seed-"
 CONVERT_DIR = "convert-checkpoint"
@@ -138,6 +138,36 @@ def _check_args(args: argparse.Namespace) -> None:
     pool = Path(args.pool)
     if pool.exists() and not pool.is_dir():
         raise InvalidArgumentError(f"--pool {args.pool!r} is a file; give a folder (created if missing)")
+    root, where = pool.resolve(), out.resolve()
+    if where == root or root in where.parents:
+        raise InvalidArgumentError(
+            f"--out {args.out_dir!r} lies inside the pool folder {args.pool!r}; the run's files (its study, the "
+            "exported winner, the report) go outside the pool: give another --out")
+    check_pool_writable(args.pool)
+
+
+def _check_guide(args: argparse.Namespace, seeds: list[tuple[str, ArchSpec, Path | None]]) -> None:
+    """``--guide pool:ENTRY`` names an entry that can guide a conversion, checked before the search."""
+    from .._errors import NoBuilderError, ZooEntryNotFoundError
+
+    if not args.convert or args.guide in (None, "best"):
+        return
+    name = _Refs.split(args.guide)[1]
+    if any(n == name for n, _, _ in seeds):
+        return  # seeded by this run
+    if not (Path(args.pool) / "index.sqlite").exists():
+        raise ZooEntryNotFoundError(
+            f"--guide {args.guide!r}: the pool {args.pool!r} does not exist yet, so it has no entry {name!r}; "
+            "give --guide best, or an entry of --seed-pool (pool:seed-<name>)")
+    zoo = _open_zoo(args.pool, write=True)  # the run writes it anyway; a writer leaves no -wal/-shm behind
+    try:
+        entry = zoo.get(name)  # unknown names: a clear error with close matches
+    finally:
+        zoo.close()
+    if entry.spec is None:
+        raise NoBuilderError(
+            f"--guide {args.guide!r}: the entry has no builder (it was added without a spec), so it cannot "
+            "guide a conversion; give another entry or --guide best")
 
 
 # ------------------------------------------------------------------------------ studies
@@ -171,19 +201,9 @@ def _close_stale(study: optuna.Study, pool: ModelZoo | None) -> int:
     The ``run`` command is the only process of its study, so a RUNNING trial at start-up
     belongs to a run that was killed (SIGKILL, power loss) before Optuna could record its end.
     """
-    from optuna.trial import TrialState
+    from ..integrations.optuna.stale import close_stale_trials
 
-    from ..integrations.optuna import ENTRY_ATTR
-    from ..integrations.optuna.starter import trial_entry_name
-
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    storage = study._storage
-    for t in stale:
-        storage.set_trial_user_attr(t._trial_id, INTERRUPTED_ATTR, True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        if pool is not None:
-            pool.remove(t.user_attrs.get(ENTRY_ATTR) or trial_entry_name(study.study_name, t.number), missing_ok=True)
-    return len(stale)
+    return close_stale_trials(study, pool, heartbeat_only=False)
 
 
 def _run_study(study: optuna.Study, objective: Any, total: int, pool: ModelZoo | None, *,
@@ -423,6 +443,7 @@ def _convert_stage(args: argparse.Namespace, study_name: str, zoo: ModelZoo, dat
 
     from ..convert import convert
     from ..pool.base import check_name
+    from ..search.registration import add_unique, suffixed
     from ..training.fit import evaluate
 
     old = facts.get("conversion")
@@ -464,12 +485,25 @@ def _convert_stage(args: argparse.Namespace, study_name: str, zoo: ModelZoo, dat
     conv_val = evaluate(converted, data, split="val")["accuracy"]
     win_val = evaluate(zoo.load(winner_entry), data, split="val")["accuracy"]
     kept = conv_val > win_val
-    name = check_name(f"{winner_entry}-converted")
-    zoo.add(name, converted, spec=spec, dataset=data.name, parent=guide_name, if_exists="replace",
-            metrics={k: v for k, v in {"accuracy": conv_val, "test_accuracy": result.accuracy,
-                                       "guide_accuracy": result.guide_accuracy, "params": result.params["target"],
-                                       "epochs": len(result.history)}.items() if math.isfinite(v)},
-            provenance={**result.settings, "converted_for": f"{study_name} trial {winner.number}"})
+    # the winner's entry name is its own (see search/registration.py); a name taken by another
+    # run's network is never replaced, only this run's own earlier conversion of the winner
+    token = _token(facts)
+    owner = {"converted_for": f"{study_name} trial {winner.number}", "converted_for_entry": winner_entry,
+             "converted_for_study_id": facts["study_id"]}
+    metrics = {k: v for k, v in {"accuracy": conv_val, "test_accuracy": result.accuracy,
+                                 "guide_accuracy": result.guide_accuracy, "params": result.params["target"],
+                                 "epochs": len(result.history)}.items() if math.isfinite(v)}
+
+    def add(entry_name: str, if_exists: Any) -> Any:
+        return zoo.add(entry_name, converted, spec=spec, dataset=data.name, parent=guide_name, if_exists=if_exists,
+                       metrics=metrics, provenance={**result.settings, **owner})
+
+    def owned(e: Any) -> bool:
+        prov = e.provenance or {}
+        return all(prov.get(k) == v for k, v in owner.items())
+
+    first = check_name(f"{winner_entry}-converted")
+    name = add_unique(zoo, suffixed(first, f"{winner_entry[:150]}-converted-{token}"), add, owned=owned).name
     record = {
         "winner_trial": winner.number, "entry": name, "guide": guide_name, "target": _describe(spec),
         "schedule": result.settings.get("schedule"),
@@ -485,6 +519,16 @@ def _convert_stage(args: argparse.Namespace, study_name: str, zoo: ModelZoo, dat
         print(f"converted: val accuracy {conv_val:.4f} vs the trained winner's {win_val:.4f}: "
               + ("kept (it is exported)" if kept else "not kept (the trained winner is exported)"))
     return record
+
+
+def _token(facts: dict[str, Any]) -> str:
+    """Six characters that tell this run's names from another's: its study id (Optuna) or a
+    random id kept in its facts (Ray)."""
+    import secrets
+
+    if not facts.get("study_id"):
+        facts["study_id"] = secrets.token_hex(8)
+    return str(facts["study_id"])[:6]
 
 
 def _finite(v: float) -> float | None:
@@ -608,7 +652,7 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out_dir)
     storage = "" if ray else args.storage or f"sqlite:///{out / 'study.db'}"
     if args.storage is not None:
-        _check_storage(storage)
+        _check_storage(storage, pool=args.pool)
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     if args.device is not None:
         resolve_device(args.device)
@@ -617,6 +661,7 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     warm_obj = make_objective(args.space, args.dataset, None, **kwargs)  # checks space, objectives, data
     data = warm_obj.data  # loaded (and checked) once, shared by both studies
     seeds = _seed_refs(args, data)
+    _check_guide(args, seeds)
     if not args.no_onnx:
         try_import("onnxruntime", extra="onnx", purpose="the ONNX export (or pass --no-onnx)")
     try_import("matplotlib", extra="viz", purpose="the report's plots")
@@ -636,6 +681,10 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     zoo = ModelZoo(args.pool)
     facts.update(same, pool=str(Path(args.pool).absolute()), out=str(out.absolute()),
                  cold_study=name + COLD_SUFFIX if args.baseline_cold else facts.get("cold_study"))
+    if study is not None:
+        from ..integrations.optuna.starter import study_id
+
+        facts["study_id"] = study_id(study)
     store.save(facts)
     args.interrupt_hint = f"everything finished is kept; continue with: nas-warmstart {shlex.join(args.argv)}"
     t0 = time.perf_counter()
@@ -751,7 +800,7 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from .common import _open_zoo
     from .search import _check_storage
 
-    _check_storage(args.storage)
+    _check_storage(args.storage, pool=args.pool)
     if args.storage.startswith("sqlite:///") and not Path(args.storage[len("sqlite:///"):]).is_file():
         raise InvalidArgumentError(f"--storage {args.storage!r}: no such database file; give the study's storage URL")
     names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]

@@ -13,15 +13,18 @@ from .common import (
     _count,
     _one_line,
     _one_line_text,
+    check_pool_writable,
 )
 
 DEFAULT_STORAGE = "sqlite:///nas-warmstart.db"
 
 
-def _check_storage(url: str) -> None:
-    """Refuse a --storage URL that cannot work, before anything is created."""
+def _check_storage(url: str, *, pool: str | None = None) -> None:
+    """Refuse a --storage URL that cannot work, or that points into the pool, before anything is created."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
+
+    from ..integrations.optuna.study import check_not_pool
 
     example = "e.g. sqlite:///search.db (a file here), postgresql://user@host/db or mysql://user@host/db"
     try:
@@ -52,6 +55,7 @@ def _check_storage(url: str) -> None:
             with open(db, "rb") as f:
                 if not f.read(16).startswith(b"SQLite format 3"):
                     raise InvalidArgumentError(f"--storage {url!r}: {str(db)!r} is not an SQLite database; give another file")
+    check_not_pool(url, pool=pool)
 
 
 def _value_text(objectives: Sequence[str], values: Sequence[float] | None) -> str:
@@ -137,13 +141,13 @@ def drop_unfinished_entries(study: Any, before: int, pool: Any) -> None:
     """
     import optuna
 
-    from ..integrations.optuna import ENTRY_ATTR
+    from ..integrations.optuna.callbacks import forget_trial_entry
 
     if pool is None:
         return
     for t in study.get_trials(deepcopy=False)[before:]:
-        if t.state != optuna.trial.TrialState.COMPLETE and ENTRY_ATTR in t.user_attrs:
-            pool.remove(t.user_attrs[ENTRY_ATTR], missing_ok=True)
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            forget_trial_entry(pool, study, t)
 
 
 def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
@@ -159,6 +163,7 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         make_objective,
         open_study,
     )
+    from ..integrations.optuna.stale import close_stale_trials, heartbeat_storage
     from ..pool.zoo import ModelZoo
 
     # Everything is checked before anything is created: the storage URL, the search space,
@@ -176,9 +181,11 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
             f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --backend ray; the Optuna back end "
             "runs trials in this process (--n-jobs threads) and continues a study by running the same command again"
         )
-    args.storage = args.storage or DEFAULT_STORAGE
+    args.storage = DEFAULT_STORAGE if args.storage is None else args.storage
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
-    _check_storage(args.storage)
+    _check_storage(args.storage, pool=args.pool)
+    if not args.cold:
+        check_pool_writable(args.pool)
     objective = make_objective(
         args.space, args.dataset, None, epochs=args.epochs, objectives=objectives,
         pruning=not args.no_pruning, guidance=True if args.guidance else None, seed=args.seed,
@@ -195,6 +202,13 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as e:  # e.g. the study exists with other directions
         raise InvalidArgumentError(f"study {name!r} in {args.storage}: {_one_line(e)}; give another --study-name") from None
     pool = None if args.cold else ModelZoo(args.pool)
+    # Other `search` workers may be running trials of this study: only trials whose worker
+    # stopped sending heartbeats are closed (see integrations/optuna/stale.py).
+    study = optuna.load_study(study_name=name, storage=heartbeat_storage(args.storage, pool),
+                              sampler=study.sampler, pruner=study.pruner)
+    stale = close_stale_trials(study, pool, heartbeat_only=True)
+    if stale and not args.json:
+        print(f"study {name!r}: {stale} trial(s) whose worker stopped (killed) marked interrupted", flush=True)
     objective.pool = pool
     before = len(study.trials)
     rows = _TrialRows(objective, objectives, quiet=args.json)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .._errors import InvalidArgumentError
 from .._plugins import try_import
-from .common import EXIT_FAILURE, _one_line, _one_line_text
+from .common import EXIT_FAILURE, _one_line, _one_line_text, check_pool_writable
 from .search import RowPrinter, _check_storage
 
 DEFAULT_STORAGE_PATH = "nas-warmstart-ray"
@@ -174,7 +174,9 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
                    guidance=True if args.guidance else None)
     data = load_dataset(args.dataset, args.root)
     if args.storage is not None:
-        _check_storage(args.storage)
+        _check_storage(args.storage, pool=args.pool)
+    if not args.cold:
+        check_pool_writable(args.pool)
     storage_path = _check_storage_path(args.storage_path or DEFAULT_STORAGE_PATH)
     name = args.study_name or f"{args.space}-{data.name}".replace(":", "_").replace("/", "_")
     path = experiment_path(storage_path, name)

@@ -26,7 +26,10 @@ User attributes written on every trial that went through a :class:`WarmStarter`:
 ``warm_started`` (bool), ``warm_start_source`` (pool entry or None), ``warm_start_similarity``,
 ``warm_start_coverage`` (fraction of the candidate's parameter elements copied),
 ``warm_start_guided``, ``warm_start_weak`` (similarity < 0.1 or coverage < 5 %: consider
-``min_similarity``); after ``register``: ``pool_entry``. Warm-started trials converge faster,
+``min_similarity``); after ``register``: ``pool_entry``, the name it got: ``<study>-t<number>``,
+or ``<study>-<id6>-t<number>`` when another study's network holds that name (a study's id, in
+its user attribute ``nas_warmstart:study_id``, is recorded in its entries' provenance, and a
+trial never replaces an entry that is not its own). Warm-started trials converge faster,
 which a ``MedianPruner`` compares against cold ones; ``warm_started`` lets you analyse that.
 
 Threads (``n_jobs``) and processes sharing one storage work with one pool: a

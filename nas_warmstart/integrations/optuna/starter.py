@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from optuna.trial import Trial
@@ -19,6 +20,7 @@ from nas_warmstart._errors import (
 from nas_warmstart.pool.base import Pool, check_name
 from nas_warmstart.pool.builders import find_builder
 from nas_warmstart.pool.spec import ArchSpec, as_spec
+from nas_warmstart.search.registration import add_unique, suffixed
 from nas_warmstart.search.warmstart import WarmStart, warm_start
 
 log = logging.getLogger(__name__)
@@ -31,17 +33,65 @@ ENTRY_ATTR = "pool_entry"
 ENTRY_SPEC_ATTR = "pool_entry_spec"
 #: user attribute of a trial whose architecture an earlier completed trial already trained.
 DUPLICATE_ATTR = "duplicate_of"
+#: study user attribute: the study's identity, a random id given once (see :func:`study_id`).
+STUDY_ID_ATTR = "nas_warmstart:study_id"
+#: trial user attribute: the name a trial is registering under, set before the pool is written
+#: (a process killed during the write leaves the entry findable, see ``close_stale_trials``).
+PENDING_ATTR = "nas_warmstart:entry_pending"
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9._+=@-]+")
+_ID = re.compile(r"[0-9a-f]{16}")
 
 
-def trial_entry_name(study_name: str, number: int) -> str:
-    """The pool entry name of a trial: ``<study>-t<number>`` (study name made name-safe)."""
+def _stem(study_name: str) -> str:
     stem = _NOT_NAME.sub("-", study_name).strip("-.") or "study"
     stem = stem.replace("..", ".")[:180]
     if not stem[0].isalnum():
         stem = "s" + stem
-    return f"{stem}-t{number}"
+    return stem
+
+
+def trial_entry_name(study_name: str, number: int) -> str:
+    """The pool entry name a trial takes when it is free: ``<study>-t<number>`` (study name
+    made name-safe).
+
+    When another study's entry holds it (the same study name in another storage, sharing the
+    pool), the trial registers as ``<study>-<id6>-t<number>`` instead (``id6``: the start of
+    :func:`study_id`); the name it got is in ``trial.user_attrs["pool_entry"]``, which is where
+    to look a trial's entry up.
+    """
+    return f"{_stem(study_name)}-t{number}"
+
+
+def study_id(study: Any) -> str:
+    """The study's identity: a random id stored once in its user attribute
+    ``nas_warmstart:study_id`` and recorded in the provenance of every entry its trials register.
+
+    Study names repeat (the same name in another storage, a study deleted and created again),
+    the id does not, so an entry is taken for a trial's own only when its provenance holds this
+    id and the trial's number. Read back from the storage after writing: workers that start
+    together on a new study and both write one agree on whichever the storage kept (they read it
+    again when registering, long after start-up).
+    """
+    sid = study.user_attrs.get(STUDY_ID_ATTR)
+    if isinstance(sid, str) and _ID.fullmatch(sid):
+        return sid
+    study.set_user_attr(STUDY_ID_ATTR, secrets.token_hex(8))
+    return str(study.user_attrs[STUDY_ID_ATTR])
+
+
+def owned_by_trial(entry: Any, sid: str, number: int) -> bool:
+    """Whether a pool entry is the one trial ``number`` of the study with id ``sid`` registered."""
+    prov = getattr(entry, "provenance", None) or {}
+    return prov.get("study_id") == sid and prov.get("trial") == number and not isinstance(prov.get("trial"), bool)
+
+
+def trial_entry_names(study_name: str, sid: str, number: int, name: str | None = None) -> Iterator[str]:
+    """The names a trial tries, in order: ``<study>-t<n>`` (or ``name``), then ones made distinct
+    by the study id."""
+    if name is None:
+        return suffixed(trial_entry_name(study_name, number), f"{_stem(study_name)}-{sid[:6]}-t{number}")
+    return suffixed(name, f"{name[:190]}-{sid[:6]}")
 
 
 class WarmStarter:
@@ -75,7 +125,9 @@ class WarmStarter:
         dataset: only warm-start from entries trained on this data set (and register under it).
         min_similarity: cold-start rather than transfer from a less similar entry.
         min_metric: only warm-start from entries with at least this accuracy (or thresholds).
-        name: the pool entry name for this trial (default ``<study>-t<number>``).
+        name: the pool entry name for this trial (default ``<study>-t<number>``); when
+            another study's entry holds it, the trial registers under a name made distinct by
+            the study's id (``user_attrs["pool_entry"]`` records the one it got).
         transfer_kwargs: ``matching``, ``method``, ``bn_stats``, ``layers`` for the transfer.
     """
 
@@ -114,9 +166,8 @@ class WarmStarter:
         self.dataset = dataset
         self.min_similarity = min_similarity
         self.min_metric = min_metric
-        self.name = check_name(name) if name is not None else trial_entry_name(
-            trial.study.study_name, trial.number
-        )
+        self._given_name = check_name(name) if name is not None else None
+        self.name = self._given_name or trial_entry_name(trial.study.study_name, trial.number)
         self.transfer_kwargs = transfer_kwargs
         self.spec: ArchSpec | None = None
         self.result: WarmStart | None = None
@@ -191,10 +242,16 @@ class WarmStarter:
         *,
         spec: ArchSpec | str | Mapping[str, Any] | None = None,
     ) -> Any:
-        """Add the trained ``model`` to the pool as ``self.name`` (replacing a retried trial's).
+        """Add the trained ``model`` to the pool as ``self.name``, never over another study's entry.
+
+        The name is taken when it is free, or replaced when the entry there is this trial's own
+        (its provenance holds this study's :func:`study_id` and this trial's number: a retried
+        registration). When another study's entry (or one without a study id) holds it, the
+        network is registered as ``<study>-<id6>-t<number>`` instead. ``self.name`` and
+        ``user_attrs["pool_entry"]`` then hold the name it got.
 
         The entry's ``parent`` is the warm-start source and its ``provenance`` holds the
-        similarity, coverage, study and trial number.
+        similarity, coverage, study, study id and trial number.
 
         How the entry can be rebuilt, in this order: ``spec`` given here or to
         :meth:`initialize`; else the builder registered with
@@ -219,14 +276,24 @@ class WarmStarter:
                 log.info("trial %d: no spec and no registered builder makes this model; its pool entry "
                          "is a transfer source without a builder", self.trial.number)
         ws = self.result
+        t = self.trial
+        sid = study_id(t.study)
         provenance: dict[str, Any] = ws.provenance() if ws is not None else {"source": None}
-        provenance.update(study=self.trial.study.study_name, trial=self.trial.number)
+        provenance.update(study=t.study.study_name, study_id=sid, trial=t.number)
         kwargs: dict[str, Any] = {
             "spec": self.spec, "dataset": self.dataset, "metrics": dict(metrics),
             "parent": ws.source if ws is not None else None, "provenance": provenance,
-            "if_exists": "replace",
         }
-        entry = self.pool.add_for_trial(self.trial, self.name, model, **kwargs)
-        self.trial.set_user_attr(ENTRY_ATTR, entry.name)
+
+        def add(name: str, if_exists: str) -> Any:
+            t.set_user_attr(PENDING_ATTR, name)
+            return self.pool.add_for_trial(t, name, model, if_exists=if_exists, **kwargs)
+
+        names = trial_entry_names(t.study.study_name, sid, t.number, self._given_name)
+        entry = add_unique(self.pool, names, add, owned=lambda e: owned_by_trial(e, sid, t.number))
+        if entry.name != self.name:
+            log.info("trial %d: %r holds another study's network; registered as %r", t.number, self.name, entry.name)
+        self.name = entry.name
+        t.set_user_attr(ENTRY_ATTR, entry.name)
         self.trial.set_user_attr(ENTRY_SPEC_ATTR, self.spec.to_dict() if self.spec is not None else None)
         return entry

@@ -3,16 +3,65 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from nas_warmstart._args import check_int, positive_int
-from nas_warmstart._errors import InvalidArgumentError
+from nas_warmstart._errors import InvalidArgumentError, fix
+from nas_warmstart.pool.index import looks_like_pool_index
+
+from .starter import study_id
 
 log = logging.getLogger(__name__)
+
+#: samplers seed numpy's ``RandomState``, which takes ``0 <= seed < 2**32``.
+SEED_LIMIT = 2**32
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an ``sqlite://`` URL (None: another database, or in memory)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return None
+    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+        return None
+    return Path(u.database).expanduser()
+
+
+def check_not_pool(url: str, *, pool: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an Optuna storage URL whose SQLite file is a pool's index or lies inside ``pool``.
+
+    Optuna creates its tables in whatever database it is given: pointed at a pool's
+    ``index.sqlite`` it would write into the pool's index (and ``zoo check`` would then call the
+    pool damaged); a study file inside the pool folder is a file the pool tools do not own.
+    Nothing is opened for writing here.
+    """
+    db = sqlite_path(url)
+    if db is None:
+        return
+    flag = fix("storage", "--storage")
+    if db.is_file() and looks_like_pool_index(db):
+        raise InvalidArgumentError(
+            f"{flag} {url!r} is a pool's index ({str(db)!r}), not a study database; Optuna would write "
+            "its tables into the pool; give a file of its own, e.g. sqlite:///search.db (nothing was written)"
+        )
+    if pool is not None:
+        root = Path(pool).expanduser().resolve()
+        where = db.resolve()
+        if where == root or root in where.parents:
+            raise InvalidArgumentError(
+                f"{flag} {url!r} lies inside the pool folder {str(pool)!r}; keep the study database "
+                "outside the pool, e.g. sqlite:///search.db (nothing was written)"
+            )
 
 def open_study(
     *,
@@ -35,6 +84,10 @@ def open_study(
     constructor, before this function sees it: pass the URL, or build it only once the database
     exists.
 
+    A URL naming a pool's ``index.sqlite`` is refused before anything is opened (Optuna would
+    put its tables into the pool). The study gets its id (:func:`study_id`) here, so trials
+    registering from several workers record the same one.
+
     Args:
         storage: an Optuna storage URL (``sqlite:///search.db``) or storage object.
         study_name: the study to create or continue.
@@ -44,13 +97,15 @@ def open_study(
             the first run's draws when a search is resumed (TPE's first trials are random); this
             way a rerun continues with new configurations and a fresh study stays reproducible.
             Workers started together on one study see the same count: give each its own seed.
-            Not together with ``sampler``.
+            ``0 <= seed < 2**32`` (numpy's); the sum wraps around. Not together with ``sampler``.
         **kwargs: any other ``optuna.create_study`` argument (``direction(s)``, ``sampler``, ...).
     """
     import sqlalchemy.exc
 
     positive_int("attempts", attempts)
-    check_int("seed", seed, none_ok=True)
+    check_int("seed", seed, min=0, max=SEED_LIMIT - 1, none_ok=True)
+    if isinstance(storage, str):
+        check_not_pool(storage)
     if seed is not None and kwargs.get("sampler") is not None:
         raise InvalidArgumentError("pass either seed (a resumable TPESampler) or sampler, not both")
     if "load_if_exists" in kwargs:
@@ -68,10 +123,11 @@ def open_study(
                      study_name, str(e).splitlines()[0])
             time.sleep(random.uniform(0.1, 0.3) * attempt)
             continue
+        study_id(study)  # given once, before any trial registers (see study_id)
         if seed is not None:
             done = len(study.get_trials(deepcopy=False))
-            study.sampler = optuna.samplers.TPESampler(seed=seed + done)
-            log.info("study %r: %d trials so far; TPESampler seed %d", study_name, done, seed + done)
+            study.sampler = optuna.samplers.TPESampler(seed=(seed + done) % SEED_LIMIT)
+            log.info("study %r: %d trials so far; TPESampler seed %d", study_name, done, (seed + done) % SEED_LIMIT)
         return study
     raise AssertionError("unreachable")  # pragma: no cover
 

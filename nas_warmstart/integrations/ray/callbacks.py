@@ -18,8 +18,9 @@ from torch import nn
 from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError
 from nas_warmstart.pool.base import Pool
 from nas_warmstart.pool.weights_io import load_into
+from nas_warmstart.search.registration import add_unique
 
-from .trainable import load_checkpoint, trial_entry_name
+from .trainable import load_checkpoint, owned_by_trial, trial_entry_names
 
 __all__ = ["RegisterCheckpoints"]
 
@@ -117,9 +118,15 @@ class RegisterCheckpoints(tune.Callback):
             if k not in self._BOOKKEEPING and isinstance(v, (int, float)) and not isinstance(v, bool)
         ]
         metrics = {k: result[k] for k in keep if k in result}
-        name = trial_entry_name(trial.experiment_dir_name or "tune", trial.trial_id)
-        prov = {**got.provenance, "trial_id": trial.trial_id}
-        entry = self.pool.add(name, model, spec=spec, dataset=self.dataset, metrics=metrics,
-                              parent=got.provenance.get("source"), provenance=prov, if_exists="replace")
+        experiment = trial.experiment_dir_name or "tune"
+        prov = {**got.provenance, "experiment": experiment, "trial_id": trial.trial_id}
+
+        def add(name: str, if_exists: Any) -> Any:
+            return self.pool.add(name, model, spec=spec, dataset=self.dataset, metrics=metrics,
+                                 parent=got.provenance.get("source"), provenance=prov, if_exists=if_exists)
+
+        # never over another run's network: its own earlier registration only (search/registration.py)
+        entry = add_unique(self.pool, trial_entry_names(experiment, trial.trial_id), add,
+                           owned=owned_by_trial(experiment, trial.trial_id))
         self.registered[trial.trial_id] = entry.name
         log.info("trial %s: registered as %s", trial.trial_id, entry.name)

@@ -39,13 +39,13 @@ from nas_warmstart._errors import (
     InvalidArgumentError,
     NasWarmstartError,
     NoMatchableLayersError,
-    ZooEntryNotFoundError,
 )
 from nas_warmstart._plugins import search_spaces
 from nas_warmstart.pool.base import Pool, check_name
 from nas_warmstart.pool.spec import ArchSpec, as_optional_spec
 from nas_warmstart.search.candidate import train_candidate
 from nas_warmstart.search.checks import OBJECTIVE_DIRECTIONS, check_search, resolve_space
+from nas_warmstart.search.registration import add_unique, find_own, suffixed
 from nas_warmstart.search.warmstart import check_guidance, guidance_for, warm_start
 from nas_warmstart.training.data import DataSplits, load_dataset
 from nas_warmstart.training.fit import FitState
@@ -69,11 +69,27 @@ _NOT_NAME = re.compile(r"[^A-Za-z0-9._+=@-]+")
 
 
 def trial_entry_name(experiment: str, trial_id: str) -> str:
-    """The pool entry name of a Tune trial: ``<experiment>-<trial id>`` (made name-safe)."""
+    """The pool entry name a Tune trial takes when it is free: ``<experiment>-<trial id>`` (made
+    name-safe). When another run's entry holds it, the trial registers as ``<name>-2``, ``-3``
+    ... instead; its final result's ``pool_entry`` is the name it got."""
     stem = _NOT_NAME.sub("-", experiment).strip("-.").replace("..", ".")[:160] or "tune"
     if not stem[0].isalnum():
         stem = "e" + stem
     return check_name(f"{stem}-{_NOT_NAME.sub('-', trial_id)[:38]}")
+
+
+def trial_entry_names(experiment: str, trial_id: str) -> Any:
+    """The names a trial tries, in order (see :func:`trial_entry_name`)."""
+    first = trial_entry_name(experiment, trial_id)
+    return suffixed(first, f"{first}-2")  # Tune's trial ids are random: the first is its own but for a clash
+
+
+def owned_by_trial(experiment: str, trial_id: str) -> Callable[[Any], bool]:
+    """Whether a pool entry is the one this trial (an earlier attempt of it) registered."""
+    def owned(e: Any) -> bool:
+        prov = getattr(e, "provenance", None) or {}
+        return prov.get("trial_id") == trial_id and prov.get("experiment") == experiment
+    return owned
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -253,7 +269,8 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
 
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id() or "local"
-    entry = trial_entry_name(ctx.get_experiment_name() or "tune", trial_id)
+    experiment = ctx.get_experiment_name() or "tune"
+    entry = trial_entry_name(experiment, trial_id)
     sp = _in_worker(s.space, s.space_module)
     data = _data(s)
     params = {k: v for k, v in config.items() if not str(k).startswith("_")}
@@ -267,15 +284,15 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
     spec = ArchSpec.space(sp.name, arch, num_classes=data.num_classes, in_chans=data.in_chans)
     seed = _trial_seed(s.seed, trial_id)
 
-    done = _registered_before(s, entry, trial_id)
+    done = _registered_before(s, experiment, trial_id)
     if done is not None:
         # An earlier attempt of this trial trained it to the end and registered it, then was
         # lost before Tune recorded its final result (a killed driver, a lost node): report
         # that result again instead of training it a second time.
-        log.info("trial %s: already trained and registered as %s; reporting its result", trial_id, entry)
+        log.info("trial %s: already trained and registered as %s; reporting its result", trial_id, done.name)
         out = {k: v for k, v in done.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         tune.report({**out, **_provenance_metrics(done.provenance), "spec": json.dumps(spec.to_dict()),
-                     "pool_entry": entry, "finished": True, "failed": False})
+                     "pool_entry": done.name, "finished": True, "failed": False})
         return
 
     resume = None
@@ -337,26 +354,28 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
     final = dict(result.metrics)
     registered = None
     if s.pool is not None and s.register:
+        pool, model = s.pool, result.model
         prov = dict(provenance or {})
-        prov.update(experiment=tune.get_context().get_experiment_name(), trial_id=trial_id)
-        registered = s.pool.add(
-            entry, result.model, spec=spec, dataset=data.name, metrics=final,
-            parent=(provenance or {}).get("source"), provenance=prov, if_exists="replace",
-        ).name
+        prov.update(experiment=experiment, trial_id=trial_id)
+
+        def add(name: str, if_exists: Any) -> Any:
+            return pool.add(name, model, spec=spec, dataset=data.name, metrics=final,
+                            parent=(provenance or {}).get("source"), provenance=prov, if_exists=if_exists)
+
+        # never over another run's network: a name it holds is skipped (see search/registration.py)
+        registered = add_unique(pool, trial_entry_names(experiment, trial_id), add,
+                                owned=owned_by_trial(experiment, trial_id)).name
     epoch_metrics = {"val_accuracy": result.curve[-1], "epoch": len(result.curve)}
     _report(result.model, last[0][1] if last else None, spec, entry, provenance,
             {**epoch_metrics, **final}, final=True, registered=registered)
 
 
-def _registered_before(s: _Settings, entry: str, trial_id: str) -> Any:
+def _registered_before(s: _Settings, experiment: str, trial_id: str) -> Any:
     """The pool entry this trial registered in an earlier attempt, if it holds all its epochs."""
     if s.pool is None or not s.register:
         return None
-    try:
-        e = s.pool.get(entry)
-    except ZooEntryNotFoundError:
-        return None
-    if e.provenance.get("trial_id") != trial_id or e.metrics.get("epochs") != s.epochs:
+    e = find_own(s.pool, trial_entry_names(experiment, trial_id), owned_by_trial(experiment, trial_id))
+    if e is None or e.metrics.get("epochs") != s.epochs:
         return None
     return e
 
@@ -419,7 +438,9 @@ def make_trainable(
     Each trial: rebuild the architecture from its config, warm-start it from the most similar
     pool entry (:func:`nas_warmstart.warm_start`; none: a cold start), train it for ``epochs``
     epochs reporting after each one (with a checkpoint), measure it, register it in the pool
-    as ``<experiment>-<trial id>`` with ``parent`` = its source, and report the final result.
+    as ``<experiment>-<trial id>`` (``-2``, ``-3`` ... appended when another run's entry holds
+    that name: a trial never replaces a network but its own) with ``parent`` = its source, and
+    report the final result.
     A retried or restored trial resumes after its last checkpoint.
 
     Reported metrics: ``accuracy`` (validation accuracy after each epoch; the trained

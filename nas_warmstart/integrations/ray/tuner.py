@@ -81,7 +81,7 @@ def make_tuner(
         storage_path: where Tune writes results and checkpoints: a local directory (one node,
             or a filesystem every node mounts) or a URI (``s3://bucket/path``, ``gs://...``).
         optuna_storage: an Optuna storage (URL or object) for OptunaSearch, to watch the
-            search with optuna-dashboard.
+            search with optuna-dashboard (a URL naming a pool's ``index.sqlite`` is refused).
         max_failures: retries of a trial that raised (it resumes from its last checkpoint).
         seed: the sampler's and the trainable's seed.
         callbacks: more ``tune.Callback`` objects.
@@ -121,6 +121,9 @@ def make_tuner(
     if isinstance(storage, str):
         import optuna
 
+        from nas_warmstart.integrations.optuna.study import check_not_pool
+
+        check_not_pool(storage)  # Optuna would create its tables inside the pool's index
         storage = optuna.storages.RDBStorage(storage)
     import optuna
 
