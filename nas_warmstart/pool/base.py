@@ -453,16 +453,17 @@ class Pool(abc.ABC, Generic[E]):
         )
         order = sorted(scored, key=lambda dc: (-sims[dc[0]], dc[1].name))
         out: list[Ranked[E]] = []
-        bad: list[str] = []
+        bad: list[ZooEntryCorruptError] = []
         for d, c in order:
             if k is not None and len(out) == k:
                 break
             try:
                 out.append(Ranked(name=c.name, similarity=sims[d], entry=self._entry_of(c)))
             except ZooEntryCorruptError as e:  # a malformed stored record: skipped, said once
-                bad.append(str(e))
+                bad.append(e)
         if bad:
-            warnings.warn(f"rank skipped {len(bad)} malformed pool entr{'y' if len(bad) == 1 else 'ies'}: "
-                          + " | ".join(bad[:3]), NasWarmstartWarning, stacklevel=2)
+            names = ", ".join(repr(e.entry) for e in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            warnings.warn(f"rank skipped {len(bad)} malformed pool entr{'y' if len(bad) == 1 else 'ies'} "
+                          f"({names}); the first: {bad[0]}", NasWarmstartWarning, stacklevel=2)
         return out
 

@@ -67,7 +67,8 @@ def _spec(text: Any) -> ArchSpec | None:
     try:
         return ArchSpec.from_dict(d)
     except (InvalidArgumentError, TypeError) as e:
-        raise _Bad(f"spec is refused: {e}") from None
+        rule = str(e).split("; ", 1)[0]  # the rule and the value; the fix for a stored row is ours
+        raise _Bad(f"spec is refused: {rule}") from None
 
 
 def _number(value: Any, column: str) -> float:

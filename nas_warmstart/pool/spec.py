@@ -74,10 +74,10 @@ def check_timm_config(name: str, config: Mapping[str, Any]) -> None:
         if not isinstance(key, str) or not _TIMM_KEY.fullmatch(key) or key in _TIMM_LOADER_KEYS \
                 or key.startswith("pretrained") or _TIMM_DENIED_KEY.search(key):
             raise InvalidArgumentError(
-                f"timm spec {name!r}: argument {key!r:.80} is not allowed: a spec holds architecture "
-                "arguments only (no checkpoint_path, pretrained*, *_path, *_file, *_dir, *_url, "
-                "*_fn or *_cls: pool weights come from the pool, and a stored spec may not load "
-                "files or name code); remove it, and import a checkpoint with "
+                f"timm spec {name!r}: argument {key!r:.80} is not allowed (a spec holds architecture "
+                "arguments only, never a file, URL, hub, function or class: no checkpoint_path, "
+                "pretrained*, *_path, *_file, *_dir, *_url, *_fn, *_cls); remove it, and import a "
+                "checkpoint with "
                 + fix("ModelZoo.add_timm(name, checkpoint_path)", "`nas-warmstart zoo add DIR timm:<name> --checkpoint FILE`")
             )
         _check_timm_value(name, key, value)
@@ -90,9 +90,9 @@ def _check_timm_value(name: str, key: str, value: Any) -> None:
         if _TIMM_STR.fullmatch(value):
             return
         raise InvalidArgumentError(
-            f"timm spec {name!r}: argument {key}={value!r:.80} is not allowed: string values "
-            "must be short names (letters, digits, '_' and '-', e.g. 'gelu' or 'avg'), never a "
-            "path, a URL or an import path"
+            f"timm spec {name!r}: argument {key}={value!r:.80} is not allowed (string values "
+            "are short names of letters, digits, '_' and '-', e.g. 'gelu' or 'avg', never a "
+            "path, a URL or an import path); use the name timm knows the layer by"
         )
     if isinstance(value, list):
         for v in value:
