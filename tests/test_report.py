@@ -413,3 +413,280 @@ def test_report_imports_no_framework_and_no_driving_stage():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "False" and 'pip install "nas-warmstart[viz]"' in lines[1] and lines[2] == "[]", out.stdout
+
+
+# ----------------------------------------------------------------------------- `report` on any study
+# Real SQLite Optuna studies of each kind, reported in-process by the command line's main().
+
+
+def _cli(argv, capsys):
+    from nas_warmstart.cli import main
+
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+def _own_study(storage, name="mine", *, directions=("minimize", "maximize"), metric_names=None, pool_entry=None):
+    """Your own study: no nas-warmstart attribute, params that are no search-space config, a
+    `spec` user attribute of your own, a pruned and a failed trial."""
+    import math
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(storage=storage, study_name=name, directions=list(directions))
+    if metric_names:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(metric_names))
+
+    def objective(trial):
+        x = trial.suggest_float("x", -3.0, 3.0)
+        kind = trial.suggest_categorical("kind", ["lin", "quad"])
+        trial.set_user_attr("spec", "my own spec, not nas-warmstart's")
+        if pool_entry and trial.number == 0:
+            trial.set_user_attr("pool_entry", pool_entry)
+        if trial.number == 2:
+            raise optuna.TrialPruned()
+        if trial.number == 3:
+            raise RuntimeError("boom")
+        loss = x * x if kind == "quad" else abs(x)
+        return loss if len(directions) == 1 else (loss, math.sin(x))
+
+    study.optimize(objective, n_trials=7, catch=(RuntimeError,))
+    return study
+
+
+def _finished_trials_shown(study, page):
+    """Every trial's number, params and values are in the page."""
+    for t in study.trials:
+        assert f"<td class=\"num\">{t.number}</td>" in page
+        assert f"x={t.params['x']:.4g}" in page and f"kind={t.params['kind']}" in page
+        for v in t.values or ():
+            assert f">{v:.4g}<" in page
+
+
+def test_report_of_your_own_multi_objective_study(tmp_path, capsys):
+    from nas_warmstart.search.winner import KNEE_RULE, choose_winner
+
+    storage = f"sqlite:///{tmp_path / 'own.db'}"
+    study = _own_study(storage)
+    rc, out, err = _cli(["report", "--storage", storage, "--study", "mine", "--out", tmp_path / "rep"], capsys)
+    assert rc == 0, err
+    page = (tmp_path / "rep" / "report.html").read_text()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "?" not in md and "?" not in out  # no placeholder anywhere
+    _finished_trials_shown(study, page)
+    assert {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED", "FAIL"}
+    assert "trial 2 was pruned" in md and "trial 3 failed: no reason recorded" in md
+    # the winner is the existing rule's, on the study's own objectives
+    points = [(t.number, t.values) for t in study.trials if t.state.name == "COMPLETE"]
+    number, rule = choose_winner(points, ["minimize", "maximize"])
+    win = study.trials[number]
+    assert rule == KNEE_RULE and KNEE_RULE in html.unescape(page)
+    lines = out.splitlines()
+    assert lines[0] == "study: 7 trials: 5 complete, 1 pruned, 1 failed"
+    assert lines[1] == f"winner: trial {number}, objective 1 = {win.values[0]:.4g}, objective 2 = {win.values[1]:.4g}"
+    front = [t.number for t in study.best_trials]
+    assert lines[2] == f"Pareto front: {len(front)} trial{'s' if len(front) != 1 else ''} ({', '.join(map(str, front))})"
+    assert lines[3].startswith("wrote ")
+    # no accuracy, epochs, architecture, cold study or conversion it would have to guess
+    for absent in ("val acc", "epochs", "architecture", "Cold baseline", "Conversion", "Best accuracy"):
+        assert absent not in md, absent
+    assert "No pool given; the study's trials name no pool entry." in md
+    assert not (tmp_path / "rep" / "plots" / "lineage.png").exists()
+    assert "optuna-dashboard" in md
+
+
+def test_report_of_your_own_single_objective_study_with_a_pool(tmp_path, capsys):
+    import torch
+
+    from nas_warmstart import ModelZoo
+
+    pool = tmp_path / "pool"
+    zoo = ModelZoo(pool)
+    for name, parent in (("base", None), ("mine-t0", "base"), ("stranger", None)):
+        torch.manual_seed(len(name))
+        zoo.add(name, torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)),
+                parent=parent, metrics={"accuracy": 0.5})
+    zoo.close()
+    storage = f"sqlite:///{tmp_path / 'own.db'}"
+    study = _own_study(storage, directions=("minimize",), metric_names=["loss"], pool_entry="mine-t0")
+    best = study.best_trial
+    rc, out, err = _cli(["report", "--storage", storage, "--study", "mine", "--out", tmp_path / "rep",
+                         "--pool", pool], capsys)
+    assert rc == 0, err
+    assert out.splitlines()[:2] == ["study: 7 trials: 5 complete, 1 pruned, 1 failed",
+                                    f"winner: trial {best.number}, loss = {best.value:.4g}"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "?" not in md and "the trial with the best loss (minimize; the lowest trial number on a tie)" in md
+    _finished_trials_shown(study, (tmp_path / "rep" / "report.html").read_text())
+    # the pool: the entry a trial names and the one it came from, not the stranger's
+    assert "`mine-t0`" in md and "`base`" in md and "stranger" not in md
+    assert (tmp_path / "rep" / "plots" / "lineage.png").is_file()
+    # without --pool: none shown, and the report says how to
+    rc, _, _ = _cli(["report", "--storage", storage, "--study", "mine", "--out", tmp_path / "rep2"], capsys)
+    md = (tmp_path / "rep2" / "report.md").read_text()
+    pool_section = md[md.index("## Pool"):]
+    assert rc == 0 and "mine-t0" not in pool_section and "No pool given; 1 of the study" in pool_section
+
+
+def test_report_of_an_empty_study_and_of_a_study_with_nothing_complete(tmp_path, capsys):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'own.db'}"
+    optuna.create_study(storage=storage, study_name="empty")
+    failing = optuna.create_study(storage=storage, study_name="failing", directions=["maximize", "maximize"])
+    failing.optimize(lambda t: t.suggest_int("n", 0, 3) / 0, n_trials=2, catch=(ZeroDivisionError,))
+    for name in ("empty", "failing"):
+        rc, out, err = _cli(["report", "--storage", storage, "--study", name, "--out", tmp_path / name], capsys)
+        assert rc == 0, err
+        assert "winner: none (no trial completed)" in out and "?" not in out
+    assert "The study holds no trial." in (tmp_path / "empty" / "report.md").read_text()
+    assert "Pareto front: 0 trials" in out
+
+
+def _run_like_study(storage, pool_path):
+    """A `run` study written by hand: its trials' attributes and its `nas_warmstart:run` facts."""
+    import optuna
+
+    from nas_warmstart.search.records import RUN_ATTR
+
+    study = optuna.create_study(storage=storage, study_name="mlp-digits", directions=["maximize"])
+    spec = {"kind": "space", "name": "mlp", "config": {"act": "relu", "norm": False, "num_layers": 1,
+                                                       "resolution": 8, "width_0": 32}, "num_classes": 10, "in_chans": 1}
+    for i, acc_ in enumerate((0.8, 0.9)):
+        study.add_trial(optuna.trial.create_trial(
+            params={}, distributions={}, value=acc_,
+            user_attrs={"spec": spec, "val_accuracy_curve": [acc_ - 0.1, acc_], "params": 1000 + i,
+                        "test_accuracy": acc_ - 0.01, "pool_entry": f"mlp-digits-t{i}"}))
+    facts = {"space": "mlp", "dataset": "digits", "epochs": 2, "objectives": ["accuracy"], "backend": "optuna",
+             "pool": str(pool_path), "out": "/elsewhere/out", "cold_study": None}
+    study.set_user_attr(RUN_ATTR, facts)
+    return study
+
+
+def test_report_of_a_run_study_follows_no_stored_path(tmp_path, capsys):
+    import torch
+
+    from nas_warmstart import ModelZoo
+    from nas_warmstart.search.records import RUN_ATTR, record_of_study
+
+    pool = tmp_path / "pool"
+    ModelZoo(pool).add("seed-x", torch.nn.Linear(4, 3), dataset="digits")
+    storage = f"sqlite:///{tmp_path / 'run.db'}"
+    study = _run_like_study(storage, pool)
+    rc, out, err = _cli(["report", "--storage", storage, "--study", "mlp-digits", "--out", tmp_path / "rep"], capsys)
+    assert rc == 0, err
+    record = record_of_study(study, storage)
+    assert "kind" not in record  # a run's record is the format's default
+    assert out.splitlines()[:-1] == summary_lines(record)  # the summary is summary_lines, word for word
+    assert out.splitlines()[0] == "warm study: best val acc 0.9000 in 4 epochs (2 trials: 2 complete)"
+    assert "cold study: none (the run had no cold baseline)" in out and "conversion: not run" in out
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "2 epochs per trial" in md and "`mlp`" in md and "`digits`" in md
+    # the pool path stored in the study is shown, not opened
+    assert "seed-x" not in md and "The run recorded its pool as" in md and "never opened" in md
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool", "rep", "run.db"]
+    rc, out, _ = _cli(["report", "--storage", storage, "--study", "mlp-digits", "--out", tmp_path / "rep",
+                       "--pool", pool], capsys)
+    assert rc == 0 and "`seed-x`" in (tmp_path / "rep" / "report.md").read_text()
+    # a run's facts changed by hand: one line naming the attribute
+    study.set_user_attr(RUN_ATTR, {**study.user_attrs[RUN_ATTR], "winner": {"trial": "one"}})
+    rc, out, err = _cli(["report", "--storage", storage, "--study", "mlp-digits", "--out", tmp_path / "bad"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and RUN_ATTR in err
+
+
+def test_bad_report_input_is_one_line(tmp_path, capsys):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'own.db'}"
+    optuna.create_study(storage=storage, study_name="mine")
+    (tmp_path / "file").write_text("x")
+    for argv, needle in (
+        (["--study", "mien", "--out", tmp_path / "r"], "did you mean 'mine'"),
+        (["--study", "mine", "--out", tmp_path / "r", "--pool", tmp_path / "nothing"], "is not a pool directory"),
+        (["--study", "mine", "--out", tmp_path / "file"], "is a file"),
+        (["--study", "mine", "--out", tmp_path / "r", "--pool", tmp_path], "pool"),
+    ):
+        rc, _, err = _cli(["report", "--storage", storage, *argv], capsys)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, (argv, err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_record_search_keeps_every_setting(tmp_path):
+    import optuna
+
+    from nas_warmstart.search.records import SEARCH_ATTR, record_of_study, record_search
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    settings = dict(space="mlp", dataset="digits", objectives=["accuracy"], cold=False)
+    record_search(study, epochs=1, **settings)
+    record_search(study, epochs=1, **settings)
+    assert study.user_attrs[SEARCH_ATTR] == {"epochs": 1, **settings, "varied": []}
+    record_search(study, epochs=2, **settings)
+    record_search(study, epochs=1, **settings)
+    record_search(study, epochs=3, **settings)
+    assert study.user_attrs[SEARCH_ATTR] == {"epochs": [1, 2, 3], **settings, "varied": ["epochs"]}
+    record = record_of_study(study, "s")
+    assert record["kind"] == "search" and record["epochs_per_trial"] is None and record["space"] == "mlp"
+    assert "different epochs per trial (1, 2, 3)" in " ".join(record["notes"])
+    # a stranger's attribute of the wrong types: not recorded, no error
+    study.set_user_attr(SEARCH_ATTR, {"space": 3, "dataset": ["x"], "epochs": "1", "objectives": "accuracy",
+                                      "varied": "all"})
+    record = record_of_study(study, "s")
+    assert (record["space"], record["dataset"], record["epochs_per_trial"]) == (None, None, None)
+    assert record["objectives"] == ["accuracy"] and record["title"] == "search s"
+
+
+def test_validate_record_checks_the_optional_keys():
+    rec = make_record()
+    validate_record({**rec, "kind": "search", "notes": ["x"], "space": None, "epochs_per_trial": None})
+    with pytest.raises(InvalidArgumentError, match=r"record\['kind'\] must be one of"):
+        validate_record({**rec, "kind": "mine"})
+    with pytest.raises(InvalidArgumentError, match=r"record\['notes'\]\[0\] must be a string"):
+        validate_record({**rec, "notes": [1]})
+    with pytest.raises(InvalidArgumentError, match=r"\['trial_params'\] must be an object"):
+        validate_record({**rec, "studies": {"warm": [{**rec["studies"]["warm"][0], "trial_params": []}]}})
+
+
+def test_report_of_a_search_study(tmp_path, capsys):
+    """A real `nas-warmstart search` (mlp, digits, 2 trials of 1 epoch), then `report` on it; then
+    the same study as a search before this change wrote it (no settings attribute)."""
+    import optuna
+
+    from nas_warmstart.search.records import SEARCH_ATTR
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    pool = tmp_path / "pool"
+    rc, _, err = _cli(["search", "mlp", "--dataset", "digits", "--trials", "2", "--epochs", "1", "--pool", pool,
+                       "--storage", storage], capsys)
+    assert rc == 0, err
+    study = optuna.load_study(study_name="mlp-digits", storage=storage)
+    assert study.user_attrs[SEARCH_ATTR] == {"space": "mlp", "dataset": "digits", "epochs": 1,
+                                             "objectives": ["accuracy"], "cold": False, "varied": []}
+    rc, out, err = _cli(["report", "--storage", storage, "--study", "mlp-digits", "--out", tmp_path / "rep"], capsys)
+    assert rc == 0, err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "# mlp on digits" in md and "search space `mlp`, dataset `digits`" in md
+    assert "objectives: accuracy (maximize); 1 epoch per trial" in md and "?" not in md + out
+    best = study.best_trial
+    lines = out.splitlines()
+    assert lines[0].startswith("search: best val acc ") and lines[0].endswith(" in 2 epochs (2 trials: 2 complete)")
+    assert lines[1].startswith(f"winner: trial {best.number}, val acc {best.value:.4f}")
+    assert "conversion" not in out and "cold" not in out
+    assert "No pool given" in md and "does not export its winner" in md
+    # written before `search` recorded its settings: read from the trials (the data set from the pool)
+    study.set_user_attr(SEARCH_ATTR, None)
+    rc, out, err = _cli(["report", "--storage", storage, "--study", "mlp-digits", "--out", tmp_path / "old",
+                         "--pool", pool], capsys)
+    assert rc == 0, err
+    md = (tmp_path / "old" / "report.md").read_text()
+    assert "search space `mlp`, dataset `digits`" in md and "1 epoch per trial" in md and "?" not in md
+    assert "did not record its settings" in md and "`mlp-digits-t0`" in md
+    rc, out, err = _cli(["report", "--storage", storage, "--study", "mlp-digits", "--out", tmp_path / "old2"], capsys)
+    md = (tmp_path / "old2" / "report.md").read_text()
+    assert rc == 0 and "dataset not recorded" in md and "?" not in md

@@ -301,8 +301,9 @@ def _parser() -> _Parser:
     rp.add_argument("--storage", required=True, help="the study's Optuna storage URL, e.g. sqlite:///OUT/study.db")
     rp.add_argument("--study", required=True, help="the study's name")
     rp.add_argument("--out", dest="out_dir", required=True, metavar="DIR", help="folder for the report (created if missing)")
-    rp.add_argument("--pool", metavar="DIR", help="the pool, for the similarity heatmap and lineage "
-                                                   "(default: the one the run recorded)")
+    rp.add_argument("--pool", metavar="DIR", help="the pool, for the similarity heatmap and lineage (a path "
+                                                   "stored in the study is shown, never opened: the study may be "
+                                                   "someone else's)")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=_cmd_report)
 

@@ -30,11 +30,13 @@ import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidArgumentError, NasWarmstartError
+from ..search.records import build_record, make_record
+from ..search.records import completed_points as _points
+from ..search.records import describe_spec as _describe
 from .common import _one_line, _open_zoo, _Refs, check_pool_writable
 
 if TYPE_CHECKING:
@@ -299,98 +301,9 @@ def _seed_pool(zoo: ModelZoo, seeds: list[tuple[str, ArchSpec, Path | None]], da
 
 
 # ------------------------------------------------------------------------------ records
-
-
-def _describe(spec: ArchSpec | None) -> str | None:
-    if spec is None:
-        return None
-    if spec.kind == "space":
-        from ..search.checks import resolve_space
-
-        try:
-            return str(resolve_space(spec.name).describe(spec.config))
-        except NasWarmstartError:
-            pass
-    return spec.to_ref()
-
-
-def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every trial of ``study`` as the report's plain trial record."""
-    from optuna.trial import TrialState
-
-    from ..integrations.optuna import DUPLICATE_ATTR, ENTRY_ATTR
-    from ..pool.spec import ArchSpec
-    from ..search.winner import pareto_front
-
-    trials = study.get_trials(deepcopy=False)
-    directions = [d.name.lower() for d in study.directions]
-    points = _points(trials)
-    front = set(pareto_front(points, directions)) if points else set()
-    out = []
-    for t in trials:
-        a = t.user_attrs
-        spec = ArchSpec.from_dict(a["spec"]) if "spec" in a else None
-        dup = a.get(DUPLICATE_ATTR)
-        curve = a.get("val_accuracy_curve") or []
-        seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
-                   if t.datetime_complete is not None and t.datetime_start is not None else None)
-        interrupted = t.state == TrialState.FAIL and bool(a.get(INTERRUPTED_ATTR))
-        out.append({
-            "number": t.number, "state": t.state.name,
-            "values": list(t.values) if t.values is not None else None,
-            "architecture": _describe(spec), "source": a.get("warm_start_source"),
-            "similarity": a.get("warm_start_similarity"), "coverage": a.get("warm_start_coverage"),
-            "val_accuracy": (t.values[0] if t.values is not None else (curve[-1] if curve else None)),
-            "test_accuracy": a.get("test_accuracy"), "params": a.get("params"), "latency_ms": a.get("latency"),
-            "epochs_trained": 0 if dup is not None else len(curve), "seconds": seconds,
-            "pool_entry": a.get(ENTRY_ATTR), "duplicate_of": dup,
-            "pareto": t.number in front and t.state == TrialState.COMPLETE and dup is None,
-            "fail_reason": "interrupted (Ctrl-C or a killed run); a later run went on"
-            if interrupted else a.get("fail_reason"),
-        })
-    return out
-
-
-def _points(trials: Sequence[optuna.trial.FrozenTrial]) -> list[tuple[int, list[float]]]:
-    """The completed, trained trials' values (a repeated architecture counts once)."""
-    from optuna.trial import TrialState
-
-    from ..integrations.optuna import DUPLICATE_ATTR
-
-    return [(t.number, list(t.values)) for t in trials
-            if t.state == TrialState.COMPLETE and t.values is not None and DUPLICATE_ATTR not in t.user_attrs
-            and all(math.isfinite(v) for v in t.values)]
-
-
-def pool_record(zoo: ModelZoo | None, dataset: str | None, *, seeds: Sequence[str] = (),
-                converted: Sequence[str] = ()) -> dict[str, Any]:
-    """The pool's names, similarity matrix, accuracies and lineage for the report."""
-    from ..dpiat.similarity import similarity_matrix
-
-    if zoo is None:
-        return {"names": [], "similarity": [], "accuracy": {}, "lineage": []}
-    def natural(name: str) -> list[Any]:  # t2 before t10
-        return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
-    entries = sorted((e for e in zoo if dataset is None or e.dataset == dataset), key=lambda e: natural(e.name))
-    names = [e.name for e in entries]
-    m: list[list[float]] = []
-    if len(names) >= 2:
-        sigs = [zoo.signature(n) for n in names]
-        m = similarity_matrix(sigs).tolist()
-
-    def kind(e: Any) -> str:
-        if e.name in seeds or e.name.startswith(SEED_PREFIX):
-            return "seed"
-        if e.name in converted or "schedule" in (e.provenance or {}):
-            return "converted"
-        if (e.provenance or {}).get("trial") is not None:
-            return "trial"
-        return "other"
-
-    return {"names": names, "similarity": m, "accuracy": {e.name: e.metrics.get("accuracy") for e in entries},
-            "lineage": [{"name": e.name, "parent": e.parent if e.parent in names else None, "kind": kind(e)}
-                        for e in entries]}
+# The record-from-study code (trials, pool, winner, the record) is search/records.py's: `report`
+# reads any study with it, `run` its own (imported at the top as build_record, make_record,
+# _describe and _points).
 
 
 # ------------------------------------------------------------------------------ winner, conversion, export
@@ -559,61 +472,6 @@ def _export_stage(args: argparse.Namespace, model: nn.Module, spec: ArchSpec, da
 
 
 # ------------------------------------------------------------------------------ the record
-
-
-def build_record(study: optuna.Study, storage: str, *, cold: optuna.Study | None, zoo: ModelZoo | None,
-                 facts: dict[str, Any]) -> dict[str, Any]:
-    """The report's run record from the study (and its cold twin), the pool and the run's facts."""
-    directions = [d.name.lower() for d in study.directions]
-    objectives = list(facts.get("objectives") or study.metric_names or
-                      ["accuracy", *[f"objective {i + 1}" for i in range(1, len(directions))]])
-    if not facts.get("winner") and _points(study.get_trials(deepcopy=False)):
-        # a study `run` did not finish (or a `search`'s, or your own): its winner, not exported
-        win, rule = _winner(study)
-        t = study.trials[win.number]
-        facts = {**facts, "winner_rule": rule, "winner": {
-            "trial": win.number, "origin": "trial", "architecture": _describe(win.spec), "spec": win.spec.to_dict(),
-            "entry": win.entry, "params": t.user_attrs.get("params"), "latency_ms": t.user_attrs.get("latency"),
-            "val_accuracy": t.values[0], "test_accuracy": win.test_accuracy,
-            "files": {"weights": None, "spec": None, "onnx": None}, "onnx_max_abs_diff": None}}
-    return make_record(study.study_name, storage, trial_records(study),
-                       trial_records(cold) if cold is not None else None, zoo=zoo, facts=facts,
-                       objectives=objectives, directions=directions)
-
-
-def make_record(name: str, storage: str, trials: list[dict[str, Any]], cold_trials: list[dict[str, Any]] | None, *,
-                zoo: ModelZoo | None, facts: dict[str, Any], objectives: Sequence[str],
-                directions: Sequence[str]) -> dict[str, Any]:
-    """The report's run record from trial records (either back end), the pool and the run's facts."""
-    from datetime import datetime
-
-    from ..search.winner import choose_winner
-
-    winner = facts.get("winner")
-    rule = facts.get("winner_rule")
-    if rule is None:
-        points = [(t["number"], t["values"]) for t in trials if t["state"] == "COMPLETE" and t["values"]
-                  and t["duplicate_of"] is None and all(math.isfinite(v) for v in t["values"])]
-        rule = choose_winner(points, directions)[1] if points else "no completed trial"
-    conv = facts.get("conversion")
-    conversion = conv if conv and not conv.get("skipped") else None
-    dataset = facts.get("dataset")
-    seeds = [s["name"] for s in facts.get("seeds", [])]
-    return {
-        "title": f"{facts.get('space', name)} on {dataset or 'its data set'}",
-        "study": name, "storage": storage, "space": facts.get("space", "?"),
-        "dataset": dataset or "?", "backend": facts.get("backend", "optuna"),
-        "objectives": list(objectives), "directions": list(directions),
-        "epochs_per_trial": facts.get("epochs", 0),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "winner_rule": rule,
-        "studies": {"warm": trials, **({"cold": cold_trials} if cold_trials is not None else {})},
-        "pool": pool_record(zoo, dataset, seeds=seeds, converted=[conversion["entry"]] if conversion else []),
-        "conversion": conversion,
-        "conversion_skipped": conv.get("skipped") if conv else None,
-        "winner": winner,
-        "seeds": facts.get("seeds", []),
-    }
 
 
 def _write_record(record: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -793,10 +651,15 @@ def _atomic_json(path: Path, value: Any) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
-    """Rebuild the report of any existing study (a `run`'s, a `search`'s or your own)."""
+    """Rebuild the report of any existing study (a `run`'s, a `search`'s or your own).
+
+    The study may be someone else's: what it stores is read as data (search/records.py) and a
+    path it stores is never followed; the pool is the one ``--pool`` names, the files go to ``--out``.
+    """
     import optuna
 
     from ..report import summary_lines
+    from ..search.records import cold_study_name, record_of_study
     from .common import _open_zoo
     from .search import _check_storage
 
@@ -811,22 +674,19 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidArgumentError(
             f"no study {args.study!r} in {args.storage}"
             + (f"; did you mean {', '.join(map(repr, close))}?" if close else f"; it holds {', '.join(map(repr, names)) or 'no study'}"))
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name=args.study, storage=args.storage)
-    facts = dict(study.user_attrs.get(RUN_ATTR) or {})
-    cold_name = facts.get("cold_study") or args.study + COLD_SUFFIX
-    cold = optuna.load_study(study_name=cold_name, storage=args.storage) if cold_name in names else None
-    pool_dir = args.pool or facts.get("pool")
-    zoo: ModelZoo | None = None
-    if pool_dir is not None and Path(pool_dir).is_dir():
-        zoo = _open_zoo(pool_dir)
-    elif args.pool is not None:
+    if args.pool is not None and not Path(args.pool).is_dir():
         raise InvalidArgumentError(f"--pool {args.pool!r} is not a pool directory")
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(f"--out {args.out_dir!r} is a file; give a folder (created if missing)")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name=args.study, storage=args.storage)
+    cold_name = cold_study_name(study)
+    cold = (optuna.load_study(study_name=cold_name, storage=args.storage)
+            if cold_name in names and cold_name != args.study else None)
+    zoo = _open_zoo(args.pool) if args.pool is not None else None
+    record = record_of_study(study, args.storage, cold=cold, zoo=zoo)
     out.mkdir(parents=True, exist_ok=True)
-    record = build_record(study, args.storage, cold=cold, zoo=zoo, facts=facts)
     files = _write_record(record, out)
     if not args.json:
         for line in summary_lines(record):

@@ -165,6 +165,7 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     )
     from ..integrations.optuna.stale import close_stale_trials, heartbeat_storage
     from ..pool.zoo import ModelZoo
+    from ..search.records import record_search
 
     # Everything is checked before anything is created: the storage URL, the search space,
     # objectives and device (make_objective), then the data set, loaded now.
@@ -201,6 +202,9 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidArgumentError(f"cannot open --storage {args.storage!r}: {_one_line(e.orig if hasattr(e, 'orig') and e.orig else e)[:300]}") from None
     except ValueError as e:  # e.g. the study exists with other directions
         raise InvalidArgumentError(f"study {name!r} in {args.storage}: {_one_line(e)}; give another --study-name") from None
+    # what `report` shows of this study: the space, data set, epochs per trial and objectives
+    record_search(study, space=args.space, dataset=data.name, epochs=args.epochs, objectives=objectives,
+                  cold=bool(args.cold))
     pool = None if args.cold else ModelZoo(args.pool)
     # Other `search` workers may be running trials of this study: only trials whose worker
     # stopped sending heartbeats are closed (see integrations/optuna/stale.py).

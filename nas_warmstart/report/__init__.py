@@ -13,18 +13,25 @@ The run record
 --------------
 Every key is required unless marked optional. Measured numbers (accuracies, similarities,
 times, sizes, latencies) may be null, or NaN, which is read as null: a pruned or failed trial
-has none. Counters and identifiers (``number``, ``epochs_trained``, ``epochs_per_trial``, a
-stage's ``index``, the winner's ``trial``) are integers and never null. Accuracies are
-fractions in [0, 1]::
+has none. Counters and identifiers (``number``, ``epochs_trained``, a stage's ``index``, the
+winner's ``trial``) are integers and never null. What the study did not record is null and
+worded "not recorded" (or left out), never guessed. Accuracies are fractions in [0, 1].
+
+A record describes one of three kinds of study (``kind``): a ``run``'s (the default, every
+section), a ``search``'s (no conversion; no cold section without a cold study), or a plain
+Optuna study's, whose objectives and params are its own: its trials' ``values`` and
+``trial_params`` are shown, not accuracies, epochs or architectures::
 
     {
      "title": "resnet on digits",           # the report's heading
      "study": str, "storage": str,          # study name; Optuna storage URL ("" in memory)
-     "space": str, "dataset": str,          # search space and dataset names
+     "kind": "run" | "search" | "optuna",   # optional, default "run": what made the study
+     "notes": [str, ...],                   # optional: what the study did not record, and why
+     "space": str | None, "dataset": str | None,  # search space and dataset names
      "backend": "optuna" | "ray",
-     "objectives": ["accuracy", ...],       # "accuracy" first; then e.g. "params" or "latency"
+     "objectives": ["accuracy", ...],       # "accuracy" first (a plain study: its own names)
      "directions": ["maximize", ...],       # one per objective
-     "epochs_per_trial": int,
+     "epochs_per_trial": int | None,
      "created": str,                        # ISO 8601 time
      "winner_rule": str,                    # one sentence: how the winner was chosen
      "studies": {"warm": [TRIAL, ...],      # the warm-started search
@@ -48,13 +55,15 @@ fractions in [0, 1]::
              "pool_entry": str | None,        # name it was added to the pool under
              "duplicate_of": int | None,      # trial whose architecture (and result) it repeats
              "pareto": bool,                  # on the Pareto front of its study
-             "fail_reason": str | None}
+             "fail_reason": str | None,
+             "trial_params": {name: value}}   # optional: its Optuna params (a plain study's)
 
     POOL = {"names": [str, ...],
             "similarity": [[float, ...], ...],  # N x N in the order of "names"; [] allowed
             "accuracy": {name: float | None},
             "lineage": [{"name": str, "parent": str | None,
-                         "kind": "seed" | "trial" | "converted" | "other"}, ...]}
+                         "kind": "seed" | "trial" | "converted" | "other"}, ...],
+            "note": str | None}                 # optional: why the pool is empty or partial
 
     CONVERSION = {"guide": str, "target": str,   # architectures, as text
                   "schedule": str,
@@ -69,12 +78,14 @@ fractions in [0, 1]::
 
     WINNER = {"trial": int,                      # for a converted winner: the trial converted
               "origin": "trial" | "converted",
-              "architecture": str, "spec": dict, # builder spec (JSON)
+              "architecture": str | None, "spec": dict | None,  # builder spec (JSON)
               "params": int, "latency_ms": float | None,
               "val_accuracy": float, "test_accuracy": float,
               "files": {"weights": str | None, "spec": str | None,  # None: not exported
                         "onnx": str | None},
-              "onnx_max_abs_diff": float | None} # ONNX export against PyTorch
+              "onnx_max_abs_diff": float | None, # ONNX export against PyTorch
+              "values": [float, ...] | None,     # optional: its objective values (a plain study)
+              "trial_params": {name: value}}     # optional: its Optuna params (a plain study)
 
 A stored ``summary`` holds ``warm_best_val``, ``cold_best_val``, ``warm_epochs``,
 ``cold_epochs`` and ``epochs_to_cold_best``; :func:`summarize` recomputes them from the trials

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._plugins import try_import
 from ._format import acc, count
-from ._record import complete, finite, studies, trials
+from ._record import complete, finite, studies, study_kind, trials
 from ._summary import headline, progress
 
 if TYPE_CHECKING:
@@ -73,8 +73,13 @@ def _cost_axis(record: Mapping[str, Any]) -> tuple[str, Callable[[Mapping[str, A
 
 def plot_plan(record: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
     """Every plot as ``(name, title, reason)``; ``reason`` is None when it is drawn, else why not."""
+    plain = study_kind(record) == "optuna"
+
     def why_not(name: str) -> str | None:
         all_trials = [t for s in studies(record) for t in trials(record, s)]
+        if plain and name in ("best_vs_epochs", "best_vs_time", "pareto"):
+            return ("a plain Optuna study: its objectives are its own, not a validation accuracy trained "
+                    "for a number of epochs")
         if name in ("best_vs_epochs", "best_vs_time") and not any(complete(t) for t in all_trials):
             return "no trial completed with a validation accuracy, so there is no best accuracy to follow"
         if name == "best_vs_time" and not any(finite(t["seconds"]) for t in all_trials):

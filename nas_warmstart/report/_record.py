@@ -4,7 +4,9 @@ The format is documented once, in the package docstring of :mod:`nas_warmstart.r
 :func:`validate_record` is that documentation as code. The rule for numbers: every measured
 number (an accuracy, a similarity, a time, a size) may be null, because a trial that failed or
 was pruned has none; the counters and identifiers (a trial's ``number`` and
-``epochs_trained``, ``epochs_per_trial``, a stage's ``index``, the winner's ``trial``) may not.
+``epochs_trained``, a stage's ``index``, the winner's ``trial``) may not. What the study did
+not record (its search space, data set or epochs per trial; a plain Optuna study's architecture)
+is null, and the report says "not recorded" or leaves it out.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from typing import Any
 
 from .._errors import InvalidArgumentError
 
-__all__ = ["STATES", "best_val", "complete", "finite", "studies", "trials", "validate_record"]
+__all__ = ["KINDS", "STATES", "best_val", "complete", "finite", "studies", "study_kind", "trials", "validate_record"]
 
 #: Trial states, as Optuna names them.
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 _BACKENDS = ("optuna", "ray")
+#: What made the study: ``nas-warmstart run``, ``nas-warmstart search``, or anything else (a
+#: plain Optuna study, whose objectives and params are its own).
+KINDS = ("run", "search", "optuna")
 _DIRECTIONS = ("maximize", "minimize")
 _LINEAGE_KINDS = ("seed", "trial", "converted", "other")
 _ORIGINS = ("trial", "converted")
@@ -28,18 +33,21 @@ _HELP = "the run record format is described in help(nas_warmstart.report)"
 
 # kind: "str", "int", "num" (int or float), "bool", "list", "dict"; a trailing "?" allows null.
 _TOP = {
-    "title": "str", "study": "str", "storage": "str", "space": "str", "dataset": "str",
-    "backend": "str", "objectives": "list", "directions": "list", "epochs_per_trial": "int",
+    "title": "str", "study": "str", "storage": "str", "space": "str?", "dataset": "str?",
+    "backend": "str", "objectives": "list", "directions": "list", "epochs_per_trial": "int?",
     "created": "str", "winner_rule": "str", "studies": "dict", "pool": "dict",
     "conversion": "dict?", "winner": "dict?",
 }
+_TOP_OPTIONAL = {"kind": "str", "notes": "list"}
 _TRIAL = {
     "number": "int", "state": "str", "values": "list?", "architecture": "str?", "source": "str?",
     "similarity": "num?", "coverage": "num?", "val_accuracy": "num?", "test_accuracy": "num?",
     "params": "int?", "latency_ms": "num?", "epochs_trained": "int", "seconds": "num?",
     "pool_entry": "str?", "duplicate_of": "int?", "pareto": "bool", "fail_reason": "str?",
 }
+_TRIAL_OPTIONAL = {"trial_params": "dict"}
 _POOL = {"names": "list", "similarity": "list", "accuracy": "dict", "lineage": "list"}
+_POOL_OPTIONAL = {"note": "str?"}
 _LINEAGE = {"name": "str", "parent": "str?", "kind": "str"}
 _CONVERSION = {
     "guide": "str", "target": "str", "schedule": "str", "stages": "list",
@@ -52,10 +60,11 @@ _STAGE = {
     "target_accuracy": "num?", "seconds": "num?",
 }
 _WINNER = {
-    "trial": "int", "origin": "str", "architecture": "str", "spec": "dict", "params": "int?",
+    "trial": "int", "origin": "str", "architecture": "str?", "spec": "dict?", "params": "int?",
     "latency_ms": "num?", "val_accuracy": "num?", "test_accuracy": "num?", "files": "dict",
     "onnx_max_abs_diff": "num?",
 }
+_WINNER_OPTIONAL = {"values": "list?", "trial_params": "dict"}
 _FILES = {"weights": "str?", "spec": "str?", "onnx": "str?"}  # None: not exported
 _SUMMARY = {
     "warm_best_val": "num?", "cold_best_val": "num?", "warm_epochs": "int", "cold_epochs": "int?",
@@ -97,6 +106,11 @@ def _fields(obj: Any, schema: Mapping[str, str], where: str) -> None:
                 f"got {type(value).__name__} {_short(value)}; {_HELP}")
 
 
+def _optional(obj: Mapping[str, Any], schema: Mapping[str, str], where: str) -> None:
+    """The keys of ``schema`` that ``obj`` may leave out, checked when it has them."""
+    _fields(obj, {k: v for k, v in schema.items() if k in obj}, where)
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -127,6 +141,11 @@ def validate_record(record: Mapping[str, Any]) -> None:
     """
     where = "record"
     _fields(record, _TOP, where)
+    _optional(record, _TOP_OPTIONAL, where)
+    if "kind" in record:
+        _choice(record["kind"], KINDS, _path(where, "kind"))
+    if "notes" in record:
+        _items(record["notes"], "str", _path(where, "notes"))
     _choice(record["backend"], _BACKENDS, _path(where, "backend"))
     _items(record["objectives"], "str", _path(where, "objectives"))
     _items(record["directions"], "str", _path(where, "directions"))
@@ -150,6 +169,7 @@ def validate_record(record: Mapping[str, Any]) -> None:
         for i, t in enumerate(trial_list):
             tw = f"{sw}[{i}]"
             _fields(t, _TRIAL, tw)
+            _optional(t, _TRIAL_OPTIONAL, tw)
             _choice(t["state"], STATES, _path(tw, "state"))
             if t["values"] is not None:
                 _items(t["values"], "num?", _path(tw, "values"))
@@ -161,6 +181,7 @@ def validate_record(record: Mapping[str, Any]) -> None:
     pw = "record['pool']"
     pool = record["pool"]
     _fields(pool, _POOL, pw)
+    _optional(pool, _POOL_OPTIONAL, pw)
     _items(pool["names"], "str", _path(pw, "names"))
     n = len(pool["names"])
     sim = pool["similarity"]
@@ -191,6 +212,9 @@ def validate_record(record: Mapping[str, Any]) -> None:
     if win is not None:
         ww = "record['winner']"
         _fields(win, _WINNER, ww)
+        _optional(win, _WINNER_OPTIONAL, ww)
+        if win.get("values") is not None:
+            _items(win["values"], "num?", _path(ww, "values"))
         _choice(win["origin"], _ORIGINS, _path(ww, "origin"))
         _fields(win["files"], _FILES, _path(ww, "files"))
 
@@ -207,6 +231,11 @@ def finite(value: Any) -> float | None:
         return None
     v = float(value)
     return v if math.isfinite(v) else None
+
+
+def study_kind(record: Mapping[str, Any]) -> str:
+    """What made the record's study (one of :data:`KINDS`); a record without ``kind`` is a run's."""
+    return str(record.get("kind", "run"))
 
 
 def studies(record: Mapping[str, Any]) -> list[str]:

@@ -10,8 +10,8 @@ from typing import Any
 from ._document import Block, Code, Heading, Image, Inline, Items, Para, Pre, Table, Text
 from ._format import MISSING, acc, count, num, pct, secs
 from ._plots import PLOTS
-from ._record import finite, studies, trials
-from ._summary import summary_lines
+from ._record import finite, studies, study_kind, trials
+from ._summary import objective_names, summary_lines
 
 __all__ = ["TRIAL_COLUMNS", "build"]
 
@@ -19,6 +19,7 @@ TRIAL_COLUMNS = ("trial", "state", "source (similarity)", "coverage %", "val acc
                  "latency ms", "epochs", "seconds", "pareto", "architecture")
 _TRIAL_RIGHT = frozenset({0, 3, 4, 5, 6, 7, 8, 9})
 _STUDY_HEADINGS = {"warm": "Warm-started study", "cold": "Cold baseline, trained from scratch"}
+_NOT_RECORDED = "not recorded"
 
 
 def build(record: Mapping[str, Any], pngs: Mapping[str, bytes],
@@ -32,32 +33,77 @@ def build(record: Mapping[str, Any], pngs: Mapping[str, bytes],
             return [Heading(title, 3), Image(f"{name}.png", f"{title}: {what}", pngs[name])]
         return [Heading(title, 3), Para([f"Not drawn: {skipped.get(name, 'no data')}."], note=True)]
 
-    out: list[Block] = [Heading(record["title"], 1), _run(record),
-                        Para([Text("Winner rule:", strong=True), " " + record["winner_rule"]])]
+    kind = study_kind(record)
+    # A run's report has every section, saying why one is empty; a search's or a plain Optuna
+    # study's leaves out the stages it never had (a cold baseline, a conversion; for a plain
+    # study the accuracy plots), and the pool plots when no pool was given.
+    out: list[Block] = [Heading(record["title"], 1), _run(record)]
+    out += [Para([note], note=True) for note in record.get("notes", ())]
+    out += [Para([Text("Winner rule:", strong=True), " " + record["winner_rule"]])]
     out += [Heading("Summary"), Items([[line] for line in summary_lines(record)])]
-    out += plot("best_vs_epochs") + plot("best_vs_time")
+    if kind != "optuna":
+        out += plot("best_vs_epochs") + plot("best_vs_time")
     out += _winner(record)
     out += [Heading("Trials")]
     for study in ("warm", "cold"):
         out += _trials(record, study)
-    out += plot("pareto")
-    out += _pool(record) + plot("similarity") + plot("lineage")
-    out += _conversion(record)
+    if kind != "optuna":
+        out += plot("pareto")
+    out += _pool(record)
+    if kind == "run" or record["pool"]["names"]:
+        out += plot("similarity") + plot("lineage")
+    if kind == "run" or record["conversion"] is not None:
+        out += _conversion(record)
     if record["conversion"] is not None:
         out += plot("conversion")
     out += _dashboard(record)
     return out
 
 
+def _known(text: str | None) -> Inline:
+    return Code(text) if text else _NOT_RECORDED
+
+
+def _objectives(record: Mapping[str, Any]) -> str:
+    return ", ".join(f"{o} ({d})" for o, d in zip(record["objectives"], record["directions"], strict=True))
+
+
 def _run(record: Mapping[str, Any]) -> Items:
-    objectives = ", ".join(f"{o} ({d})" for o, d in zip(record["objectives"], record["directions"], strict=True))
+    kind, epochs = study_kind(record), record["epochs_per_trial"]
+    where: list[Inline] = ["study ", Code(record["study"]), " on ", Code(record["storage"] or "in memory")]
+    if kind == "run":
+        return Items([
+            [*where, f" ({record['backend']} backend)"],
+            ["search space ", _known(record["space"]), ", dataset ", _known(record["dataset"])],
+            [f"objectives: {_objectives(record)}; "
+             + (f"{epochs} epochs per trial" if epochs is not None else "epochs per trial not recorded")],
+            [f"created {record['created']}"],
+        ])
+    if kind == "search":
+        per = (f"{epochs} epoch{'' if epochs == 1 else 's'} per trial" if epochs is not None
+               else "epochs per trial not recorded")
+        return Items([
+            [*where, " (made by nas-warmstart search)"],
+            ["search space ", _known(record["space"]), ", dataset ", _known(record["dataset"])],
+            [f"objectives: {_objectives(record)}; {per}"],
+            [f"report written {record['created']}"],
+        ])
+    names = sorted({k for t in trials(record, "warm") for k in t.get("trial_params") or {}})
     return Items([
-        ["study ", Code(record["study"]), " on ", Code(record["storage"] or "in memory"),
-         f" ({record['backend']} backend)"],
-        ["search space ", Code(record["space"]), ", dataset ", Code(record["dataset"])],
-        [f"objectives: {objectives}; {record['epochs_per_trial']} epochs per trial"],
-        [f"created {record['created']}"],
+        [*where, " (a plain Optuna study: no nas-warmstart record)"],
+        [f"objectives: {_objectives(record)}"],
+        ["params: ", Code(", ".join(names))] if names else ["params: none recorded"],
+        [f"report written {record['created']}"],
     ])
+
+
+def _param_value(v: Any) -> str:
+    return format(v, ".4g") if isinstance(v, float) else str(v)
+
+
+def _params_text(params: Mapping[str, Any] | None) -> str:
+    """``x=0.1234, kind=a``: a trial's Optuna params, in name order."""
+    return ", ".join(f"{k}={_param_value(v)}" for k, v in sorted((params or {}).items()))
 
 
 def _winner(record: Mapping[str, Any]) -> list[Block]:
@@ -65,12 +111,19 @@ def _winner(record: Mapping[str, Any]) -> list[Block]:
     if w is None:
         return [Heading("Winner"), Para(["No winner: no trial completed, so there is nothing to report as the "
                                          "result of the search."], note=True)]
+    kind = study_kind(record)
+    if kind == "optuna":
+        values = list(w.get("values") or ())
+        rows: list[list[Inline]] = [["trial", str(w["trial"])]]
+        rows += [[o, num(v)] for o, v in zip(objective_names(record["objectives"], len(values)), values, strict=True)]
+        rows += [[f"param {k}", Code(_param_value(v))] for k, v in sorted((w.get("trial_params") or {}).items())]
+        return [Heading("Winner"), Table(("", "value"), rows)]
     files = w["files"]
     origin = (f"trial {w['trial']}" if w["origin"] == "trial"
               else f"converted (the conversion of trial {w['trial']}'s network)")
-    rows: list[list[Inline]] = [
+    rows = [
         ["origin", origin],
-        ["architecture", Code(w["architecture"])],
+        ["architecture", _known(w["architecture"])],
         ["params", count(w["params"])],
         ["latency ms", num(w["latency_ms"], ".3f")],
         ["val acc", acc(w["val_accuracy"])],
@@ -78,10 +131,16 @@ def _winner(record: Mapping[str, Any]) -> list[Block]:
         ["weights", Code(files["weights"]) if files["weights"] else "not exported"],
         ["spec", Code(files["spec"]) if files["spec"] else "not exported"],
         ["onnx", Code(files["onnx"]) if files["onnx"] else "not exported"],
-        ["onnx max abs diff", num(w["onnx_max_abs_diff"], ".2e")],
     ]
-    return [Heading("Winner"), Table(("", "value"), rows),
-            Para(["Its builder spec:"]), Pre(json.dumps(w["spec"], indent=1, sort_keys=True, default=str))]
+    if kind == "run" or w["onnx_max_abs_diff"] is not None:
+        rows.append(["onnx max abs diff", num(w["onnx_max_abs_diff"], ".2e")])
+    out: list[Block] = [Heading("Winner"), Table(("", "value"), rows)]
+    if kind == "search" and isinstance(w.get("entry"), str):
+        out.append(Para(["A search does not export its winner: its trained network is the pool entry ",
+                         Code(w["entry"]), "."], note=True))
+    if w["spec"] is not None:
+        out += [Para(["Its builder spec:"]), Pre(json.dumps(w["spec"], indent=1, sort_keys=True, default=str))]
+    return out
 
 
 def _source(t: Mapping[str, Any]) -> Inline:
@@ -93,28 +152,64 @@ def _source(t: Mapping[str, Any]) -> Inline:
     return f"{t['source']} ({sim:.3f})" if sim is not None else t["source"]
 
 
+def _plain_columns(record: Mapping[str, Any], ts: Sequence[Mapping[str, Any]]) -> tuple[list[str], frozenset[int]]:
+    """A plain study's trial columns (its own objectives and params) and the right-aligned ones."""
+    objectives = list(record["objectives"])
+    cols = ["trial", "state", *objectives, "params"]
+    if any(t["source"] or t["duplicate_of"] is not None for t in ts):
+        cols.append("warm start from (similarity)")
+    cols.append("seconds")
+    if len(objectives) > 1:
+        cols.append("pareto")
+    return cols, frozenset({0, *range(2, 2 + len(objectives)), cols.index("seconds")})
+
+
+def _plain_row(t: Mapping[str, Any], cols: Sequence[str], n_objectives: int) -> list[Inline]:
+    values = list(t["values"] or ())
+    params = _params_text(t.get("trial_params"))
+    row: list[Inline] = [str(t["number"]), t["state"],
+                         *(num(values[i]) if i < len(values) else MISSING for i in range(n_objectives)),
+                         Code(params) if params else MISSING]
+    if "warm start from (similarity)" in cols:
+        row.append(_source(t))
+    row.append(secs(t["seconds"]))
+    if "pareto" in cols:
+        row.append("yes" if t["pareto"] else "")
+    return row
+
+
 def _trials(record: Mapping[str, Any], study: str) -> list[Block]:
+    kind = study_kind(record)
     if study not in studies(record):
+        if kind != "run":
+            return []
         return [Heading(_STUDY_HEADINGS[study], 3),
                 Para(["No cold baseline: the run was started without one, so there is no from-scratch "
                       "study to compare the warm start against."], note=True)]
     ts = trials(record, study)
     win = record["winner"]
+    plain = kind == "optuna"
+    columns, right = _plain_columns(record, ts) if plain else (list(TRIAL_COLUMNS), _TRIAL_RIGHT)
     rows, strong, notes = [], set(), []
     for r, t in enumerate(ts):
-        rows.append([
+        rows.append(_plain_row(t, columns, len(record["objectives"])) if plain else [
             str(t["number"]), t["state"], _source(t), pct(t["coverage"]), acc(t["val_accuracy"]),
             acc(t["test_accuracy"]), count(t["params"]), num(t["latency_ms"], ".3f"), str(t["epochs_trained"]),
             secs(t["seconds"]), "yes" if t["pareto"] else "", Code(t["architecture"]) if t["architecture"] else MISSING,
         ])
         if study == "warm" and win is not None and t["number"] == win["trial"]:
             strong.add(r)
-        notes += _trial_notes(t)
-    heading = f"{_STUDY_HEADINGS[study]} ({len(ts)} trial{'s' if len(ts) != 1 else ''})"
+        notes += _trial_notes(t, plain=plain)
+    title = _STUDY_HEADINGS[study]
+    if kind == "search" and "cold" not in studies(record):
+        title = "The search's trials"
+    elif plain:
+        title = "The study's trials"
+    heading = f"{title} ({len(ts)} trial{'s' if len(ts) != 1 else ''})"
     out: list[Block] = [Heading(heading, 3)]
     if not ts:
         return [*out, Para(["The study holds no trial."], note=True)]
-    out.append(Table(TRIAL_COLUMNS, rows, right=_TRIAL_RIGHT, strong_rows=frozenset(strong)))
+    out.append(Table(columns, rows, right=right, strong_rows=frozenset(strong)))
     if strong:
         out.append(Para(["The highlighted row is the winner's trial."], note=True))
     if notes:
@@ -122,7 +217,7 @@ def _trials(record: Mapping[str, Any], study: str) -> list[Block]:
     return out
 
 
-def _trial_notes(t: Mapping[str, Any]) -> list[list[Inline]]:
+def _trial_notes(t: Mapping[str, Any], *, plain: bool = False) -> list[list[Inline]]:
     n = t["number"]
     notes: list[list[Inline]] = []
     if t["state"] == "FAIL":
@@ -130,7 +225,7 @@ def _trial_notes(t: Mapping[str, Any]) -> list[list[Inline]]:
     elif t["state"] in ("RUNNING", "WAITING"):
         notes.append([f"trial {n} was {t['state'].lower()} when the record was written"])
     elif t["state"] == "PRUNED":
-        notes.append([f"trial {n} was pruned after {t['epochs_trained']} epochs"])
+        notes.append([f"trial {n} was pruned" if plain else f"trial {n} was pruned after {t['epochs_trained']} epochs"])
     if t["duplicate_of"] is not None:
         notes.append([f"trial {n} proposed the same architecture as trial {t['duplicate_of']}; "
                       "its result was reused"])
@@ -143,9 +238,10 @@ def _pool(record: Mapping[str, Any]) -> list[Block]:
     pool = record["pool"]
     names = list(pool["names"])
     parents = {node["name"]: node for node in pool["lineage"]}
+    note = pool.get("note")
     out: list[Block] = [Heading("Pool")]
     if not names:
-        return [*out, Para(["The pool is empty."], note=True)]
+        return [*out, Para([note or "The pool is empty."], note=True)]
     rows: list[list[Inline]] = []
     for name in names:
         node = parents.get(name)
@@ -154,6 +250,8 @@ def _pool(record: Mapping[str, Any]) -> list[Block]:
                      acc(pool["accuracy"].get(name))])
     out += [Para([f"{len(names)} network{'s' if len(names) != 1 else ''} in the pool:"]),
             Table(("entry", "kind", "parent", "accuracy"), rows, right=frozenset({3}))]
+    if note:
+        out.append(Para([note], note=True))
     return out
 
 

@@ -18,9 +18,18 @@ from typing import Any
 
 from .._errors import NasWarmstartWarning
 from ._format import acc, count, num
-from ._record import STATES, best_val, complete, finite, studies, trials, validate_record
+from ._record import (
+    STATES,
+    best_val,
+    complete,
+    finite,
+    studies,
+    study_kind,
+    trials,
+    validate_record,
+)
 
-__all__ = ["Step", "headline", "progress", "summarize", "summary_lines"]
+__all__ = ["Step", "headline", "objective_names", "progress", "summarize", "summary_lines", "values_text"]
 
 
 @dataclass(frozen=True)
@@ -174,7 +183,11 @@ def _states(counts: Mapping[str, int]) -> str:
 
 def summary_lines(record: Mapping[str, Any], *, out_dir: str | Path | None = None,
                   plots: Sequence[str] | None = None) -> list[str]:
-    """Four to seven short lines for people: warm against cold, the winner, the conversion.
+    """Two to seven short lines for people: warm against cold, the winner, the conversion.
+
+    A ``search`` study's lines leave out the stages it does not have (no cold line without a
+    cold study, no conversion line); a plain Optuna study's count its trials and name its winner
+    and Pareto front by its own objectives.
 
     Args:
         record: a run record (format in :mod:`nas_warmstart.report`).
@@ -187,10 +200,26 @@ def summary_lines(record: Mapping[str, Any], *, out_dir: str | Path | None = Non
         The lines, without newlines or trailing spaces, all worded from :func:`summarize`.
     """
     s = summarize(record)
-    lines = [f"warm study: best val acc {acc(s['warm_best_val'])} in {_epochs(s['warm_epochs'])} "
+    kind = study_kind(record)
+    lines = _plain_lines(record, s) if kind == "optuna" else _search_lines(record, s, kind)
+    if out_dir is not None:
+        # Imported here, not at the top: _plots draws the curves of this module.
+        from ._plots import plot_plan
+
+        d = Path(out_dir)
+        n = len(plots) if plots is not None else sum(reason is None for _, _, reason in plot_plan(record))
+        lines.append(f"report: {d / 'report.md'}, {d / 'report.html'}, {n} plot{'s' if n != 1 else ''} in {d / 'plots'}")
+    return [line.rstrip() for line in lines]
+
+
+def _search_lines(record: Mapping[str, Any], s: Mapping[str, Any], kind: str) -> list[str]:
+    """A run's lines (``kind`` "run"), or a search's: no conversion, a cold line only with a cold study."""
+    first = "warm study" if kind == "run" or s["cold_counts"] is not None else "search"
+    lines = [f"{first}: best val acc {acc(s['warm_best_val'])} in {_epochs(s['warm_epochs'])} "
              f"({_states(s['warm_counts'])})"]
     if s["cold_counts"] is None:
-        lines.append("cold study: none (the run had no cold baseline)")
+        if kind == "run":
+            lines.append("cold study: none (the run had no cold baseline)")
     else:
         lines.append(f"cold study: best val acc {acc(s['cold_best_val'])} in {_epochs(s['cold_epochs'])} "
                      f"({_states(s['cold_counts'])})")
@@ -216,19 +245,46 @@ def summary_lines(record: Mapping[str, Any], *, out_dir: str | Path | None = Non
                      f"test acc {acc(s['winner_test_accuracy'])}{params}")
     conv = record["conversion"]
     if conv is None:
-        lines.append("conversion: not run")
+        if kind == "run":
+            lines.append("conversion: not run")
     else:
         kept = "kept as the winner" if conv["kept"] else "not kept (the trial winner stays)"
         lines.append(f"conversion: retention {num(s['conversion_retention'])} (test acc "
                      f"{acc(conv['guide_test_accuracy'])} to {acc(conv['converted_test_accuracy'])}), {kept}")
-    if out_dir is not None:
-        # Imported here, not at the top: _plots draws the curves of this module.
-        from ._plots import plot_plan
+    return lines
 
-        d = Path(out_dir)
-        n = len(plots) if plots is not None else sum(reason is None for _, _, reason in plot_plan(record))
-        lines.append(f"report: {d / 'report.md'}, {d / 'report.html'}, {n} plot{'s' if n != 1 else ''} in {d / 'plots'}")
-    return [line.rstrip() for line in lines]
+
+def _plain_lines(record: Mapping[str, Any], s: Mapping[str, Any]) -> list[str]:
+    """A plain Optuna study's lines: its trials, its winner by its own objectives, its front."""
+    lines = [f"study: {_states(s['warm_counts'])}"]
+    win = record["winner"]
+    if win is None:
+        lines.append("winner: none (no trial completed)")
+    else:
+        lines.append(f"winner: trial {win['trial']}, {values_text(record['objectives'], win.get('values'))}")
+    if len(record["objectives"]) > 1:
+        front = [t["number"] for t in trials(record, "warm") if t["pareto"]]
+        shown = ", ".join(map(str, front[:_FRONT_MAX])) + (f" and {len(front) - _FRONT_MAX} more"
+                                                           if len(front) > _FRONT_MAX else "")
+        lines.append(f"Pareto front: {len(front)} trial{'s' if len(front) != 1 else ''}"
+                     + (f" ({shown})" if front else ""))
+    return lines
+
+
+_FRONT_MAX = 12  # trial numbers named on the Pareto front line
+
+
+def values_text(objectives: Sequence[str], values: Sequence[Any] | None) -> str:
+    """``loss = 0.1234, latency = 3.5``: each objective's name and value, or that it has none."""
+    if not values:
+        return "no values recorded"
+    return ", ".join(f"{o} = {num(v)}" for o, v in zip(objective_names(objectives, len(values)), values, strict=True))
+
+
+def objective_names(objectives: Sequence[str], n: int) -> list[str]:
+    """Names for ``n`` values: the objectives', then ``objective K`` for any beyond them (a
+    hand-made record may hold more values than objectives)."""
+    return [*objectives[:n], *(f"objective {i + 1}" for i in range(len(objectives), n))]
 
 
 def _epochs(n: int) -> str:
