@@ -30,13 +30,13 @@ def _join(rank: int, world: int, port: int) -> None:
 
 def convert_worker(rank: int, world: int, port: int, job: dict[str, Any]) -> None:
     from nas_warmstart._dist import Workers
-    from nas_warmstart.convert.core import _convert, _options, _Parallel
+    from nas_warmstart.convert import WorkerRole, convert_on_worker
 
     _join(rank, world, port)
     try:
         w = Workers.current(torch.device("cpu"))
-        res = _convert(_own(job["guide"]), _own(job["target"]), job["data"], **_options(job["kwargs"]),
-                       parallel=_Parallel(workers=w, mode=job["mode"]))
+        res = convert_on_worker(_own(job["guide"]), _own(job["target"]), job["data"],
+                                role=WorkerRole(workers=w, mode=job["mode"]), **job["kwargs"])
         if rank == 0:
             out = Path(job["out"])
             torch.save({k: v.detach().clone() for k, v in res.model.state_dict().items()}, out / "model.pt")

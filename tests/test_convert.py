@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import nas_warmstart as nw
 from nas_warmstart.align.cka import DISTANCES, normalised_mse
 from nas_warmstart.convert import SCHEDULES, Bridge, DistillationLoss, auto_boundaries, make_plan
-from nas_warmstart.convert.plan import _is_cut, part_membership
+from nas_warmstart.convert.plan import part_membership
+from nas_warmstart.convert.tracing import is_cut as _is_cut
 from nas_warmstart.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def _snapshot(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
 @pytest.mark.parametrize("pair", list(PAIRS))
 def test_every_schedule_converts_every_pair(pair, schedule, guides, data):
     guide = guides[pair]
@@ -229,7 +230,7 @@ def test_hybrid_accuracy_of_the_guide_itself_is_the_guides(guides, data):
     """Stitching a copy of the guide into the guide at the output is the guide (an oracle)."""
     import copy
 
-    from nas_warmstart.convert.core import _Run
+    from nas_warmstart.convert.stages import StageRunner as _Run
 
     guide = guides["resnet->convnet"]
     twin = copy.deepcopy(guide)
@@ -391,3 +392,109 @@ def test_resume_refuses_another_guide_or_target(guides, data, tmp_path):
     wider = MLP(in_chans=1, num_classes=4, resolution=8, widths=[32, 48])
     with pytest.raises(nw.InvalidArgumentError, match="target_tensors"):
         nw.convert(guide, wider, data, checkpoint_dir=tmp_path, **FAST)
+
+
+# ----------------------------------------------------------------------------- schedules, hooks, modes
+
+
+def test_schedule_registry_lists_the_built_in_schedules_and_their_stages():
+    from nas_warmstart.convert import get_schedule, list_schedules
+
+    assert {"progressive", "sequential", "independent", "recast"} <= set(list_schedules())
+    assert list_schedules("re*") == ["recast"]
+    # oracle: the stage layouts the schedules had as strings (kind, part, steps), for 3 parts
+    layout = {name: [(s.kind, s.part, s.steps) for s in get_schedule(name).stages(3, 8)]
+              for name in ("progressive", "sequential", "independent", "recast")}
+    assert layout["progressive"] == [("progressive", k, 8) for k in (1, 2, 3)]
+    assert layout["sequential"] == [("sequential", k, 8) for k in (1, 2, 3)]
+    assert layout["recast"] == [("recast", k, 8) for k in (1, 2, 3)]
+    assert layout["independent"] == [("independent", 0, 8)] + [("repair", k, 2) for k in (1, 2, 3)]
+    assert [get_schedule(n).default_distance for n in ("progressive", "recast")] == ["cka", "mse"]
+    with pytest.raises(nw.InvalidArgumentError, match=r"unknown schedule 'joint'.*register_schedule"):
+        get_schedule("joint")
+    with pytest.raises(nw.InvalidArgumentError, match="schedule must be a registered name"):
+        get_schedule(3)  # type: ignore[arg-type]
+
+
+def test_a_schedule_registered_in_a_test_is_usable_by_name(guides, data, tmp_path):
+    from nas_warmstart.convert import SCHEDULES, Stage, boundary_loss, register_schedule
+
+    @register_schedule("toy_joint")
+    class Joint:
+        """Every part at once against every boundary, in one stage."""
+
+        default_distance = "cka"
+        part_parallel = False
+
+        def stages(self, parts, steps):
+            every = frozenset(range(parts))
+            return [Stage("joint", parts, steps, trains=every, aligns=every, reports=parts - 1)]
+
+        def bridges(self, stage, plan):
+            return {}
+
+        def loss(self, stage, ctx):
+            return boundary_loss(ctx, range(len(ctx.plan)), len(ctx.plan) - 1)
+
+    try:
+        guide = guides["convnet->mlp"]
+        res = nw.convert(guide, tiny_mlp(1), data, schedule="toy_joint", checkpoint_dir=tmp_path, **FAST)
+        assert [(s.kind, s.part) for s in res.stages] == [("joint", len(res.plan))]
+        assert res.stages[0].target == "" and 0.0 <= res.stages[0].hybrid_accuracy <= 1.0
+        assert res.settings["schedule"] == "toy_joint"
+        assert json.loads((tmp_path / "state.json").read_text())["settings"]["schedule"] == "toy_joint"
+        again = nw.convert(guide, tiny_mlp(1), data, schedule=Joint, checkpoint_dir=tmp_path, **FAST)  # the class: the same run
+        assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), res.model.state_dict().values()))
+    finally:
+        SCHEDULES._entries.pop("toy_joint", None)
+    from nas_warmstart.convert import list_schedules
+
+    assert "toy_joint" not in list_schedules()
+
+
+def test_forward_hooks_are_removed_on_exit_and_on_errors():
+    from nas_warmstart.align.capture import forward_hooks
+    from nas_warmstart.convert.tracing import Stop
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    seen = []
+
+    def hook(m, a, out):
+        seen.append(type(m).__name__)
+
+    def hooked():
+        return [n for n, m in net.named_modules() if m._forward_hooks]
+
+    with forward_hooks(net, {"2": hook, "0": hook}):
+        assert hooked() == ["0", "2"]
+        net(torch.zeros(1, 3))
+    assert seen == ["Linear", "Linear"] and hooked() == []
+    with pytest.raises(RuntimeError, match="boom"), forward_hooks(net, {"0": hook}):
+        raise RuntimeError("boom")
+    assert hooked() == []
+
+    def stop(m, a, out):
+        raise Stop
+
+    with pytest.raises(Stop), forward_hooks(net, {"1": stop}):
+        net(torch.zeros(1, 3))
+    assert hooked() == []
+    with pytest.raises(nw.InvalidArgumentError, match=r"no submodule '9'"), forward_hooks(net, {"0": hook, "9": hook}):
+        pass
+    assert hooked() == []  # the hook on "0" was registered before "9" failed, and removed
+
+
+def test_eval_mode_restores_every_modules_mode():
+    from nas_warmstart.convert.tracing import eval_mode
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.5), nn.Sequential(nn.Linear(4, 2)))
+    other = nn.Linear(2, 2).eval()
+    net.train()
+    net[1].eval()  # a frozen BatchNorm inside a training network
+    modes = {n: m.training for n, m in net.named_modules()}
+    with eval_mode(net, other):
+        assert not any(m.training for m in net.modules()) and not other.training
+    assert {n: m.training for n, m in net.named_modules()} == modes and not other.training
+    with pytest.raises(RuntimeError), eval_mode(net):
+        raise RuntimeError
+    assert {n: m.training for n, m in net.named_modules()} == modes

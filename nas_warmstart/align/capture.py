@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,11 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from .._errors import InvalidArgumentError
 
-__all__ = ["Captured", "capture", "default_layers", "paper_layers"]
+__all__ = ["Captured", "ForwardHook", "capture", "default_layers", "forward_hooks", "paper_layers"]
+
+#: a forward hook, as ``nn.Module.register_forward_hook`` takes it: ``(module, args, output)``;
+#: a return value other than None replaces the module's output.
+ForwardHook = Callable[[nn.Module, Any, Any], Any]
 
 
 @dataclass
@@ -85,6 +89,37 @@ def _first_tensor(name: str, output: Any) -> Tensor:
 
 
 @contextlib.contextmanager
+def forward_hooks(model: nn.Module, hooks: Mapping[str, ForwardHook], *, role: str = "model") -> Iterator[None]:
+    """Register forward hooks on named submodules for the duration of the block.
+
+    Example::
+
+        with forward_hooks(model, {"layer1": lambda m, a, out: out.detach()}):
+            y = model(x)                        # layer1's output is detached inside the block
+
+    The hooks are registered in the order of ``hooks`` and all removed when the block exits,
+    also when it raises (a hook may raise to end a forward pass early) or when a later name
+    cannot be resolved.
+
+    Args:
+        model: the network to hook.
+        hooks: qualified module name (``""``: the model itself) -> hook.
+        role: what ``model`` is, for the error on an unknown name (``"guide"``, ``"target"``).
+
+    Raises:
+        InvalidArgumentError: a name that is not a submodule (with close names).
+    """
+    handles = []
+    try:
+        for name, hook in hooks.items():
+            handles.append(_get_module(model, name, role=role).register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
 def capture(
     model: nn.Module, names: str | Sequence[str], *, detach: bool = False
 ) -> Iterator[Captured]:
@@ -114,7 +149,6 @@ def capture(
     if not isinstance(model, nn.Module):
         raise InvalidArgumentError(f"capture() needs a torch.nn.Module, got {type(model).__name__}")
     name_list = _as_name_list(names)
-    modules = [(n, _get_module(model, n, role="model")) for n in name_list]
     result = Captured(names=tuple(name_list))
 
     def make_hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
@@ -125,14 +159,8 @@ def capture(
 
         return hook
 
-    handles = []
-    try:
-        for n, m in modules:
-            handles.append(m.register_forward_hook(make_hook(n)))
+    with forward_hooks(model, {n: make_hook(n) for n in name_list}):
         yield result
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # ---------------------------------------------------------------------------- hook points

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,18 +18,16 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import IncompatibleModelsError, InvalidArgumentError
-from ..align.capture import _first_tensor, _get_module
+from ..align.capture import _get_module
+from .inputs import as_splits, check_models, probe_batch
+from .tracing import eval_mode, is_cut, output_shape, record_outputs, truncated_output
 
-__all__ = ["Plan", "PlanStage", "assign_parts", "auto_boundaries", "describe_plan", "make_plan", "part_costs"]
+__all__ = ["Plan", "PlanStage", "auto_boundaries", "describe_plan", "make_plan", "part_membership"]
 
 #: containers whose children run one after another and may be cut between.
 _CHAINS = (nn.Sequential, nn.ModuleList)
 #: how deep the boundary search descends into nested containers.
 _MAX_DEPTH = 3
-
-
-class _Stop(Exception):
-    """Raised in a forward hook to end a forward pass early (truncated forward)."""
 
 
 @dataclass(frozen=True)
@@ -104,28 +102,6 @@ class Plan:
 # --------------------------------------------------------------------------- tracing helpers
 
 
-@contextlib.contextmanager
-def _record(model: nn.Module, modules: dict[str, nn.Module]) -> Iterator[list[tuple[str, Tensor]]]:
-    """Record ``(name, output)`` of the given modules, in call order."""
-    calls: list[tuple[str, Tensor]] = []
-    handles = []
-
-    def make(name: str) -> Any:
-        def hook(_m: nn.Module, _a: Any, out: Any) -> None:
-            with contextlib.suppress(InvalidArgumentError):
-                calls.append((name, _first_tensor(name, out)))
-
-        return hook
-
-    try:
-        for n, m in modules.items():
-            handles.append(m.register_forward_hook(make(n)))
-        yield calls
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def _chain_candidates(model: nn.Module) -> dict[str, nn.Module]:
     """Modules along the model's container chain: its children, and the children of nested
     ``Sequential``/``ModuleList`` containers (and of the containers' children) up to a depth."""
@@ -163,51 +139,10 @@ def _lift_all(names: list[str], called: list[tuple[str, Tensor]]) -> list[str]:
     return lifted
 
 
-def _probe(model: nn.Module, x: Tensor) -> Any:
-    mode = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        model.train(mode)
-
-
-def _is_cut(model: nn.Module, name: str, x: Tensor) -> bool:
-    """Whether the model's output depends on the input only through ``name``'s output.
-
-    Rule: replace the module's output by a detached copy and check that the output has no
-    gradient path back to the input.
-    """
-    module = model.get_submodule(name)
-
-    def hook(_m: nn.Module, _a: Any, out: Any) -> Any:
-        if isinstance(out, Tensor):
-            return out.detach()
-        if isinstance(out, tuple) and out and isinstance(out[0], Tensor):
-            return (out[0].detach(), *out[1:])
-        return out
-
-    xi = x.detach().clone().requires_grad_(True)
-    handle = module.register_forward_hook(hook)
-    mode = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            y = _first_tensor("", model(xi))
-            if not y.requires_grad:
-                return True
-            (g,) = torch.autograd.grad(y.float().sum(), xi, allow_unused=True)
-    finally:
-        handle.remove()
-        model.train(mode)
-    return g is None or not bool(torch.any(g != 0))
-
-
 def _calls_of(model: nn.Module, names: Sequence[str], x: Tensor) -> list[tuple[str, Tensor]]:
-    modules = {n: model.get_submodule(n) for n in names if n}
-    with _record(model, modules) as calls:
-        _probe(model, x)
+    """``(name, output)`` of the named modules (``""`` left out) in call order, on one eval pass."""
+    with record_outputs(model, [n for n in names if n]) as calls, eval_mode(model), torch.no_grad():
+        model(x)
     return calls
 
 
@@ -269,7 +204,7 @@ def auto_boundaries(model: nn.Module, x: Tensor) -> tuple[list[str], str]:
                         default=("", []))[1]
             rule = "traced blocks (no resolution change)"
         names = _lift_all(names, called)
-    cut = [n for n in names if _is_cut(model, n, x)]
+    cut = [n for n in names if is_cut(model, n, x)]
     # a part must hold parameters: merge parameter-free ones (pooling, flatten) into the next
     member = part_membership(model, [*cut, ""], x[:2])
     used = set(member.values())
@@ -277,28 +212,6 @@ def auto_boundaries(model: nn.Module, x: Tensor) -> tuple[list[str], str]:
 
 
 # --------------------------------------------------------------------------- part membership
-
-
-def _truncated_output(model: nn.Module, name: str, x: Tensor) -> Tensor:
-    if not name:
-        return _first_tensor("", model(x))
-    module = model.get_submodule(name)
-    box: list[Tensor] = []
-
-    def hook(_m: nn.Module, _a: Any, out: Any) -> None:
-        box.append(_first_tensor(name, out))
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not box:
-        raise InvalidArgumentError(f"module {name!r} did not run in the forward pass; it cannot end a part")
-    return box[0]
 
 
 def part_membership(model: nn.Module, boundaries: Sequence[str], x: Tensor) -> dict[str, int]:
@@ -311,26 +224,24 @@ def part_membership(model: nn.Module, boundaries: Sequence[str], x: Tensor) -> d
     params = dict(model.named_parameters())
     flags = {n: p.requires_grad for n, p in params.items()}
     out: dict[str, int] = {}
-    mode = model.training
-    model.eval()
     try:
         for p in params.values():
             p.requires_grad_(True)
-        for k, b in enumerate(boundaries):
-            remaining = [(n, p) for n, p in params.items() if n not in out]
-            if not remaining:
-                break
-            with torch.enable_grad():
-                y = _truncated_output(model, b, x)
-                grads = torch.autograd.grad(y.float().square().sum(), [p for _, p in remaining],
-                                            allow_unused=True)
-            for (n, _), g in zip(remaining, grads, strict=True):
-                if g is not None:
-                    out[n] = k
+        with eval_mode(model):
+            for k, b in enumerate(boundaries):
+                remaining = [(n, p) for n, p in params.items() if n not in out]
+                if not remaining:
+                    break
+                with torch.enable_grad():
+                    y = truncated_output(model, b, x)
+                    grads = torch.autograd.grad(y.float().square().sum(), [p for _, p in remaining],
+                                                allow_unused=True)
+                for (n, _), g in zip(remaining, grads, strict=True):
+                    if g is not None:
+                        out[n] = k
     finally:
         for n, p in params.items():
             p.requires_grad_(flags[n])
-        model.train(mode)
     return out
 
 
@@ -366,16 +277,6 @@ def _pair_auto(g: list[tuple[str, tuple[int, ...]]], t: list[tuple[str, tuple[in
     return pairs, "paired uniformly by order (the counts differ)"
 
 
-def _shape(model: nn.Module, name: str, x: Tensor) -> tuple[int, ...]:
-    mode = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return tuple(_truncated_output(model, name, x[:2]).shape[1:])
-    finally:
-        model.train(mode)
-
-
 def make_plan(guide: nn.Module, target: nn.Module, x: Tensor,
               plan: str | Sequence[tuple[str, str]] = "auto") -> Plan:
     """Resolve ``plan`` into a :class:`Plan` and check that every stage can be aligned.
@@ -401,8 +302,8 @@ def make_plan(guide: nn.Module, target: nn.Module, x: Tensor,
                 "names such as [('layer1', 'stages.0'), ('', '')]")
         gb, g_rule = auto_boundaries(guide, x)
         tb, t_rule = auto_boundaries(target, x)
-        g_shapes = [(n, _shape(guide, n, x)) for n in gb]
-        t_shapes = [(n, _shape(target, n, x)) for n in tb]
+        g_shapes = [(n, output_shape(guide, n, x)) for n in gb]
+        t_shapes = [(n, output_shape(target, n, x)) for n in tb]
         pairs_idx, how = _pair_auto(g_shapes, t_shapes) if g_shapes and t_shapes else ([], "")
         pairs = [(g_shapes[i][0], t_shapes[j][0]) for i, j in pairs_idx] + [("", "")]
         rule = f"auto: guide by {g_rule}, target by {t_rule}, {how}".rstrip(", ")
@@ -428,7 +329,7 @@ def make_plan(guide: nn.Module, target: nn.Module, x: Tensor,
     params = dict(target.named_parameters())
     for n, k in member.items():
         counts[k] += params[n].numel()
-    stages = [PlanStage(g, t, _shape(guide, g, x), _shape(target, t, x), counts[i])
+    stages = [PlanStage(g, t, output_shape(guide, g, x), output_shape(target, t, x), counts[i])
               for i, (g, t) in enumerate(pairs)]
     return Plan(stages=stages, rule=rule, part_of=member)
 
@@ -458,7 +359,7 @@ def _check_order(role: str, model: nn.Module, names: Sequence[str], x: Tensor) -
             f"the plan's {role} modules are not in execution order: they run as {order}, the plan "
             f"lists {inner}; list the pairs from input to output")
     for n in inner:
-        if not _is_cut(model, n, x[:2]):
+        if not is_cut(model, n, x[:2]):
             raise IncompatibleModelsError(
                 f"the plan cannot be aligned: the {role}'s output reaches its input around {n!r} "
                 "(a skip connection or a second branch crosses it), so the part after it cannot be "
@@ -478,81 +379,8 @@ def describe_plan(guide: nn.Module, target: nn.Module, data: Any,
     Returns:
         The :class:`Plan` (also printed).
     """
-    from .core import _as_splits, _check_models, _probe_batch
-
-    x = data if isinstance(data, Tensor) else _probe_batch(_as_splits(data, guide))
-    _check_models(guide, target, x)
+    x = data if isinstance(data, Tensor) else probe_batch(as_splits(data, guide))
+    check_models(guide, target, x)
     p = make_plan(guide, target, x, plan)
     print(p.table())
     return p
-
-
-@torch.no_grad()
-def part_costs(plan: Plan, target: nn.Module, x: Tensor) -> list[float]:
-    """Multiply-accumulates per image of each target part (its modules with a weight matrix or
-    kernel: ``output elements × weight[0].numel()``), the compute a part-parallel step spends."""
-    costs = [0.0] * len(plan.stages)
-    last = len(plan.stages) - 1
-    owner: dict[int, int] = {}
-    for name, p in target.named_parameters():
-        owner[id(p)] = plan.part_of.get(name, last)
-    handles = []
-
-    def make(w: Tensor) -> Any:
-        def hook(_m: nn.Module, _a: Any, o: Any) -> None:
-            t = o[0] if isinstance(o, tuple | list) else o
-            if isinstance(t, Tensor) and t.dim() >= 1:
-                costs[owner[id(w)]] += t[0].numel() * w[0].numel()
-
-        return hook
-
-    for m in target.modules():
-        w = getattr(m, "weight", None)
-        if isinstance(w, nn.Parameter) and w.dim() >= 2 and id(w) in owner:
-            handles.append(m.register_forward_hook(make(w)))
-    mode = target.training
-    target.eval()
-    try:
-        target(x[:1])
-    finally:
-        target.train(mode)
-        for h in handles:
-            h.remove()
-    return costs
-
-
-def assign_parts(plan: Plan, target: nn.Module, x: Tensor, workers: int) -> list[int]:
-    """The worker of each plan part for a part-parallel stage: contiguous ranges that minimise
-    the largest worker's compute (:func:`part_costs`; exact by dynamic programming).
-
-    Raises:
-        IncompatibleModelsError: more workers than parts.
-    """
-    k = len(plan.stages)
-    if workers > k:
-        raise IncompatibleModelsError(
-            f"the plan has {k} part{'s' if k != 1 else ''}, too few for {workers} workers in part-parallel mode; "
-            f"use at most {k} worker{'s' if k != 1 else ''}, or mode='data'")
-    cost = [max(c, 1.0) for c in part_costs(plan, target, x)]
-    pre = [0.0]
-    for c in cost:
-        pre.append(pre[-1] + c)
-    inf = float("inf")
-    # best[w][i]: the smallest max-load placing parts [0, i) on w workers (each at least one part)
-    best = [[inf] * (k + 1) for _ in range(workers + 1)]
-    cut = [[0] * (k + 1) for _ in range(workers + 1)]
-    best[0][0] = 0.0
-    for w in range(1, workers + 1):
-        for i in range(w, k + 1):
-            for j in range(w - 1, i):
-                v = max(best[w - 1][j], pre[i] - pre[j])
-                if v < best[w][i]:
-                    best[w][i], cut[w][i] = v, j
-    owners = [0] * k
-    i = k
-    for w in range(workers, 0, -1):
-        j = cut[w][i]
-        for p in range(j, i):
-            owners[p] = w - 1
-        i = j
-    return owners

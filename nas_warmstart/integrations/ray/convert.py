@@ -15,16 +15,18 @@ from torch import nn
 
 from nas_warmstart._args import check_choice, check_int
 from nas_warmstart._errors import InvalidArgumentError, NasWarmstartError, fix
-from nas_warmstart.convert.core import (
-    _fingerprint,
-    _load_weights,
-    _options,
-    _Parallel,
-    _save_weights,
+from nas_warmstart.convert import (
+    ConversionResult,
+    Plan,
+    StageRecord,
+    WorkerRole,
+    convert_on_worker,
+    convert_options,
+    fingerprint,
+    load_weights,
     preflight,
+    save_weights,
 )
-from nas_warmstart.convert.plan import Plan
-from nas_warmstart.convert.result import ConversionResult, StageRecord
 
 __all__ = ["MODES", "convert_distributed"]
 
@@ -80,7 +82,6 @@ def _worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from nas_warmstart._dist import Workers
-    from nas_warmstart.convert.core import _convert
 
     dev = ray.train.torch.get_device()
     w = Workers.current(dev)
@@ -104,15 +105,15 @@ def _worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics)
 
     try:
-        result = _convert(config["guide"], config["target"], config["data"], **config["kwargs"],
-                          checkpoint_dir=ckpt_dir, device=dev,
-                          parallel=_Parallel(workers=w, mode=config["mode"], on_checkpoint=on_checkpoint))
+        result = convert_on_worker(config["guide"], config["target"], config["data"], **config["kwargs"],
+                                   checkpoint_dir=ckpt_dir, device=dev,
+                                   role=WorkerRole(workers=w, mode=config["mode"], on_checkpoint=on_checkpoint))
         final = work / "final"
         final.mkdir()
         if w.main:
             for f in ckpt_dir.iterdir():
                 shutil.copy2(f, final / f.name)
-            _save_weights(final / _MODEL, dict(result.model.state_dict()))
+            save_weights(final / _MODEL, dict(result.model.state_dict()))
             (final / _RESULT).write_text(json.dumps({
                 "plan": result.plan.to_dict(), "stages": [s.to_dict() for s in result.stages],
                 "history": result.history, "guide_accuracy": result.guide_accuracy, "accuracy": result.accuracy,
@@ -130,8 +131,8 @@ def _default_name(guide: nn.Module, target: nn.Module, mode: str, num_workers: i
     import hashlib
 
     key = json.dumps({k: repr(v) for k, v in sorted(kwargs.items()) if k != "callback"}, sort_keys=True)
-    h = hashlib.sha256((key + mode + _fingerprint(guide.state_dict(), values=True)
-                        + _fingerprint(target.state_dict(), values=False)).encode()).hexdigest()[:10]
+    h = hashlib.sha256((key + mode + fingerprint(guide.state_dict(), values=True)
+                        + fingerprint(target.state_dict(), values=False)).encode()).hexdigest()[:10]
     return f"convert-{type(guide).__name__}-{type(target).__name__}-{mode}{num_workers}-{h}"
 
 
@@ -276,13 +277,12 @@ def convert_distributed(
         if k in convert_kwargs:
             raise InvalidArgumentError(f"convert_distributed sets {k} itself; use {instead}")
     kwargs = dict(convert_kwargs)
-    if mode == "parts" and kwargs.setdefault("schedule", "independent") != "independent":
-        raise InvalidArgumentError(
-            f"mode='parts' trains the parts at the same time: it needs schedule='independent', got "
-            f"{kwargs['schedule']!r}; use mode='data' for the {kwargs['schedule']!r} schedule")
+    if mode == "parts":
+        kwargs.setdefault("schedule", "independent")
     kwargs.setdefault("progress", False)
+    # checks the schedule against the mode too (mode="parts" needs a part-parallel stage)
     splits, plan = preflight(guide, target, data, workers=num_workers, mode=mode, **kwargs)
-    kwargs = {k: v for k, v in _options(kwargs).items() if k not in _OWN}
+    kwargs = {k: v for k, v in convert_options(kwargs).items() if k not in _OWN}
     resources, started = _cluster(address)
     use_gpu = _check_resources(num_workers, use_gpu, float(cpus_per_worker), resources)
     if storage_path is None:
@@ -315,7 +315,7 @@ def convert_distributed(
             raise NasWarmstartError(f"the Ray Train run {name!r} ended before the conversion finished; run again "
                                     "with the same storage_path and name to resume")
         info = json.loads((folder / _RESULT).read_text())
-        target.load_state_dict(_load_weights(folder / _MODEL), strict=True)
+        target.load_state_dict(load_weights(folder / _MODEL), strict=True)
     target.eval()
     settings = dict(info["settings"], workers=info["workers"], mode=mode, worker_device=info["device"])
     return ConversionResult(
