@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-convert bench-convert-distributed bench-ray bench-pipeline compare-revisions clean
+.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-convert bench-convert-distributed bench-ray bench-pipeline bench-untrusted compare-revisions clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,11 @@ bench-convert-distributed: setup
 # 3 seeds) and the per-trial overhead of Ray against plain Optuna (~30 min on 2 cores).
 bench-ray: setup
 	$(BIN)/python benchmarks/bench_ray.py
+
+# What reading a pool as untrusted input costs: row checks in rank and listing, guarded reads
+# of weights files, each against the unchecked way in the same run (~1 min on 2 cores).
+bench-untrusted: setup
+	$(BIN)/python benchmarks/bench_untrusted.py
 
 # A refactor changes no number: similarity, transfer tensors (and ranking with POOL=DIR) of this
 # checkout against another one, compared exactly, e.g. OLD=/tmp/old after
