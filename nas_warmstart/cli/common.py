@@ -14,11 +14,9 @@ stderr and exit 2. Progress bars go to stderr and stay quiet when it is not a te
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import os
 import re
-import secrets
 import stat
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -30,6 +28,7 @@ from .._errors import (
     NoBuilderError,
     ZooError,
 )
+from .._files import write_atomic
 
 if TYPE_CHECKING:
     from torch import nn
@@ -233,17 +232,7 @@ def write_file(path: str | os.PathLike[str], data: bytes) -> None:
             with open(real, "wb") as f:
                 f.write(data)
             return
-        tmp = real.with_name(f".{real.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, real)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(real, data)
     except OSError as e:  # named by the path asked for, not our temporary file's (or none: a failed write)
         code = e.errno if e.errno is not None else errno.EIO
         raise OSError(code, e.strerror or os.strerror(code), str(p)) from None

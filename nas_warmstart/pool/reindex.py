@@ -59,7 +59,7 @@ from .index import _ENTRY_COLS, _FORMAT, _SCHEMA, _VERSION, ZooIndex, _index_fil
 from .rows import is_uid, parse_row
 from .spec import ArchSpec, spec_json
 from .stored import read_description
-from .weights_io import RECORD_META_KEY, fsync_dir, read_regular_file
+from .weights_io import RECORD_META_KEY, fsync_dir, read_exactly, read_regular_file
 from .weights_io import safetensors_header as _safetensors_header
 from .weights_io import state_shapes as _shapes
 
@@ -135,10 +135,10 @@ def file_record(path: Path) -> dict[str, Any] | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size < 8:
             return None
-        n = int.from_bytes(_read_exactly(fd, 8), "little")
+        n = int.from_bytes(read_exactly(fd, 8), "little")
         if not 0 < n <= min(_MAX_HEADER, st.st_size - 8):
             return None
-        head = _read_exactly(fd, n)
+        head = read_exactly(fd, n)
     except OSError:
         return None
     finally:
@@ -151,17 +151,6 @@ def file_record(path: Path) -> dict[str, Any] | None:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return rec if isinstance(rec, dict) else None
-
-
-def _read_exactly(fd: int, n: int) -> bytes:
-    chunks = []
-    while n > 0:
-        chunk = os.read(fd, min(n, 1 << 24))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
 
 
 @dataclass

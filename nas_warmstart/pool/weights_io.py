@@ -22,7 +22,7 @@ from torch import nn
 from .._errors import InvalidArgumentError, UnsafeFileError
 
 __all__ = [
-    "check_finite", "fsync_dir", "load_checkpoint", "load_into", "read_regular_file", "regular_file_problem",
+    "check_finite", "fsync_dir", "load_checkpoint", "load_into", "read_exactly", "read_regular_file", "regular_file_problem",
     "safetensors_header", "state_for_saving", "state_shapes", "weights_bytes",
 ]
 
@@ -249,6 +249,18 @@ def regular_file_problem(path: Path, nbytes: int) -> str | None:
 MISSING = "weights file missing"
 
 
+def read_exactly(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes of the open file ``fd`` (fewer only when it ends first)."""
+    chunks = []
+    while n > 0:
+        chunk = os.read(fd, min(n, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_regular_file(path: Path, nbytes: int) -> bytes:
     """Exactly the ``nbytes`` bytes of the regular file ``path``, checked before any byte is read.
 
@@ -277,15 +289,7 @@ def read_regular_file(path: Path, nbytes: int) -> bytes:
             raise ValueError("weights file is not a regular file (a FIFO, device or folder)")
         if st.st_size != nbytes:
             raise ValueError(f"weights file is truncated or altered ({st.st_size} bytes, expected {nbytes})")
-        chunks = []
-        left = nbytes
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        data = read_exactly(fd, nbytes)
     finally:
         os.close(fd)
     if len(data) != nbytes:
