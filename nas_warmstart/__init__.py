@@ -46,6 +46,7 @@ from .dpiat.transfer import (
 )
 from .export import ExportReport, export_model, load_exported
 from .guidance import GuidanceLoss, linear_cka
+from .pipeline import RunConfig, RunResult, run
 from .pool.base import Pool, Ranked
 from .pool.builders import list_builders, register_builder
 from .pool.spec import ArchSpec
@@ -94,6 +95,8 @@ __all__ = [
     "Pool",
     "Ranked",
     "Registry",
+    "RunConfig",
+    "RunResult",
     "SignatureError",
     "StoredNetwork",
     "TransferContext",
@@ -124,6 +127,7 @@ __all__ = [
     "register_builder",
     "register_matching",
     "register_transfer_method",
+    "run",
     "signature",
     "similarity",
     "similarity_matrix",

@@ -97,6 +97,16 @@ def test_every_public_name_imports_from_where_it_did_before_the_stage_folders():
     assert nw.TransferContext.__name__ == "TransferContext" and callable(nw.TransferContext.copy)
 
 
+def test_the_whole_job_is_public():
+    # `nas-warmstart run` as a library (nas_warmstart/pipeline/), importable without optuna or ray
+    for name in ("run", "RunConfig", "RunResult"):
+        assert name in nw.__all__, name
+    import nas_warmstart.pipeline as pipeline
+
+    assert nw.run is pipeline.run and nw.RunConfig is pipeline.RunConfig and nw.RunResult is pipeline.RunResult
+    assert {"OptunaBackend", "RayBackend", "SearchBackend"} <= set(pipeline.__all__)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "value", "message"),
     [

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +72,29 @@ class RowPrinter:
     ends: ``row`` holds number (or trial id), state, values, architecture, source,
     similarity, duplicate_of and fail_reason."""
 
-    def __init__(self, objectives: Sequence[str], *, quiet: bool, id_width: int = 5) -> None:
+    def __init__(self, objectives: Sequence[str], *, quiet: bool, id_width: int = 5,
+                 emit: Callable[[str], None] | None = None) -> None:
         import threading
 
         self.objectives, self.quiet, self.id_width = tuple(objectives), quiet, id_width
+        self.emit = emit  # None: print, flushed (the library's pipeline passes its own)
         self.lock = threading.Lock()
         self.header = False
         self.width = max(len("/".join(objectives)), 10 * len(objectives))
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment
-        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("lock", "emit")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         import threading
 
-        self.__dict__.update(state, lock=threading.Lock())
+        self.__dict__.update(state, lock=threading.Lock(), emit=None)
+
+    def _line(self, text: str) -> None:
+        if self.emit is None:
+            print(text, flush=True)
+        else:
+            self.emit(text)
 
     def print(self, r: dict[str, Any]) -> None:
         if self.quiet:
@@ -102,20 +110,21 @@ class RowPrinter:
                 f"{_clip(source, 34):<34}  {r['architecture'] or ''}").rstrip()
         with self.lock:
             if not self.header:
-                print(f"{'trial':>{w}}  {'state':<8}  {'/'.join(self.objectives):<{self.width}}  "
-                      f"{'warm start from (similarity)':<34}  architecture", flush=True)
+                self._line(f"{'trial':>{w}}  {'state':<8}  {'/'.join(self.objectives):<{self.width}}  "
+                           f"{'warm start from (similarity)':<34}  architecture")
                 self.header = True
-            print(line, flush=True)
+            self._line(line)
             if r["state"] in ("FAIL", "ERROR") and r["fail_reason"]:
-                print(f"{'':>{w}}  reason: {_one_line_text(r['fail_reason'])}", flush=True)
+                self._line(f"{'':>{w}}  reason: {_one_line_text(r['fail_reason'])}")
 
 
 class _TrialRows:
     """The Optuna back end's rows: an Optuna callback printing each finished trial."""
 
-    def __init__(self, objective: Any, objectives: Sequence[str], *, quiet: bool) -> None:
+    def __init__(self, objective: Any, objectives: Sequence[str], *, quiet: bool,
+                 emit: Callable[[str], None] | None = None) -> None:
         self.objective = objective
-        self.printer = RowPrinter(objectives, quiet=quiet)
+        self.printer = RowPrinter(objectives, quiet=quiet, emit=emit)
 
     def row(self, t: Any) -> dict[str, Any]:
         from ..integrations.optuna import DUPLICATE_ATTR, ENTRY_ATTR

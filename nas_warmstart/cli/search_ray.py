@@ -221,7 +221,8 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
                 "another --study-name"
             )
         pool = None if args.cold else RayPool(args.pool)
-        rows = _TuneRows(RowPrinter(objectives, quiet=args.json, id_width=8), args.space, objectives)
+        rows = _TuneRows(RowPrinter(objectives, quiet=args.json, id_width=8, emit=getattr(args, "emit", None)),
+                         args.space, objectives)
         kwargs: dict[str, Any] = {
             "epochs": args.epochs, "objectives": objectives, "guidance": True if args.guidance else None,
             "seed": args.seed, "data_root": args.root, "device": args.device,
@@ -247,10 +248,11 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
         args.tune_metrics = [{**r.metrics, "trial_path": str(r.path)} for r in _all(results)]
         best = _best(results, objectives)
         if not args.json:
-            print(f"\nexperiment {name!r} in {storage_path}: {len(results)} trials"
-                  + (f"; best trial: {best['trial_id']} (accuracy {best['accuracy']:.4f})" if best else ""))
+            say = getattr(args, "emit", None) or print
+            say(f"\nexperiment {name!r} in {storage_path}: {len(results)} trials"
+                + (f"; best trial: {best['trial_id']} (accuracy {best['accuracy']:.4f})" if best else ""))
             if pool is not None:
-                print(f"pool {args.pool}: {len(pool)} entries")
+                say(f"pool {args.pool}: {len(pool)} entries")
         failed = [r for r in mine if r["state"] in ("FAIL", "ERROR")]
         if mine and len(failed) == len(mine):
             reason, n = Counter(_one_line_text(r["fail_reason"] or "no reason recorded") for r in failed).most_common(1)[0]

@@ -30,21 +30,25 @@ import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .._errors import InvalidArgumentError, NasWarmstartError
-from .winner import BEST_RULE, choose_winner, pareto_front
+from .winner import BEST_RULE, choose_winner, pareto_front, record_points
 
 if TYPE_CHECKING:
     from ..pool.spec import ArchSpec
     from ..pool.zoo import ModelZoo
 
 __all__ = [
-    "RUN_ATTR", "SEARCH_ATTR", "build_record", "cold_study_name", "completed_points", "describe_spec",
+    "RUN_ATTR", "SEARCH_ATTR", "TrialRecord", "build_record", "cold_study_name", "completed_points", "describe_spec",
     "kind_of_study", "make_record", "pool_record", "record_of_study", "record_search", "trial_records",
 ]
 
-#: study user attribute: a ``run``'s facts (the same name as ``cli.run.RUN_ATTR``).
+#: one trial as the report's plain record (the ``TRIAL`` format of ``nas_warmstart.report``),
+#: what every search back end hands the pipeline; keys starting with ``_`` are a back end's own.
+TrialRecord: TypeAlias = dict[str, Any]
+
+#: study user attribute: a ``run``'s facts (written by nas_warmstart/pipeline).
 RUN_ATTR = "nas_warmstart:run"
 #: study user attribute: what ``search`` was asked for (space, data set, epochs, objectives).
 SEARCH_ATTR = "nas_warmstart:search"
@@ -52,8 +56,8 @@ SEARCH_ATTR = "nas_warmstart:search"
 _ENTRY_ATTR = "pool_entry"
 _DUPLICATE_ATTR = "duplicate_of"
 _INTERRUPTED_ATTR = "interrupted"
-_SEED_PREFIX = "seed-"  # cli.run's seed entries
-_COLD_SUFFIX = "-cold"  # cli.run's cold twin
+_SEED_PREFIX = "seed-"  # the pipeline's seed entries
+_COLD_SUFFIX = "-cold"  # the pipeline's cold twin
 _NO_FILES: dict[str, str | None] = {"weights": None, "spec": None, "onnx": None}
 _SEARCH_FIELDS = ("space", "dataset", "epochs", "objectives", "cold")
 
@@ -209,7 +213,7 @@ def completed_points(trials: Sequence[Any], *, skip_duplicates: bool = True) -> 
             and all(math.isfinite(v) for v in t.values)]
 
 
-def trial_records(study: Any, *, kind: str = "run") -> list[dict[str, Any]]:
+def trial_records(study: Any, *, kind: str = "run") -> list[TrialRecord]:
     """Every trial of ``study`` as the report's plain trial record.
 
     A plain Optuna study's (``kind="optuna"``) records its params (``trial_params``) and none of
@@ -363,8 +367,7 @@ def make_record(name: str, storage: str, trials: list[dict[str, Any]], cold_tria
     winner = facts.get("winner")
     rule = facts.get("winner_rule")
     if rule is None:
-        points = [(t["number"], t["values"]) for t in trials if t["state"] == "COMPLETE" and t["values"]
-                  and t["duplicate_of"] is None and all(math.isfinite(v) for v in t["values"])]
+        points = record_points(trials)
         rule = choose_winner(points, directions)[1] if points else "no completed trial"
     conv = facts.get("conversion")
     conversion = conv if conv and not conv.get("skipped") else None

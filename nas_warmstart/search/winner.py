@@ -18,11 +18,12 @@ Ties go to the lowest trial number, so the choice is reproducible.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .._errors import InvalidArgumentError
 
-__all__ = ["BEST_RULE", "KNEE_RULE", "choose_winner", "dominates", "pareto_front"]
+__all__ = ["BEST_RULE", "KNEE_RULE", "choose_winner", "dominates", "pareto_front", "record_points"]
 
 BEST_RULE = "the trial with the best validation accuracy (the lowest trial number on a tie)"
 KNEE_RULE = ("the knee of the Pareto front: objectives scaled to [0, 1] over the front, the trial "
@@ -39,6 +40,14 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
     """True when ``a`` is at least as good as ``b`` in every objective and better in one."""
     x, y = _oriented(a, directions), _oriented(b, directions)
     return all(p >= q for p, q in zip(x, y, strict=True)) and any(p > q for p, q in zip(x, y, strict=True))
+
+
+def record_points(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, list[float]]]:
+    """``(number, values)`` of the trial records a winner may be chosen from: completed, finite
+    values, not a repeat of another trial's architecture (it ties with the trial it repeats)."""
+    return [(int(r["number"]), [float(v) for v in r["values"]]) for r in records
+            if r["state"] == "COMPLETE" and r["values"] and r.get("duplicate_of") is None
+            and all(math.isfinite(v) for v in r["values"])]
 
 
 def pareto_front(points: Sequence[tuple[int, Sequence[float]]], directions: Sequence[str]) -> list[int]:

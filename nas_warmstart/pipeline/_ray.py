@@ -1,9 +1,9 @@
-"""``run --backend ray``: the pipeline's searches as Ray Tune experiments kept under ``--out``.
+"""The Ray back end's searches: Ray Tune experiments kept under ``OUT/ray``.
 
-The experiments (warm-started, and ``<study>-cold`` with ``--baseline-cold``) run through the
-``search --backend ray`` code, in ``OUT/ray``; a rerun of the same command restores each one
-(``Tuner.restore``: unfinished trials go on from their last checkpoint, finished ones are
-kept). The trials' Tune results become the report's trial records here.
+Each experiment (warm-started, and ``<study>-cold``) runs through the ``search --backend ray``
+code; a rerun restores it (``Tuner.restore``: unfinished trials go on from their last
+checkpoint, finished ones are kept). The trials' Tune results become trial records here.
+ray is imported only inside these functions.
 """
 
 from __future__ import annotations
@@ -14,34 +14,41 @@ import math
 import re
 import signal
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._errors import InvalidArgumentError
-from .run import Winner
+from ..search.records import TrialRecord, describe_spec
 
-RAY_DIR = "ray"
+if TYPE_CHECKING:
+    from ._config import RunConfig
+
+__all__ = ["ray_search", "tune_records"]
 
 
-def ray_search(args: argparse.Namespace, name: str, objectives: Sequence[str], *, cold: bool,
-               label: str) -> list[dict[str, Any]]:
+def ray_search(config: RunConfig, name: str, *, cold: bool, label: str, echo: Callable[[str], None],
+               storage_path: str) -> list[TrialRecord]:
     """Run (or restore) experiment ``name``; returns its trial records, in trial order."""
     from ray import tune
 
+    from ..cli.search_ray import _check_storage_path, _cmd_search_ray
     from ..integrations.ray import experiment_path
-    from .search_ray import _check_storage_path, _cmd_search_ray
 
-    storage_path = _check_storage_path(str(Path(args.out_dir) / RAY_DIR))
+    storage_path = _check_storage_path(storage_path)
     exists = tune.Tuner.can_restore(experiment_path(storage_path, name))
-    if not args.json:
-        print(f"\n{label}: experiment {name!r}" + (" (continuing it)" if exists else ""), flush=True)
+    from ._backends import silent
+
+    quiet = echo is silent  # `run --json`
+    if not quiet:
+        echo(f"\n{label}: experiment {name!r}" + (" (continuing it)" if exists else ""))
+    # the `search --backend ray` command's settings (argv only words its Ctrl-C hint, unused here)
     sub = argparse.Namespace(
-        space=args.space, dataset=args.dataset, root=args.root, trials=args.trials, epochs=args.epochs,
-        objectives=",".join(objectives), n_jobs=None, cpus_per_trial=None, gpus_per_trial=None,
-        guidance=args.guidance, storage=None, storage_path=storage_path, study_name=name, address=None,
-        verbose=args.verbose, resume=exists, cold=cold, pool=args.pool, seed=args.seed, device=args.device,
-        max_concurrent=None, no_pruning=args.no_pruning, json=args.json, argv=list(args.argv),
+        space=config.space, dataset=config.dataset, root=config.data_root, trials=config.trials,
+        epochs=config.epochs, objectives=",".join(config.objectives), n_jobs=None, cpus_per_trial=None,
+        gpus_per_trial=None, guidance=config.guidance, storage=None, storage_path=storage_path, study_name=name,
+        address=None, verbose=config.verbose, resume=exists, cold=cold, pool=config.pool, seed=config.seed,
+        device=config.device, max_concurrent=None, no_pruning=not config.pruning, json=quiet, argv=[],
+        emit=echo,
     )
     handler = signal.getsignal(signal.SIGINT)
     try:
@@ -54,10 +61,10 @@ def ray_search(args: argparse.Namespace, name: str, objectives: Sequence[str], *
         # (the conversion) would be swallowed and the run would go on to the end
         signal.signal(signal.SIGINT, handler if callable(handler) else signal.default_int_handler)
     metrics: list[dict[str, Any]] = sub.tune_metrics
-    if len(metrics) < args.trials and exists:
-        print(f"note: experiment {name!r} was created with {len(metrics)} trials; a Tune experiment keeps its "
-              "trial count, so --trials does not grow it (give another --study-name for a larger search)")
-    return tune_records(metrics, objectives)
+    if len(metrics) < config.trials and exists and not quiet:
+        echo(f"note: experiment {name!r} was created with {len(metrics)} trials; a Tune experiment keeps its "
+             "trial count, so --trials does not grow it (give another --study-name for a larger search)")
+    return tune_records(metrics, config.objectives)
 
 
 def _number(m: dict[str, Any], fallback: int) -> int:
@@ -66,14 +73,13 @@ def _number(m: dict[str, Any], fallback: int) -> int:
     return int(found.group(1)) - 1 if found else fallback
 
 
-def tune_records(metrics: list[dict[str, Any]], objectives: Sequence[str]) -> list[dict[str, Any]]:
+def tune_records(metrics: list[dict[str, Any]], objectives: Sequence[str]) -> list[TrialRecord]:
     """Tune results (last reported metrics per trial) as the report's trial records."""
     from ..pool.spec import ArchSpec
     from ..search.winner import pareto_front
-    from .run import _describe
 
     directions = ["maximize", *(["minimize"] * (len(objectives) - 1))]
-    rows: list[dict[str, Any]] = []
+    rows: list[TrialRecord] = []
     for i, m in enumerate(metrics):
         state = "FAIL" if m.get("failed") else "COMPLETE" if m.get("finished") else "PRUNED"
         values = [m.get(o) for o in objectives]
@@ -82,7 +88,7 @@ def tune_records(metrics: list[dict[str, Any]], objectives: Sequence[str]) -> li
         rows.append({
             "number": _number(m, i), "state": state,
             "values": [float(v) for v in values if v is not None] if ok else None,
-            "architecture": _describe(spec), "source": m.get("warm_start_source"),
+            "architecture": describe_spec(spec), "source": m.get("warm_start_source"),
             "similarity": m.get("warm_start_similarity"), "coverage": m.get("warm_start_coverage"),
             "val_accuracy": m.get("accuracy"), "test_accuracy": m.get("test_accuracy"), "params": m.get("params"),
             "latency_ms": m.get("latency"), "epochs_trained": int(m.get("training_iteration") or 0),
@@ -96,17 +102,3 @@ def tune_records(metrics: list[dict[str, Any]], objectives: Sequence[str]) -> li
     for r in rows:
         r["pareto"] = r["number"] in front
     return rows
-
-
-def tune_winner(rows: list[dict[str, Any]], directions: Sequence[str]) -> tuple[Winner, str]:
-    from ..pool.spec import ArchSpec
-    from ..search.winner import choose_winner
-
-    points = [(r["number"], r["values"]) for r in rows if r["values"] is not None]
-    if not points:
-        raise InvalidArgumentError(
-            "the experiment has no completed trial to hand over (every trial failed or was stopped early); "
-            "look at the reasons above, then run again with another --study-name and more --trials")
-    number, rule = choose_winner(points, directions)
-    r = next(r for r in rows if r["number"] == number)
-    return Winner(number, ArchSpec.from_dict(r["_spec"]), r["pool_entry"], r["test_accuracy"]), rule
