@@ -29,9 +29,11 @@ from optuna.trial import TrialState
 from torch import nn
 
 import nas_warmstart as nw
-from nas_warmstart.cli.app import main
 from nas_warmstart.integrations.optuna import ENTRY_ATTR, WarmStarter
 from nas_warmstart.integrations.optuna.starter import STUDY_ID_ATTR, study_id
+
+from .test_cli import one_error_line as one_line
+from .test_cli_convert import run as in_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,21 +47,6 @@ def _env() -> dict[str, str]:
 
 def cli(args: list[str], cwd: Path, *, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CMD, *args], capture_output=True, text=True, cwd=cwd, env=_env(), timeout=timeout)
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
-def in_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        rc = main(argv)
-    except SystemExit as e:  # argparse's own errors
-        rc = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def tree(root: Path) -> dict[str, str]:
