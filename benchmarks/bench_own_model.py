@@ -81,7 +81,7 @@ def costs() -> dict[str, Any]:
     torch.set_num_threads(2)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-own-") as tmp:
-        zoo = nw.ModelZoo(Path(tmp) / "pool")
+        zoo = nw.LocalPool(Path(tmp) / "pool")
         for name in COST_MODELS:
             torch.manual_seed(0)
             model = timm.create_model(name, pretrained=False, num_classes=10)
@@ -150,7 +150,7 @@ def run_study(job: dict[str, Any]) -> dict[str, Any]:
     nw.register_builder("bench-mlp", define_model)
     data = load_dataset("digits", image_size=8)
     with tempfile.TemporaryDirectory(prefix="bench-own-study-") as tmp:
-        pool = nw.ModelZoo(Path(tmp) / "pool") if job["mode"] == "warm" else None
+        pool = nw.LocalPool(Path(tmp) / "pool") if job["mode"] == "warm" else None
 
         def objective(trial: optuna.Trial) -> float:
             torch.manual_seed(trial.number)

@@ -1,4 +1,4 @@
-"""Benchmark of ``ModelZoo.rank`` on pools of 10 to 5,000 real entries of mixed architectures.
+"""Benchmark of ``LocalPool.rank`` on pools of 10 to 5,000 real entries of mixed architectures.
 
 Requirement: ranking a 1,000-entry pool of mixed architectures (EfficientNet / MobileNet /
 ResNet / RegNet / ConvNeXt families at several widths and depths) takes ≤ 2 s cold and
@@ -6,7 +6,7 @@ ResNet / RegNet / ConvNeXt families at several widths and depths) takes ≤ 2 s 
 1,000 / 5,000 entries.
 
 Pools (built once, not timed, cached under ``benchmarks/.cache/rank_pools/``): every entry is
-added through ``ModelZoo.add`` with a real safetensors weights file. The weights are the
+added through ``LocalPool.add`` with a real safetensors weights file. The weights are the
 random initialisation (``rank`` never reads weights, it only checks each file's size), stored
 as float16 by default to halve the disk footprint (``--dtype float32`` for full size). The
 architectures come from five families in equal shares, drawn with a seeded RNG:
@@ -22,7 +22,7 @@ architectures come from five families in equal shares, drawn with a seeded RNG:
 Each pool of N entries is the first N entries of one seeded sequence, so the pools are nested.
 
 Measurement: per pool size, ``--repeats`` fresh processes (caches empty, pinned to
-``--cores`` CPUs), each opening ``ModelZoo(path)`` and ranking 5 targets (``k=5``, signatures
+``--cores`` CPUs), each opening ``LocalPool(path)`` and ranking 5 targets (``k=5``, signatures
 computed before the timers): *cold first* is the first target of the process (reads the pool's
 architecture keys from the index and does all DP work), *cold target* a new target once the
 pool's keys are in memory, *warm* the same target ranked again. The first target rotates
@@ -60,7 +60,7 @@ import timm
 import torch
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, ModelZoo
+from nas_warmstart import ArchSpec, LocalPool
 
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache" / "rank_pools"
@@ -208,12 +208,12 @@ def _pool_ok(size: int, seed: int, dtype: str) -> bool:
     m = json.loads(manifest.read_text())
     if (m.get("generator"), m.get("seed"), m.get("dtype"), m.get("entries")) != (GENERATOR, seed, dtype, size):
         return False
-    with ModelZoo(_pool_dir(size), create=False) as zoo:
+    with LocalPool(_pool_dir(size), create=False) as zoo:
         return len(zoo) == size
 
 
 _W_MODULES: OrderedDict[str, torch.nn.Module] = OrderedDict()
-_W_ZOOS: dict[str, ModelZoo] = {}
+_W_ZOOS: dict[str, LocalPool] = {}
 
 
 def _worker_init() -> None:
@@ -239,7 +239,7 @@ def _add_chunk(job: tuple[list[tuple[dict[str, Any], list[str]]], str]) -> dict[
                 _W_MODULES.popitem(last=False)
         _W_MODULES.move_to_end(entry["spec"])
         for pool in pools:
-            zoo = _W_ZOOS.get(pool) or _W_ZOOS.setdefault(pool, ModelZoo(pool))
+            zoo = _W_ZOOS.get(pool) or _W_ZOOS.setdefault(pool, LocalPool(pool))
             t0 = time.perf_counter()
             zoo.add(
                 entry["name"], model, spec=spec, dataset=entry["dataset"],
@@ -262,7 +262,7 @@ def build_pools(sizes: list[int], seed: int, dtype: str, jobs: int) -> None:
     building = {s: CACHE / f"pool-{s}.building" for s in todo}
     for path in building.values():
         shutil.rmtree(path, ignore_errors=True)
-        ModelZoo(path).close()  # create the schema before the workers race for it
+        LocalPool(path).close()  # create the schema before the workers race for it
     items = [(e, [str(building[s]) for s in todo if i < s]) for i, e in enumerate(plan)]
     # Chunks of consecutive entries keep a worker's module cache useful for the named models.
     chunk = 25
@@ -284,7 +284,7 @@ def build_pools(sizes: list[int], seed: int, dtype: str, jobs: int) -> None:
         final = _pool_dir(s)
         shutil.rmtree(final, ignore_errors=True)
         building[s].rename(final)
-        with ModelZoo(final, create=False) as zoo:
+        with LocalPool(final, create=False) as zoo:
             distinct = len({e.digest for e in zoo})
             assert len(zoo) == s, (s, len(zoo))
         fams = Counter(e["family"] for e in plan[:s])
@@ -320,7 +320,7 @@ def measure(pool: Path, offset: int, check: bool, profile: bool) -> dict[str, An
         build_s[label], meta = _timed(lambda ref=ref: ArchSpec.parse(ref, num_classes=NUM_CLASSES).build(device="meta"))
         sig_s[label], sigs[label] = _timed(lambda meta=meta: nw.signature(meta))
     caches_before = nw.cache_info()
-    open_s, zoo = _timed(lambda: ModelZoo(pool, create=False))
+    open_s, zoo = _timed(lambda: LocalPool(pool, create=False))
     runs = []
     prof_text = None
     for n, (label, _) in enumerate(targets):
@@ -458,7 +458,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> bool:
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_xlabel("pool entries")
-    ax.set_ylabel("ModelZoo.rank(target, k=5) seconds")
+    ax.set_ylabel("LocalPool.rank(target, k=5) seconds")
     ax.set_title("Ranking time vs pool size (random-init weights, mixed families)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
@@ -501,7 +501,7 @@ def main() -> None:
     if missing:
         build_pools(missing, args.seed, args.dtype, args.jobs)
     machine = _machine(args.cores)
-    print(f"ModelZoo.rank(target, k=5) on pools of {sizes} entries; {machine['measured_on_cpus']} CPUs "
+    print(f"LocalPool.rank(target, k=5) on pools of {sizes} entries; {machine['measured_on_cpus']} CPUs "
           f"of {machine['cpu_count']}, Python {machine['python']}, torch {machine['torch']}, timm "
           f"{machine['timm']}; load average {machine['loadavg_at_start']}")
     print("pool weights are random initialisations (rank measures structure only, never reads weights)")
@@ -586,7 +586,7 @@ def main() -> None:
         "machine": machine,
         "weights": f"random initialisation stored as {args.dtype} (rank reads only file sizes)",
         "method": (
-            f"{args.repeats} fresh processes per size, each: ModelZoo(path), then per target "
+            f"{args.repeats} fresh processes per size, each: LocalPool(path), then per target "
             f"rank(signature, k=5) once cold and {WARM_REPEATS}x warm (median); first target "
             "rotates; target signatures computed before the timers"
         ),

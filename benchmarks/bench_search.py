@@ -41,14 +41,14 @@ def run_study(job: dict[str, Any]) -> dict[str, Any]:
     import optuna
     import torch
 
-    from nas_warmstart import ModelZoo
+    from nas_warmstart import LocalPool
     from nas_warmstart.integrations.optuna import make_objective
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     guidance = MODES[job["mode"]]
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
-        pool = None if guidance is None else ModelZoo(Path(tmp) / "pool")
+        pool = None if guidance is None else LocalPool(Path(tmp) / "pool")
         objective = make_objective(job["space"], "digits", pool, epochs=job["epochs"], pruning=False,
                                    guidance=guidance or None, seed=job["seed"])
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=job["seed"]),

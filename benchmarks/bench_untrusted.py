@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, ModelZoo
+from nas_warmstart import ArchSpec, LocalPool
 from nas_warmstart.pool.index import _ENTRY_COLS
 from nas_warmstart.pool.rows import parse_row, row_problem
 from nas_warmstart.pool.weights_io import read_regular_file
@@ -71,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        zoo = ModelZoo(Path(tmp) / "pool")
+        zoo = LocalPool(Path(tmp) / "pool")
         t0 = time.perf_counter()
         for i in range(args.entries):
             spec = _spec(i)

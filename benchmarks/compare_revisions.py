@@ -58,7 +58,7 @@ for a, b in itertools.permutations(MODELS, 2):
             h.update(v.detach().contiguous().cpu().numpy().tobytes())
         out["transfer"][f"{a}->{b}:{sorted(kw.items())}"] = [h.hexdigest(), repr(r.similarity), repr(r.coverage), len(r.copied)]
 if sys.argv[2]:
-    zoo = nw.ModelZoo(sys.argv[2], read_only=True)
+    zoo = nw.LocalPool(sys.argv[2], read_only=True)
     for t in TARGETS:
         for layers in ("extended", "paper"):
             for kw in ({}, {"min_metric": 0.5}, {"dataset": "digits"}):

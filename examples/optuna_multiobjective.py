@@ -16,13 +16,13 @@ import sys
 
 import optuna
 
-from nas_warmstart import ModelZoo
+from nas_warmstart import LocalPool
 from nas_warmstart.integrations.optuna import PoolCallback, make_objective
 
 
 def main(n_trials: int = 16, space: str = "resnet") -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pool = ModelZoo("multiobjective-pool")
+    pool = LocalPool("multiobjective-pool")
     objective = make_objective(space, "digits", pool, epochs=2, objectives=("accuracy", "latency"))
     study = optuna.create_study(
         directions=objective.directions,  # ["maximize", "minimize"]

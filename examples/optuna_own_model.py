@@ -22,7 +22,7 @@ from nas_warmstart.integrations.optuna import WarmStarter
 
 DATA = load_dataset("digits", image_size=8)  # 8x8 images, 10 classes
 CLASSES, IN_FEATURES, EPOCHS = 10, 64, 3
-pool = nw.ModelZoo("own-model-pool")
+pool = nw.LocalPool("own-model-pool")
 
 
 def define_model(trial: optuna.Trial) -> nn.Module:

@@ -12,7 +12,7 @@ from nas_warmstart.data import load_dataset
 from nas_warmstart.integrations.optuna import WarmStarter
 from search_spaces import get_space
 
-data, space, pool = load_dataset("digits"), get_space("convnet"), nw.ModelZoo("quickstart-pool")
+data, space, pool = load_dataset("digits"), get_space("convnet"), nw.LocalPool("quickstart-pool")
 
 
 def objective(trial: optuna.Trial) -> float:

@@ -2,7 +2,7 @@
 
     python examples/ray_tune_search.py [TRIALS] [--address auto|HOST:PORT]
 
-Without --address, Ray starts on this machine. The pool is a RayPool: a ModelZoo kept by one
+Without --address, Ray starts on this machine. The pool is a RayPool: a LocalPool kept by one
 actor on the head node, so trials on any node rank, load and register through it; the pool
 directory (./ray_pool) exists on the head node only.
 

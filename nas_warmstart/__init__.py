@@ -12,7 +12,9 @@ torch, numpy and networkx only (never Optuna, Ray or plotting).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from ._deprecated import renamed_attribute
 from ._errors import (
     ExportError,
     IncompatibleModelsError,
@@ -22,12 +24,12 @@ from ._errors import (
     NoBuilderError,
     NoMatchableLayersError,
     OptionalDependencyError,
+    PoolEntryCorruptError,
+    PoolEntryExistsError,
+    PoolEntryNotFoundError,
+    PoolError,
     SignatureError,
     UnsafeFileError,
-    ZooEntryCorruptError,
-    ZooEntryExistsError,
-    ZooEntryNotFoundError,
-    ZooError,
 )
 from ._registry import Registry
 from .convert import ConversionResult, convert, describe_plan
@@ -49,15 +51,20 @@ from .guidance import GuidanceLoss, linear_cka
 from .pipeline import RunConfig, RunResult, run
 from .pool.base import Pool, Ranked
 from .pool.builders import list_builders, register_builder
+from .pool.local import LocalPool, LocalPoolEntry
 from .pool.spec import ArchSpec
 from .pool.stored import StoredNetwork
-from .pool.zoo import ModelZoo, ZooEntry
 from .search.warmstart import WarmStart, warm_start
 from .training.fit import FitResult, FitState, evaluate, fit, recalibrate_bn
 
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    """The names of release 0.1 (``ModelZoo``, ``ZooError``, ...): still there, with a DeprecationWarning."""
+    return renamed_attribute(__name__, globals(), name)
 
 
 def list_matchings(pattern: str = "*") -> list[str]:
@@ -85,14 +92,19 @@ __all__ = [
     "InvalidArgumentError",
     "LayerPair",
     "LayerSig",
+    "LocalPool",
+    "LocalPoolEntry",
     "Matching",
-    "ModelZoo",
     "NasWarmstartError",
     "NasWarmstartWarning",
     "NoBuilderError",
     "NoMatchableLayersError",
     "OptionalDependencyError",
     "Pool",
+    "PoolEntryCorruptError",
+    "PoolEntryExistsError",
+    "PoolEntryNotFoundError",
+    "PoolError",
     "Ranked",
     "Registry",
     "RunConfig",
@@ -104,11 +116,6 @@ __all__ = [
     "UnsafeFileError",
     "UntouchedTensor",
     "WarmStart",
-    "ZooEntry",
-    "ZooEntryCorruptError",
-    "ZooEntryExistsError",
-    "ZooEntryNotFoundError",
-    "ZooError",
     "__version__",
     "cache_info",
     "clear_caches",

@@ -7,6 +7,8 @@ which rule was broken. Messages state the rule, the offending value and the fix.
 from __future__ import annotations
 
 import contextvars
+import errno
+import re
 
 __all__ = [
     "ExportError",
@@ -17,12 +19,15 @@ __all__ = [
     "NoBuilderError",
     "NoMatchableLayersError",
     "OptionalDependencyError",
+    "PoolEntryCorruptError",
+    "PoolEntryExistsError",
+    "PoolEntryNotFoundError",
+    "PoolError",
     "SignatureError",
     "UnsafeFileError",
-    "ZooEntryCorruptError",
-    "ZooEntryExistsError",
-    "ZooEntryNotFoundError",
-    "ZooError",
+    "one_line",
+    "one_line_text",
+    "os_error_text",
 ]
 
 
@@ -73,22 +78,22 @@ class UnsafeFileError(NasWarmstartError, ValueError):
     """A file would need unpickling arbitrary Python objects to load; it was refused."""
 
 
-class ZooError(NasWarmstartError):
-    """A pool (ModelZoo) operation failed: a corrupt entry, a broken index, ..."""
+class PoolError(NasWarmstartError):
+    """A pool (LocalPool) operation failed: a corrupt entry, a broken index, ..."""
 
 
-class ZooEntryNotFoundError(ZooError, KeyError):
+class PoolEntryNotFoundError(PoolError, KeyError):
     """No pool entry has that name."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
 
 
-class ZooEntryExistsError(ZooError, ValueError):
+class PoolEntryExistsError(PoolError, ValueError):
     """A pool entry of that name exists and ``if_exists="error"`` was asked."""
 
 
-class ZooEntryCorruptError(ZooError):
+class PoolEntryCorruptError(PoolError):
     """A pool entry's stored row or file is malformed (bad JSON, a uid that is not a file name,
     a spec that asks for files or downloads, a weights file that is not a regular file...).
 
@@ -111,9 +116,40 @@ def fix(python: str, cli: str) -> str:
     return cli if _ON_CLI.get() else python
 
 
-# Tracebacks and reprs name the public path (``nas_warmstart.ZooError``), not this module.
+def os_error_text(e: OSError) -> str:
+    """One line for an OS error: the path, what went wrong, and what to do about it."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or str(e) or type(e).__name__
+    hint = {
+        errno.ENOSPC: "free some space there or write elsewhere",
+        errno.EDQUOT: "free some of your quota or write elsewhere",
+        errno.EACCES: "check its permissions, run as a user who may write there, or write elsewhere",
+        errno.EPERM: "that location does not allow it; write elsewhere",
+        errno.EROFS: "that file system is read-only; write elsewhere",
+        errno.ENOENT: "check the path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+        errno.EISDIR: "it is a folder; give a file",
+    }.get(e.errno or 0)
+    text = f"{where}: {what}" if where else what
+    return text + (f" [{errno.errorcode.get(e.errno, e.errno)}]" if e.errno else "") + (f"; {hint}" if hint else "")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def one_line_text(text: str) -> str:
+    """One line of plain text: no terminal escape codes, whitespace runs collapsed."""
+    return " ".join(_ANSI.sub("", text).split())
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line of plain text (its type when it has no message)."""
+    return one_line_text(str(e)) or type(e).__name__
+
+
+# Tracebacks and reprs name the public path (``nas_warmstart.PoolError``), not this module.
 for _cls in (ExportError, IncompatibleModelsError, InvalidArgumentError, NasWarmstartError, NasWarmstartWarning,
              NoBuilderError, NoMatchableLayersError, OptionalDependencyError, SignatureError,
-             UnsafeFileError, ZooEntryCorruptError, ZooEntryExistsError, ZooEntryNotFoundError, ZooError):
+             UnsafeFileError, PoolEntryCorruptError, PoolEntryExistsError, PoolEntryNotFoundError, PoolError):
     _cls.__module__ = "nas_warmstart"
 del _cls

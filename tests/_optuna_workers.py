@@ -4,9 +4,9 @@
 (or ``open-study ...``, see :func:`open_together`)
 
 * ``storage``: an RDB URL (``sqlite:///...``), ``heartbeat:<sqlite url>`` (RDBStorage with a
-  1 s heartbeat, so a killed worker's trial is failed by the next worker; ModelZoo pools), or
+  1 s heartbeat, so a killed worker's trial is failed by the next worker; LocalPool pools), or
   ``journal:<file>`` (JournalFileBackend);
-* ``pool``: a ModelZoo directory, or ``artifacts`` to keep the pool in the study's storage +
+* ``pool``: a LocalPool directory, or ``artifacts`` to keep the pool in the study's storage +
   a FileSystemArtifactStore at ``artifacts_dir``.
 
 Prints ``TRIAL <number> DONE`` after each finished trial, flushed. With ``--hang-after N``
@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from nas_warmstart import ModelZoo
+from nas_warmstart import LocalPool
 from nas_warmstart.integrations.optuna import (
     OptunaArtifactPool,
     PoolCallback,
@@ -46,7 +46,7 @@ def open_storage(spec: str, pool: str):
         # The stale trial of a killed worker is failed when the next worker starts; the
         # callback removes a pool entry it may have registered before dying.
         return optuna.storages.RDBStorage(spec[len("heartbeat:"):], heartbeat_interval=1, grace_period=3,
-                                          failed_trial_callback=PoolCallback(ModelZoo(pool)))
+                                          failed_trial_callback=PoolCallback(LocalPool(pool)))
     return spec
 
 
@@ -56,7 +56,7 @@ def open_pool(study, pool: str, artifacts: str | None):
 
         assert artifacts is not None
         return OptunaArtifactPool(study, FileSystemArtifactStore(artifacts))
-    return ModelZoo(pool)
+    return LocalPool(pool)
 
 
 def open_together(directory: str, worker: int, workers: int, rounds: int) -> None:

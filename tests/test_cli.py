@@ -111,11 +111,11 @@ def pool(tmp_path_factory):
     ckpt = root / "a.safetensors"
     save_file(state, str(ckpt))
     d = root / "pool"
-    added = json.loads(run("zoo", "add", str(d), TINY_A, "--name", "a", "--checkpoint", str(ckpt),
+    added = json.loads(run("pool", "add", str(d), TINY_A, "--name", "a", "--checkpoint", str(ckpt),
                            "--dataset", "digits", "--metric", "accuracy=0.93", "--metric", "epochs=4",
                            "--num-classes", "10", "--json").stdout)
     assert added["name"] == "a" and added["metrics"] == {"accuracy": 0.93, "epochs": 4}
-    proc = run("zoo", "add", str(d), TINY_B, "--name", "b", "--dataset", "cifar10",
+    proc = run("pool", "add", str(d), TINY_B, "--name", "b", "--dataset", "cifar10",
                "--metric", "accuracy=0.8", "--num-classes", "10", "--if-exists", "error")
     assert proc.stdout.startswith("added b:")
     return d, state
@@ -123,12 +123,12 @@ def pool(tmp_path_factory):
 
 def test_zoo_list_json_and_show_json(pool):
     d, _ = pool
-    entries = json.loads(run("zoo", "list", str(d), "--json").stdout)
+    entries = json.loads(run("pool", "list", str(d), "--json").stdout)
     assert [e["name"] for e in entries] == ["a", "b"]
     a = entries[0]
     assert a["dataset"] == "digits" and a["spec"]["config"] == {"channels": [8, 16, 16, 16], "layers": [1, 1, 1, 1]}
     assert isinstance(a["metrics"]["epochs"], int) and a["spec"]["num_classes"] == 10
-    shown = json.loads(run("zoo", "show", str(d), "a", "--json").stdout)
+    shown = json.loads(run("pool", "show", str(d), "a", "--json").stdout)
     assert shown["sha256"] == a["sha256"] and shown["num_params"] == a["num_params"] > 0
     assert "matchable layers" in shown["signature"] and shown["uid"] and shown["ref"].startswith("timm:resnet18:")
 
@@ -190,8 +190,8 @@ def test_zoo_remove_then_list(pool, tmp_path):
     d, _ = pool
     copy = tmp_path / "pool"
     shutil.copytree(d, copy)
-    assert run("zoo", "remove", str(copy), "b").stdout.strip() == "removed b"
-    lines = run("zoo", "list", str(copy), "--wide").stdout.splitlines()
+    assert run("pool", "remove", str(copy), "b").stdout.strip() == "removed b"
+    lines = run("pool", "list", str(copy), "--wide").stdout.splitlines()
     assert lines[0].split() == ["name", "architecture", "dataset", "metrics", "params", "created"]
     assert len(lines) == 2 and lines[1].split()[:3] == ["a", 'timm:resnet18:{"channels":[8,16,16,16],"layers":[1,1,1,1]}', "digits"]
     assert "accuracy=0.93" in lines[1]
@@ -208,17 +208,17 @@ def test_rank_on_missing_pool_is_one_line(tmp_path):
     [
         (("rank", "timm:resnet18"), "the following arguments are required: --pool"),
         (("rank", "timm:resnet18", "--pool", "{empty}"), "no index.sqlite"),
-        (("zoo", "list", "{empty}"), "no index.sqlite"),
+        (("pool", "list", "{empty}"), "no index.sqlite"),
         (("similarity", "zoo:a", "timm:resnet18"), "give the pool with --pool DIR"),
         (("similarity", "space:mlp:{depth: 4", "timm:resnet18"), "does not parse"),
         (("similarity", "zoo:aa", "timm:resnet18", "--pool", "{pool}"), "has no entry 'aa'; did you mean 'a'?"),
-        (("zoo", "show", "{pool}", "nope"), "has no entry 'nope'"),
-        (("zoo", "remove", "{pool}", "a", "nope"), "has no entry 'nope'"),
-        (("zoo", "add", "{new}", "timm:resnet18", "--name", "../x"), "is not allowed"),
-        (("zoo", "add", "{new}", "space:mlp:{}"), "takes a timm:"),
-        (("zoo", "add", "{new}", "timm:resnet18", "--metric", "accuracy"), "key=value"),
-        (("zoo", "add", "{new}", "timm:resnet18", "--checkpoint", "{new}/w.safetensors"), "does not exist"),
-        (("zoo", "add", "{empty}", "timm:resnet18", "--name", "x", "--if-exists", "clobber"), "invalid choice"),
+        (("pool", "show", "{pool}", "nope"), "has no entry 'nope'"),
+        (("pool", "remove", "{pool}", "a", "nope"), "has no entry 'nope'"),
+        (("pool", "add", "{new}", "timm:resnet18", "--name", "../x"), "is not allowed"),
+        (("pool", "add", "{new}", "space:mlp:{}"), "takes a timm:"),
+        (("pool", "add", "{new}", "timm:resnet18", "--metric", "accuracy"), "key=value"),
+        (("pool", "add", "{new}", "timm:resnet18", "--checkpoint", "{new}/w.safetensors"), "does not exist"),
+        (("pool", "add", "{empty}", "timm:resnet18", "--name", "x", "--if-exists", "clobber"), "invalid choice"),
         (("matrix", "timm:resnet18"), "at least two"),
         (("rank", "zoo:a", "--pool", "{pool}", "-k", "0"), "-k must be >= 1"),
     ],
@@ -237,9 +237,9 @@ def test_pool_bad_arguments_exit_2(pool, tmp_path, capsys, args, needle):
     assert rc == 2
     assert needle in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "new").exists() and not any((tmp_path / "empty").iterdir())
-    from nas_warmstart import ModelZoo
+    from nas_warmstart import LocalPool
 
-    with ModelZoo(pool[0], create=False) as zoo:  # failed commands leave the pool as it was
+    with LocalPool(pool[0], create=False) as zoo:  # failed commands leave the pool as it was
         assert zoo.names() == ["a", "b"]
 
 
@@ -253,7 +253,7 @@ def test_matrix_png_without_matplotlib_is_one_line(monkeypatch, capsys, tmp_path
 
 
 def test_search_runs_and_a_rerun_continues(tmp_path, capsys, one_thread):
-    from nas_warmstart import ModelZoo
+    from nas_warmstart import LocalPool
     from nas_warmstart.cli.app import main
 
     db = f"sqlite:///{tmp_path}/s.db"
@@ -269,7 +269,7 @@ def test_search_runs_and_a_rerun_continues(tmp_path, capsys, one_thread):
 
     study = optuna.load_study(study_name="mlp-digits", storage=db)
     assert [t.number for t in study.trials] == list(range(6))
-    assert sorted(ModelZoo(tmp_path / "pool").names()) == [f"mlp-digits-t{i}" for i in range(6)]
+    assert sorted(LocalPool(tmp_path / "pool").names()) == [f"mlp-digits-t{i}" for i in range(6)]
     assert all(t.user_attrs["warm_started"] for t in study.trials[1:])
     # The rerun drew new configurations: no architecture appears twice in the study (a sampler
     # seeded alike on both runs repeated trials 0-2 as 3-5), and none was skipped as a repeat.
@@ -303,19 +303,19 @@ def test_search_bad_arguments_exit_2(tmp_path, capsys, args, needle):
 
 
 def test_zoo_list_fits_100_columns(tmp_path, capsys):
-    from nas_warmstart import ArchSpec, ModelZoo
+    from nas_warmstart import ArchSpec, LocalPool
     from nas_warmstart.cli.app import main
 
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     spec = ArchSpec.timm("resnet18", num_classes=10, layers=[1, 1, 1, 1], channels=[8, 16, 16, 16], drop_rate=0.125)
     zoo.add("a-rather-long-entry-name-from-a-study-t12345", spec.build(), spec=spec, dataset="imagefolder:/data/x",
             metrics={"accuracy": 0.912345678, "test_accuracy": 0.9, "params": 12345, "epochs": 2})
-    assert main(["zoo", "list", str(tmp_path / "pool")]) == 0
+    assert main(["pool", "list", str(tmp_path / "pool")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["name", "architecture", "dataset", "accuracy"]
     assert all(len(ln) <= 100 for ln in lines), [len(ln) for ln in lines]
     assert " 0.9123 " in lines[1]  # rounded to 4 digits
-    assert main(["zoo", "list", str(tmp_path / "pool"), "--wide"]) == 0
+    assert main(["pool", "list", str(tmp_path / "pool"), "--wide"]) == 0
     wide = capsys.readouterr().out
     assert "a-rather-long-entry-name-from-a-study-t12345" in wide and "drop_rate" in wide and "epochs=2" in wide
 
@@ -365,7 +365,7 @@ def test_search_ctrl_c_is_one_line_exit_130_and_the_pool_keeps_completed_trials(
 
     import optuna
 
-    from nas_warmstart import ModelZoo
+    from nas_warmstart import LocalPool
 
     argv = ["search", "resnet", "--trials", "50", "--epochs", "2", "--storage", "sqlite:///s.db", "--pool", "pool"]
     # As from a terminal: a runner started in the background (CI) may pass SIGINT on ignored,
@@ -389,7 +389,7 @@ def test_search_ctrl_c_is_one_line_exit_130_and_the_pool_keeps_completed_trials(
     # Interrupted inside a trial, Optuna fails that trial; between trials, none is left running.
     assert complete and len(complete) >= len(study.trials) - 1
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials[:-1])
-    assert ModelZoo(tmp_path / "pool").names() == sorted(t.user_attrs["pool_entry"] for t in complete)
+    assert LocalPool(tmp_path / "pool").names() == sorted(t.user_attrs["pool_entry"] for t in complete)
 
 
 def test_search_where_every_trial_fails_exits_1_with_the_most_common_reason(tmp_path, capsys, one_thread):
@@ -412,7 +412,7 @@ _READ_ONLY_RUNNER = """
 import os, sys
 import json, sqlite3, urllib.parse, hashlib, csv, difflib  # noqa: E401 (imported while we may)
 import timm, safetensors.torch, tqdm, torch
-import nas_warmstart.cli.app as cli, nas_warmstart.pool.zoo, nas_warmstart.dpiat.transfer, nas_warmstart.pool.weights_io
+import nas_warmstart.cli.app as cli, nas_warmstart.pool.local, nas_warmstart.dpiat.transfer, nas_warmstart.pool.weights_io
 import nas_warmstart.dpiat.similarity, nas_warmstart.dpiat.batch
 if os.geteuid() == 0:  # root may write anywhere: drop to nobody after the imports
     os.setgid(65534)
@@ -442,16 +442,16 @@ def test_a_read_only_pool_can_be_listed_shown_ranked_checked_and_used(pool, tmp_
             return subprocess.run([sys.executable, "-c", _READ_ONLY_RUNNER, *args], capture_output=True,
                                   text=True, env=_quiet_env(), timeout=180)
 
-        assert ro_run("zoo", "list", str(ro)).stdout.splitlines()[1].split()[0] == "a"
-        assert "sha256" in ro_run("zoo", "show", str(ro), "a").stdout
+        assert ro_run("pool", "list", str(ro)).stdout.splitlines()[1].split()[0] == "a"
+        assert "sha256" in ro_run("pool", "show", str(ro), "a").stdout
         proc = ro_run("rank", TINY_A, "--pool", str(ro), "--num-classes", "10")
         assert proc.returncode == 0 and proc.stdout.splitlines()[1].split()[:3] == ["1", "a", "1.0000"], proc.stderr
-        proc = ro_run("zoo", "check", str(ro), "--full")
+        proc = ro_run("pool", "check", str(ro), "--full")
         assert proc.returncode == 0 and "2 entries, ok" in proc.stdout, proc.stderr
         proc = ro_run("transfer", "zoo:a", TINY_B, "--pool", str(ro), "--num-classes", "10",
                       "--out", str(out_dir / "w.safetensors"))
         assert proc.returncode == 0 and (out_dir / "w.safetensors").exists(), proc.stderr
-        proc = ro_run("zoo", "remove", str(ro), "a")
+        proc = ro_run("pool", "remove", str(ro), "a")
         assert proc.returncode == 2 and "run this command as a user who may write" in one_error_line(proc)
         assert {p: p.stat().st_mtime_ns for p in ro.rglob("*")} == before  # nothing written
     finally:
@@ -461,7 +461,7 @@ def test_a_read_only_pool_can_be_listed_shown_ranked_checked_and_used(pool, tmp_
 
 
 def test_messages_are_plain_text_on_one_line():
-    from nas_warmstart.cli.app import _one_line
+    from nas_warmstart._errors import one_line
 
     raw = RuntimeError("\x1b[31mdatabase\x1b[0m is locked\n  (see \x1b[1mlogs\x1b[22m)")
-    assert _one_line(raw) == "database is locked (see logs)"
+    assert one_line(raw) == "database is locked (see logs)"

@@ -43,7 +43,7 @@ def pool(tmp_path_factory, data):
     torch.manual_seed(0)
     guide = spec.build()
     nw.fit(guide, data, epochs=2, batch_size=32, progress=False, bn_images=64)
-    with nw.ModelZoo(d) as zoo:
+    with nw.LocalPool(d) as zoo:
         zoo.add("guide", guide, spec=spec, dataset="synthetic",
                 metrics={"accuracy": nw.evaluate(guide, data)["accuracy"]})
     return d
@@ -65,7 +65,7 @@ def one_error_line(err: str) -> str:
 
 
 def names(pool_dir) -> list[str]:
-    with nw.ModelZoo(pool_dir, create=False) as zoo:
+    with nw.LocalPool(pool_dir, create=False) as zoo:
         return zoo.names()
 
 
@@ -83,7 +83,7 @@ def test_convert_to_a_space_target_registers_the_result_and_writes_out(pool, dat
     assert name == "guide-to-convnet"
     assert f"target: test acc {printed_pct}%" in out
 
-    with nw.ModelZoo(pool, create=False) as zoo:
+    with nw.LocalPool(pool, create=False) as zoo:
         entry = zoo.get(name)
         state = zoo.load_state_dict(name)
     assert entry.parent == "guide" and entry.dataset == "synthetic"
@@ -124,7 +124,7 @@ def test_convert_to_a_timm_target_as_json(pool, data, capsys):
                                         "config": {"layers": [1, 1, 1, 1], "channels": [8, 16, 16, 16]}}
     assert result["dataset"] == "synthetic"  # the guide entry's, as no --dataset was given
     assert result["stages"] and result["stages"][-1]["target"] == ""
-    with nw.ModelZoo(pool, create=False) as zoo:
+    with nw.LocalPool(pool, create=False) as zoo:
         entry = zoo.get("as-resnet")
         model = zoo.load("as-resnet")
     assert entry.parent == "guide" and entry.provenance["warm_start"] is False
@@ -144,7 +144,7 @@ def test_the_same_command_with_a_checkpoint_dir_resumes(pool, tmp_path, capsys):
     assert rc == 0, err
     again = json.loads(out)
     assert again["stages"] == first["stages"] and again["accuracy"] == first["accuracy"]
-    with nw.ModelZoo(pool, create=False) as zoo:
+    with nw.LocalPool(pool, create=False) as zoo:
         a, b = zoo.load_state_dict("resumed"), zoo.load_state_dict("resumed-again")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # another config of the same target class (convert()'s settings would match): refused

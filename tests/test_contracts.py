@@ -5,7 +5,7 @@
    architectures copy exactly where the method's rule says so.
 2. Every registered matching: pairs in range, each target layer used at most once, only
    layers of one kind paired, deterministic; ``dp`` pairs an architecture with itself 1:1.
-3. The pool contract, run on both pools (``ModelZoo`` and ``OptunaArtifactPool``), and the two
+3. The pool contract, run on both pools (``LocalPool`` and ``OptunaArtifactPool``), and the two
    pools give the same answers for the same inputs. What only one pool has (a directory pool's
    maintenance commands, an artifact pool's trial bookkeeping) is listed exactly and tested on
    that pool.
@@ -308,8 +308,8 @@ def test_dp_pairs_an_architecture_with_itself(arch):
 
 # ------------------------------------------------------------------------------- 3. pools
 
-# RayPool: a ModelZoo behind a Ray actor on the head node of the test cluster (marked ray).
-POOLS = ["ModelZoo", "OptunaArtifactPool", pytest.param("RayPool", marks=pytest.mark.ray)]
+# RayPool: a LocalPool behind a Ray actor on the head node of the test cluster (marked ray).
+POOLS = ["LocalPool", "OptunaArtifactPool", pytest.param("RayPool", marks=pytest.mark.ray)]
 
 
 @pytest.fixture(scope="module")
@@ -320,8 +320,8 @@ def storage(tmp_path_factory) -> str:
 
 
 def _new_pool(kind: str, root: Path, storage: str) -> Any:
-    if kind == "ModelZoo":
-        return nw.ModelZoo(root / "zoo")
+    if kind == "LocalPool":
+        return nw.LocalPool(root / "zoo")
     if kind == "RayPool":
         from nas_warmstart.integrations.ray import RayPool
 
@@ -436,7 +436,7 @@ def test_pool_contract(pool):
         assert e.num_params == sum(p.numel() for p in models[name].parameters())
     assert pool.get("net-b").parent == "net-a" and pool.get("net-b").provenance == {"similarity": 0.5}
     assert pool.get("net-a").parent is None and pool.get("net-a").provenance == {}
-    with pytest.raises(nw.ZooEntryNotFoundError):
+    with pytest.raises(nw.PoolEntryNotFoundError):
         pool.get("net-z")
     with pytest.raises(KeyError):
         pool.load("net-z")
@@ -484,7 +484,7 @@ def test_pool_contract(pool):
         pool.rank(nn.Sequential(nn.ReLU()))
 
     # add over an existing name
-    with pytest.raises(nw.ZooEntryExistsError):
+    with pytest.raises(nw.PoolEntryExistsError):
         pool.add("net-a", _trained(_spec(4), 50), spec=_spec(4))
     assert pool.add("net-a", _trained(_spec(4), 50), spec=_spec(4), if_exists="skip").name == "net-a"
     assert _same_state(pool.load_state_dict("net-a"), _state(models["net-a"]))
@@ -497,15 +497,15 @@ def test_pool_contract(pool):
     assert pool.remove("net-b") is True
     assert "net-b" not in pool and pool.names() == [n for n in names if n != "net-b"]
     assert "net-b" not in [r.name for r in pool.rank(target, k=None)]
-    with pytest.raises(nw.ZooEntryNotFoundError):
+    with pytest.raises(nw.PoolEntryNotFoundError):
         pool.get("net-b")
-    with pytest.raises(nw.ZooEntryNotFoundError):
+    with pytest.raises(nw.PoolEntryNotFoundError):
         pool.remove("net-b")
     assert pool.remove("net-b", missing_ok=True) is False
 
 
 def test_both_pools_give_the_same_answers(tmp_path, storage):
-    zoo, art = _new_pool("ModelZoo", tmp_path, storage), _new_pool("OptunaArtifactPool", tmp_path, storage)
+    zoo, art = _new_pool("LocalPool", tmp_path, storage), _new_pool("OptunaArtifactPool", tmp_path, storage)
     _fill(zoo), _fill(art)
     assert zoo.names() == art.names() and len(zoo) == len(art)
     common = ("name", "spec", "dataset", "metrics", "parent", "provenance", "num_params", "digest", "digest_paper")
@@ -536,15 +536,15 @@ def test_both_pools_give_the_same_answers(tmp_path, storage):
 
 
 @pytest.mark.ray
-def test_a_ray_pool_answers_as_the_model_zoo_it_owns(ray_cluster, tmp_path, storage):
+def test_a_ray_pool_answers_as_the_local_pool_it_owns(ray_cluster, tmp_path, storage):
     """Everything a trial asks a RayPool (records, weights, sources, rankings) is what the
-    ModelZoo in its directory answers, bit for bit."""
+    LocalPool in its directory answers, bit for bit."""
     from nas_warmstart.integrations.ray import RayPool
 
     ray_pool = _new_pool("RayPool", tmp_path, storage)
     try:
         _fill(ray_pool)
-        zoo = nw.ModelZoo(tmp_path / "zoo")  # the same directory, opened here
+        zoo = nw.LocalPool(tmp_path / "zoo")  # the same directory, opened here
         assert zoo.names() == ray_pool.names()
         for name in zoo.names():
             assert zoo.get(name) == ray_pool.get(name)
@@ -562,7 +562,7 @@ def test_a_ray_pool_answers_as_the_model_zoo_it_owns(ray_cluster, tmp_path, stor
 def _weights_gone(pool: Any, name: str) -> None:
     """Delete an entry's stored weights behind the pool's back."""
     entry = pool.get(name)
-    if isinstance(entry, nw.ZooEntry):  # a ModelZoo's, or the one a RayPool's actor owns
+    if isinstance(entry, nw.LocalPoolEntry):  # a LocalPool's, or the one a RayPool's actor owns
         entry.path.unlink()
     else:
         pool.artifact_store.remove(entry.artifact_id)
@@ -573,7 +573,7 @@ def test_missing_weights_fail_to_load(pool):
     models = _fill(pool)
     _weights_gone(pool, "net-b")
     for load in (pool.load, pool.load_state_dict, pool.load_source):
-        with pytest.raises(nw.ZooError):
+        with pytest.raises(nw.PoolError):
             load("net-b")
     assert _same_state(_state(pool.load("net-a")), _state(models["net-a"]))  # the others load
 
@@ -581,7 +581,7 @@ def test_missing_weights_fail_to_load(pool):
 # --------------------------------------------------- what one pool has and the other lacks
 
 
-@pytest.mark.parametrize("pool", ["ModelZoo"], indirect=True)  # ModelZoo's own (see ZOO_ONLY)
+@pytest.mark.parametrize("pool", ["LocalPool"], indirect=True)  # LocalPool's own (see ZOO_ONLY)
 def test_pool_signature_of_an_entry(pool):
     models = _fill(pool)
     for layers in ("extended", "paper"):
@@ -589,7 +589,7 @@ def test_pool_signature_of_an_entry(pool):
             assert pool.signature(name, layers=layers).key == nw.signature(model, layers=layers).key
 
 
-@pytest.mark.parametrize("pool", ["ModelZoo"], indirect=True)
+@pytest.mark.parametrize("pool", ["LocalPool"], indirect=True)
 def test_pool_update_metrics(pool):
     _fill(pool)
     assert pool.update_metrics("net-b", {"accuracy": 0.99, "seeds": 3}).metrics == {
@@ -598,7 +598,7 @@ def test_pool_update_metrics(pool):
     assert [r.name for r in pool.rank(TARGET, k=None, min_metric=0.96)] == ["net-b"]
 
 
-@pytest.mark.parametrize("pool", ["ModelZoo"], indirect=True)
+@pytest.mark.parametrize("pool", ["LocalPool"], indirect=True)
 def test_pool_set_spec_gives_an_entry_a_builder(pool):
     model = _trained(_spec(4), 3)
     pool.add("late", model, spec=None)
@@ -631,7 +631,7 @@ def test_pool_rank_by_entry_reference(pool):
 
 # A directory pool can see a lost file at rank time (one stat per entry); an artifact store
 # would need one download per entry, so there a lost blob shows at load (tested above).
-@pytest.mark.parametrize("pool", ["ModelZoo"], indirect=True)
+@pytest.mark.parametrize("pool", ["LocalPool"], indirect=True)
 def test_pool_rank_skips_entries_without_weights(pool):
     _fill(pool)
     _weights_gone(pool, "net-d")
@@ -643,7 +643,7 @@ def test_pool_rank_skips_entries_without_weights(pool):
 @pytest.mark.parametrize("pool", POOLS, indirect=True)
 def test_pool_get_suggests_close_names(pool):
     _fill(pool)
-    with pytest.raises(nw.ZooEntryNotFoundError, match="did you mean 'net-a'"):
+    with pytest.raises(nw.PoolEntryNotFoundError, match="did you mean 'net-a'"):
         pool.get("net-aa")
 
 
@@ -663,7 +663,7 @@ def test_pool_add_refuses_a_non_module(pool):
 
 def test_both_entry_records_have_the_fields_every_pool_entry_has(storage, tmp_path):
     (tmp_path / "z").mkdir(), (tmp_path / "a").mkdir()
-    zoo, art = _new_pool("ModelZoo", tmp_path / "z", storage), _new_pool("OptunaArtifactPool", tmp_path / "a", storage)
+    zoo, art = _new_pool("LocalPool", tmp_path / "z", storage), _new_pool("OptunaArtifactPool", tmp_path / "a", storage)
     _fill(zoo), _fill(art)
     common = {"name", "spec", "dataset", "metrics", "parent", "provenance", "num_params", "digest", "digest_paper"}
     for a_entry, b_entry in zip(zoo, art, strict=True):
@@ -682,7 +682,7 @@ def _own_methods(cls: type) -> set[str]:
 
 
 def test_pool_method_surfaces_differ_only_where_documented():
-    assert _own_methods(nw.ModelZoo) == ZOO_ONLY
+    assert _own_methods(nw.LocalPool) == ZOO_ONLY
     assert _own_methods(OptunaArtifactPool) == ARTIFACT_ONLY
     ray_pool = pytest.importorskip("nas_warmstart.integrations.ray", reason="the ray extra").RayPool
     assert _own_methods(ray_pool) == RAY_ONLY

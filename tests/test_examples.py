@@ -63,8 +63,8 @@ def test_ray_tune_search(tmp_path):
     assert len(ready) == 3 and all(" from " in ln for ln in ready)
     assert any("registered as mlp-search-" in ln for ln in ready)
     assert any("from own-trainable-" in ln or "from mlp-search-" in ln for ln in ready)  # warm, part 1's pool
-    from nas_warmstart import ModelZoo
+    from nas_warmstart import LocalPool
 
-    zoo = ModelZoo(tmp_path / "ray_pool", create=False)
+    zoo = LocalPool(tmp_path / "ray_pool", create=False)
     assert len(zoo) == int(lines[-1].rsplit("holds ", 1)[1].split()[0])
     assert all(not v for v in zoo.check(full=True).values())

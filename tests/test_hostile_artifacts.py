@@ -23,7 +23,7 @@ import pytest
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from nas_warmstart import ArchSpec, NasWarmstartWarning, ZooEntryCorruptError, ZooError
+from nas_warmstart import ArchSpec, NasWarmstartWarning, PoolEntryCorruptError, PoolError
 from nas_warmstart.integrations.optuna import OptunaArtifactPool
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.skipif(os.name != "posix", reason="links and FIFOs")]
@@ -66,7 +66,7 @@ def _plant(study, rec, where="study", name="bad"):
         study.tell(trial, 0.0)
 
 
-def _one_line(e):
+def one_line(e):
     text = str(e.value if hasattr(e, "value") else e)
     assert "\n" not in text and "Traceback" not in text
     return text
@@ -76,7 +76,7 @@ def _listed(pool):
     """names() and rank(), each with exactly one warning naming the skipped record."""
     with pytest.warns(NasWarmstartWarning) as caught:
         names = pool.names()
-    assert len(caught) == 1 and "malformed stored record" in _one_line(caught[0].message)
+    assert len(caught) == 1 and "malformed stored record" in one_line(caught[0].message)
     with pytest.warns(NasWarmstartWarning, match="malformed stored record"):
         ranked = [r.name for r in pool.rank(ArchSpec.space("mlp", CFG, num_classes=3, in_chans=1))]
     assert names == ranked == ["good"]
@@ -128,9 +128,9 @@ def test_a_malformed_field_skips_the_record_and_is_one_line_by_name(env, case, w
     message = _listed(pool)
     assert "'bad'" in message and field in message and "pool.remove('bad')" in message
     for call in (pool.get, pool.load_state_dict, pool.load_source, pool.load, lambda n: pool.rank(f"pool:{n}")):
-        with pytest.raises(ZooEntryCorruptError) as e:
+        with pytest.raises(PoolEntryCorruptError) as e:
             call("bad")
-        assert e.value.entry == "bad" and field in _one_line(e)
+        assert e.value.entry == "bad" and field in one_line(e)
     assert "bad" not in pool and pool.get("good").name == "good"
     assert pool.remove("bad") and _quiet(pool) == ["good"]
     assert pool.load_state_dict("good")  # the sound entry and its blob are untouched
@@ -142,7 +142,7 @@ def test_a_spec_that_names_a_file_is_refused(env):
     _plant(study, {**good, "name": "bad", "spec": {"kind": "timm", "name": "resnet18",
                                                    "config": {"checkpoint_path": "/etc/passwd"}}})
     _listed(pool)
-    with pytest.raises(ZooEntryCorruptError, match="spec"):
+    with pytest.raises(PoolEntryCorruptError, match="spec"):
         pool.load("bad")
 
 
@@ -155,7 +155,7 @@ def test_a_record_without_a_usable_name_is_skipped(env, rec, where):
     _plant(study, rec, where)
     _listed(pool)
     if where == "study":  # named by its key, which must match the record
-        with pytest.raises(ZooEntryCorruptError) as e:
+        with pytest.raises(PoolEntryCorruptError) as e:
             pool.get("bad")
         assert e.value.entry == "bad"
         assert pool.remove("bad") and _quiet(pool) == ["good"]
@@ -187,7 +187,7 @@ def test_no_read_through_a_linked_directory(env, tmp_path):
     (store / "escape").symlink_to(outside, target_is_directory=True)
     _plant(study, _blob_record(good, store, f"escape/{good['artifact_id']}"))
     _listed(pool)
-    with pytest.raises(ZooEntryCorruptError, match="artifact_id"):
+    with pytest.raises(PoolEntryCorruptError, match="artifact_id"):
         pool.load_state_dict("bad")
 
 
@@ -199,9 +199,9 @@ def test_a_symlinked_blob_is_refused(env, tmp_path):
     _plant(study, _blob_record(good, store, UUID.format(1)))
     assert _quiet(pool) == ["bad", "good"]  # the record itself is sound
     for call in (pool.load_state_dict, pool.load_source):
-        with pytest.raises(ZooEntryCorruptError, match="symbolic link") as e:
+        with pytest.raises(PoolEntryCorruptError, match="symbolic link") as e:
             call("bad")
-        _one_line(e)
+        one_line(e)
 
 
 def test_a_fifo_blob_does_not_hang(env):
@@ -224,8 +224,8 @@ def test_a_fifo_blob_does_not_hang(env):
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         t.join(5)
         pytest.fail("reading a FIFO blob blocked")
-    assert len(got) == 1 and isinstance(got[0], ZooEntryCorruptError)
-    assert "not a regular file" in _one_line(got[0])
+    assert len(got) == 1 and isinstance(got[0], PoolEntryCorruptError)
+    assert "not a regular file" in one_line(got[0])
 
 
 class _CountingStore(FileSystemArtifactStore):
@@ -255,13 +255,13 @@ def test_reads_stop_at_the_recorded_size(env):
     pool, study, store, good = env
     (store / UUID.format(3)).symlink_to("/dev/zero")
     _plant(study, {**good, "name": "bad", "artifact_id": UUID.format(3)})
-    with pytest.raises(ZooEntryCorruptError, match="symbolic link"):
+    with pytest.raises(PoolEntryCorruptError, match="symbolic link"):
         pool.load_state_dict("bad")  # a plain file store: refused before opening
     counting = _CountingStore(store)
     other = P(study, counting)
-    with pytest.raises(ZooEntryCorruptError, match=f"more than {good['nbytes']} bytes") as e:
+    with pytest.raises(PoolEntryCorruptError, match=f"more than {good['nbytes']} bytes") as e:
         other.load_state_dict("bad")  # any other store: read, but never past nbytes + 1
-    _one_line(e)
+    one_line(e)
     assert counting.read == good["nbytes"] + 1
     got, want = other.load_state_dict("good"), pool.load_state_dict("good")  # sound blobs still read
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
@@ -271,11 +271,11 @@ def test_a_longer_or_missing_blob_is_damaged(env):
     pool, _, store, good = env
     blob = store / good["artifact_id"]
     blob.write_bytes(blob.read_bytes() + b"\0")
-    with pytest.raises(ZooEntryCorruptError, match="damaged") as e:
+    with pytest.raises(PoolEntryCorruptError, match="damaged") as e:
         pool.load_state_dict("good")
-    assert "pool.remove('good')" in _one_line(e)
+    assert "pool.remove('good')" in one_line(e)
     blob.unlink()
-    with pytest.raises(ZooEntryCorruptError, match="missing"):
+    with pytest.raises(PoolEntryCorruptError, match="missing"):
         pool.load("good")
 
 
@@ -286,9 +286,9 @@ def test_bad_safetensors_after_a_matching_hash_is_one_line(env, data):
     (store / UUID.format(4)).write_bytes(data)
     _plant(study, _blob_record(good, store, UUID.format(4), data))
     for call in (pool.load_state_dict, pool.load, pool.load_source):
-        with pytest.raises(ZooEntryCorruptError, match="not a valid safetensors file") as e:
+        with pytest.raises(PoolEntryCorruptError, match="not a valid safetensors file") as e:
             call("bad")
-        _one_line(e)
+        one_line(e)
 
 
 def test_a_malformed_stored_description_is_one_line(env):
@@ -300,9 +300,9 @@ def test_a_malformed_stored_description_is_one_line(env):
     data = save(state, metadata={"nas_warmstart_source": json.dumps(desc)})
     (store / UUID.format(5)).write_bytes(data)
     _plant(study, {**_blob_record(good, store, UUID.format(5), data), "spec": None})
-    with pytest.raises(ZooEntryCorruptError, match="description") as e:
+    with pytest.raises(PoolEntryCorruptError, match="description") as e:
         pool.load_source("bad")
-    _one_line(e)
+    one_line(e)
 
 
 # ------------------------------------------------------------------------------- storage
@@ -314,9 +314,9 @@ def test_a_row_that_is_not_json_is_one_line(env, tmp_path):
                    (P.STUDY_ENTRY + "good",))
     fresh = P(optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/w/study.db"),
               FileSystemArtifactStore(tmp_path / "w" / "store"))
-    with pytest.raises(ZooError, match="not JSON") as e:
+    with pytest.raises(PoolError, match="not JSON") as e:
         fresh.names()
-    _one_line(e)
+    one_line(e)
 
 
 def test_removing_a_bad_record_never_deletes_outside_or_a_sound_blob(env, tmp_path):

@@ -1,7 +1,7 @@
 """A pool someone else wrote: crafted index rows and files must never run code, touch a file
 outside the pool, hang, exhaust memory or end in a traceback.
 
-Each test builds a real pool with ``ModelZoo``, then edits it the way a hostile colleague with
+Each test builds a real pool with ``LocalPool``, then edits it the way a hostile colleague with
 write access to the shared directory could (SQL on ``index.sqlite``, files in ``weights/``),
 and runs the operations users run, in Python and through the real command.
 """
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, ModelZoo
+from nas_warmstart import ArchSpec, LocalPool
 from nas_warmstart.pool.index import looks_like_pool_index
 
 from .test_cli import one_error_line
@@ -38,14 +38,14 @@ def _model(spec: ArchSpec, seed: int) -> torch.nn.Module:
 
 
 @pytest.fixture
-def pool(tmp_path: Path) -> ModelZoo:
-    zoo = ModelZoo(tmp_path / "pool")
+def pool(tmp_path: Path) -> LocalPool:
+    zoo = LocalPool(tmp_path / "pool")
     zoo.add("a", _model(SPEC_A, 0), spec=SPEC_A, dataset="digits", metrics={"accuracy": 0.9})
     zoo.add("b", _model(SPEC_B, 1), spec=SPEC_B, dataset="digits", metrics={"accuracy": 0.8})
     return zoo
 
 
-def _sql(zoo: ModelZoo, sql: str, *args: object) -> None:
+def _sql(zoo: LocalPool, sql: str, *args: object) -> None:
     conn = sqlite3.connect(zoo.path / "index.sqlite")
     try:
         conn.execute(sql, args)
@@ -108,10 +108,10 @@ def test_a_stored_timm_spec_cannot_load_a_checkpoint_or_run_code(pool, tmp_path,
                 "config": {"layers": [1, 1, 1, 1], "channels": [8, 16, 16, 16], **config}}
         _sql(pool, "UPDATE entries SET spec = ? WHERE name = 'a'", json.dumps(spec))
         for call in (pool.get, pool.load, pool.load_source, pool.signature):
-            with pytest.raises(nw.ZooEntryCorruptError, match=r"entry 'a' is malformed.*not allowed") as e:
+            with pytest.raises(nw.PoolEntryCorruptError, match=r"entry 'a' is malformed.*not allowed") as e:
                 call("a")
             assert "zoo.remove('a')" in str(e.value) and "\n" not in str(e.value)
-        for argv in (["zoo", "show", str(pool.path), "a"],
+        for argv in (["pool", "show", str(pool.path), "a"],
                      ["transfer", "pool:a", TARGET, "--pool", str(pool.path), "--out", str(tmp_path / "t.safetensors")]):
             rc, err = _cli(argv, capsys)
             assert rc == 2 and "not allowed" in one_error_line(err), (argv, err)
@@ -164,7 +164,7 @@ def test_class_and_channel_counts_are_bounded(pool, capsys):
         ArchSpec.timm("resnet18", in_chans=10**9)
     spec = {**SPEC_A.to_dict(), "num_classes": 2_000_000_000}
     _sql(pool, "UPDATE entries SET spec = ? WHERE name = 'a'", json.dumps(spec))
-    with pytest.raises(nw.ZooEntryCorruptError, match="num_classes must be an integer between"):
+    with pytest.raises(nw.PoolEntryCorruptError, match="num_classes must be an integer between"):
         pool.load("a")
     rc, err = _cli(["similarity", 'timm:resnet18:{"num_classes":2000000000}', "timm:resnet18"], capsys)
     assert rc == 2 and "num_classes" in one_error_line(err)
@@ -182,7 +182,7 @@ def test_a_stored_uid_never_names_a_file_outside_the_pool(pool, tmp_path, capsys
     before = _snapshot(tmp_path)
     _sql(pool, "UPDATE entries SET uid = ? WHERE name = 'a'", uid)
 
-    with pytest.raises(nw.ZooEntryCorruptError, match="is not a file id of this pool"):
+    with pytest.raises(nw.PoolEntryCorruptError, match="is not a file id of this pool"):
         pool.load("a")
     rc, err = _cli(["transfer", "pool:a", TARGET, "--pool", str(pool.path),
                     "--out", str(tmp_path / "t.safetensors")], capsys)
@@ -191,7 +191,7 @@ def test_a_stored_uid_never_names_a_file_outside_the_pool(pool, tmp_path, capsys
     pool.add("a", _model(SPEC_A, 2), spec=SPEC_A, if_exists="replace")
     assert pool.load("a") is not None
     _sql(pool, "UPDATE entries SET uid = ? WHERE name = 'a'", uid)
-    rc, err = _cli(["zoo", "remove", str(pool.path), "a"], capsys)
+    rc, err = _cli(["pool", "remove", str(pool.path), "a"], capsys)
     assert rc == 0, err
     assert "a" not in pool and "b" in pool
     assert _snapshot(tmp_path) == before
@@ -214,12 +214,12 @@ def test_weight_files_that_are_links_fifos_or_devices_are_never_read(pool, tmp_p
         script = (
             "import resource, sys\n"
             "import nas_warmstart as nw\n"
-            f"zoo = nw.ModelZoo({str(pool.path)!r})\n"
+            f"zoo = nw.LocalPool({str(pool.path)!r})\n"
             "print('RSS0_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
             "for call in (zoo.load, zoo.load_state_dict, zoo.load_source):\n"
             "    try:\n"
             "        call('a')\n"
-            "    except nw.ZooError as e:\n"
+            "    except nw.PoolError as e:\n"
             "        print('ERR', str(e).replace(chr(10), ' '))\n"
             "print('RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
         )
@@ -242,8 +242,8 @@ def test_a_pool_whose_folders_are_links_out_is_refused(pool, tmp_path):
     (pool.path / "weights").rename(elsewhere)
     os.symlink(elsewhere, pool.path / "weights")
     before = _snapshot(tmp_path)
-    with pytest.raises(nw.ZooError, match="'weights' is a symbolic link"):
-        ModelZoo(pool.path)
+    with pytest.raises(nw.PoolError, match="'weights' is a symbolic link"):
+        LocalPool(pool.path)
     assert _snapshot(tmp_path) == before
 
 
@@ -260,9 +260,9 @@ def test_another_programs_sqlite_file_is_never_written(tmp_path, capsys):
     conn.commit()
     conn.close()
     before = db.read_bytes()
-    with pytest.raises(nw.ZooError, match="is not a nas-warmstart pool index.*tables users"):
-        ModelZoo(root)
-    rc, err = _cli(["zoo", "add", str(root), "timm:resnet18"], capsys)
+    with pytest.raises(nw.PoolError, match="is not a nas-warmstart pool index.*tables users"):
+        LocalPool(root)
+    rc, err = _cli(["pool", "add", str(root), "timm:resnet18"], capsys)
     assert rc == 2 and "not a nas-warmstart pool index" in one_error_line(err)
     assert db.read_bytes() == before and not (root / "weights").exists()
     assert not looks_like_pool_index(db)
@@ -277,11 +277,11 @@ def test_a_pool_index_that_a_study_wrote_into_is_refused_and_reindex_cleans_it(p
     assert looks_like_pool_index(index)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.create_study(storage=f"sqlite:///{index}", study_name="oops")
-    with pytest.raises(nw.ZooError, match="also holds tables of another program.*studies.*reindex"):
-        ModelZoo(pool.path)
-    report = ModelZoo.reindex(pool.path)
+    with pytest.raises(nw.PoolError, match="also holds tables of another program.*studies.*reindex"):
+        LocalPool(pool.path)
+    report = LocalPool.reindex(pool.path)
     assert sorted(report.restored) == ["a", "b"] and not report.skipped
-    clean = ModelZoo(pool.path)
+    clean = LocalPool(pool.path)
     assert {e.name: e.sha256 for e in clean} == sha
     tables = {r[0] for r in sqlite3.connect(index).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"meta", "entries", "archs"}
@@ -308,13 +308,13 @@ MALFORMED = [
 @pytest.mark.parametrize(("column", "value", "needle"), MALFORMED, ids=[f"{c}={v}" for c, v, _ in MALFORMED])
 def test_a_malformed_value_is_one_line_naming_entry_and_fix(pool, capsys, column, value, needle):
     _sql(pool, f"UPDATE entries SET {column} = ? WHERE name = 'a'", value)
-    with pytest.raises(nw.ZooEntryCorruptError) as e:
+    with pytest.raises(nw.PoolEntryCorruptError) as e:
         pool.get("a")
     msg = str(e.value)
     assert needle in msg and "entry 'a'" in msg and "zoo.remove('a')" in msg and "reindex" in msg
     assert e.value.entry == "a"
-    rc, err = _cli(["zoo", "show", str(pool.path), "a"], capsys)
-    assert rc == 2 and needle in one_error_line(err) and "nas-warmstart zoo remove" in err
+    rc, err = _cli(["pool", "show", str(pool.path), "a"], capsys)
+    assert rc == 2 and needle in one_error_line(err) and "nas-warmstart pool remove" in err
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         ranked = pool.rank(TARGET, k=None, min_metric=0.5)
@@ -326,8 +326,8 @@ def test_a_malformed_value_is_one_line_naming_entry_and_fix(pool, capsys, column
 def test_a_malformed_architecture_key_is_one_line(pool):
     _sql(pool, "UPDATE archs SET key = 'not json' WHERE digest = (SELECT digest_extended FROM entries WHERE name = 'a')")
     nw.clear_caches()  # as in a fresh process: no similarity or key cached
-    reopened = ModelZoo(pool.path)
-    with pytest.raises(nw.ZooEntryCorruptError, match=r"architecture key of 'a' is malformed.*reindex") as e:
+    reopened = LocalPool(pool.path)
+    with pytest.raises(nw.PoolEntryCorruptError, match=r"architecture key of 'a' is malformed.*reindex") as e:
         reopened.rank(TARGET)
     assert "\n" not in str(e.value)
 
@@ -335,8 +335,8 @@ def test_a_malformed_architecture_key_is_one_line(pool):
 def test_a_malformed_format_record_is_one_line(pool):
     pool.close()
     _sql(pool, "UPDATE meta SET v = '{bad' WHERE k = 'format'")
-    with pytest.raises(nw.ZooError, match="malformed format record.*reindex"):
-        ModelZoo(pool.path)
+    with pytest.raises(nw.PoolError, match="malformed format record.*reindex"):
+        LocalPool(pool.path)
 
 
 def test_a_file_with_the_recorded_hash_but_a_bad_header_is_one_line(pool):
@@ -345,7 +345,7 @@ def test_a_file_with_the_recorded_hash_but_a_bad_header_is_one_line(pool):
     path.write_bytes(bad)
     _sql(pool, "UPDATE entries SET nbytes = ?, sha256 = ? WHERE name = 'a'", len(bad), hashlib.sha256(bad).hexdigest())
     for call in (pool.load, pool.load_source, pool.load_state_dict):
-        with pytest.raises(nw.ZooEntryCorruptError, match="matches its recorded SHA-256 but is not a safetensors file"):
+        with pytest.raises(nw.PoolEntryCorruptError, match="matches its recorded SHA-256 but is not a safetensors file"):
             call("a")
 
 
@@ -355,12 +355,12 @@ def test_an_index_journal_that_is_a_fifo_or_link_is_refused_without_blocking(poo
     side = pool.path / f"index.sqlite{sidecar}"
     side.unlink(missing_ok=True)
     os.mkfifo(side)
-    script = (f"import nas_warmstart as nw\ntry:\n    nw.ModelZoo({str(pool.path)!r})\n"
-              "except nw.ZooError as e:\n    print('ERR', e)\n")
+    script = (f"import nas_warmstart as nw\ntry:\n    nw.LocalPool({str(pool.path)!r})\n"
+              "except nw.PoolError as e:\n    print('ERR', e)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "is a FIFO, not a regular file" in proc.stdout, proc.stdout + proc.stderr
     side.unlink()
     os.symlink(tmp_path / "elsewhere", side)
-    with pytest.raises(nw.ZooError, match="is a symbolic link"):
-        ModelZoo(pool.path)
+    with pytest.raises(nw.PoolError, match="is a symbolic link"):
+        LocalPool(pool.path)
     assert not (tmp_path / "elsewhere").exists()

@@ -20,10 +20,10 @@ import pytest
 import torch
 
 import nas_warmstart as nw
-from nas_warmstart import ModelZoo
+from nas_warmstart import LocalPool
 from nas_warmstart.cli.app import main
 
-from ._zoo_workers import tiny_spec
+from ._pool_workers import tiny_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,7 +46,7 @@ def pristine(tmp_path_factory):
     """A pool of a (update_metrics after add: its row differs from its file's record), a-2
     (added as "a" with if_exists="rename") and b (a child of a)."""
     root = tmp_path_factory.mktemp("hostile") / "pool"
-    zoo = ModelZoo(root)
+    zoo = LocalPool(root)
     zoo.add("a", _trained(tiny_spec(4), 0), spec=tiny_spec(4), dataset="digits", metrics={"accuracy": 0.5})
     zoo.add("a", _trained(tiny_spec(4), 1), spec=tiny_spec(4), dataset="digits", if_exists="rename")
     zoo.add("b", _trained(tiny_spec(8), 2), spec=tiny_spec(8), dataset="cifar10", metrics={"accuracy": 0.7},
@@ -90,7 +90,7 @@ def _weights(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "weights").iterdir())
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln]
     assert len(lines) == 1 and "Traceback" not in text, text
     return lines[0]
@@ -115,9 +115,9 @@ def _within(seconds: float, fn: Callable[[], Any]) -> Any:
     return out["value"]
 
 
-def _assert_restored(root: Path, before: dict[str, dict[str, Any]], *, names: list[str] = NAMES) -> ModelZoo:
+def _assert_restored(root: Path, before: dict[str, dict[str, Any]], *, names: list[str] = NAMES) -> LocalPool:
     """Every intact entry is back with the same weights, and the pool is sound."""
-    zoo = ModelZoo(root)
+    zoo = LocalPool(root)
     now = {e.name: e for e in zoo}
     assert sorted(now) == names
     for name in names:
@@ -152,7 +152,7 @@ def test_one_malformed_value_costs_nothing(pool, capsys, kind):
     col, value = DAMAGE[kind]
     untouched, files = _snapshot(outside), _weights(root)
     _sql(root, f"UPDATE entries SET {col} = {value} WHERE name = 'a'")
-    zoo = ModelZoo(root)
+    zoo = LocalPool(root)
     label = "None" if col == "name" else "a"
 
     if col == "spec" and kind == "spec-does-not-fit":  # valid, only wrong: list and check cannot tell
@@ -166,16 +166,16 @@ def test_one_malformed_value_costs_nothing(pool, capsys, kind):
                                        if col == "uid" else [])
         assert not report["missing"] and not report["damaged"] and not report["orphans"]
 
-        assert main(["zoo", "list", str(root)]) == 0
+        assert main(["pool", "list", str(root)]) == 0
         out, err = capsys.readouterr()
-        assert "a-2" in out and f"zoo reindex {root}" in _one_line(err)
-        assert main(["zoo", "check", str(root), "--full"]) == 1
+        assert "a-2" in out and f"pool reindex {root}" in one_line(err)
+        assert main(["pool", "check", str(root), "--full"]) == 1
         out, err = capsys.readouterr()
-        assert not err and "malformed: 1" in out and f"zoo reindex {root}" in out
+        assert not err and "malformed: 1" in out and f"pool reindex {root}" in out
     assert zoo.gc(older_than=0) == [] and _weights(root) == files  # every file is claimed
     zoo.close()
 
-    rebuilt = ModelZoo.reindex(root)
+    rebuilt = LocalPool.reindex(root)
     assert sorted(rebuilt.restored) == NAMES and not rebuilt.skipped and not rebuilt.superseded, rebuilt
     after = _assert_restored(root, before)
     a = after.get("a")
@@ -190,23 +190,23 @@ def test_one_malformed_value_costs_nothing(pool, capsys, kind):
 def test_a_malformed_entry_is_one_line_in_show_and_can_be_removed(pool, capsys):
     root, _, _ = pool
     _sql(root, "UPDATE entries SET metrics = '{bad' WHERE name = 'a'")
-    assert main(["zoo", "show", str(root), "a"]) == 2
-    line = _one_line(capsys.readouterr().err)
-    assert "'a'" in line and "malformed" in line and f"zoo reindex {root}" in line
-    assert main(["zoo", "remove", str(root), "a"]) == 0
-    assert ModelZoo(root).names() == ["a-2", "b"]
+    assert main(["pool", "show", str(root), "a"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "'a'" in line and "malformed" in line and f"pool reindex {root}" in line
+    assert main(["pool", "remove", str(root), "a"]) == 0
+    assert LocalPool(root).names() == ["a-2", "b"]
 
 
 def test_malformed_architecture_keys_and_format_record_are_rebuilt(pool):
     root, before, _ = pool
     _sql(root, "UPDATE archs SET key = '{bad' WHERE layers = 'extended'")
-    report = ModelZoo(root).check()
+    report = LocalPool(root).check()
     assert sorted(m.split(":")[0] for m in report["malformed"]) == NAMES
     assert all("architecture key (extended layers) is malformed" in m for m in report["malformed"])
     _sql(root, "UPDATE meta SET v = '{bad' WHERE k = 'format'")
-    with pytest.raises(nw.ZooError, match="reindex"):
-        ModelZoo(root)
-    rebuilt = ModelZoo.reindex(root)
+    with pytest.raises(nw.PoolError, match="reindex"):
+        LocalPool(root)
+    rebuilt = LocalPool.reindex(root)
     assert rebuilt.from_old_index == 3 and not rebuilt.repaired
     zoo = _assert_restored(root, before)
     assert zoo.get("a").metrics == {"accuracy": 0.5, "epochs": 4}
@@ -219,13 +219,13 @@ def test_malformed_architecture_keys_and_format_record_are_rebuilt(pool):
 def test_files_whose_rows_are_gone_are_kept_by_gc_and_restored_by_reindex(pool):
     root, before, _ = pool
     _sql(root, "DELETE FROM entries WHERE name IN ('a', 'a-2')")
-    zoo = ModelZoo(root)
+    zoo = LocalPool(root)
     lost = sorted(str(root / "weights" / f"{before[n]['uid']}.safetensors") for n in ("a", "a-2"))
     report = zoo.check()
     assert report["unindexed"] == lost and report["orphans"] == []
     assert zoo.gc(older_than=0) == []
     zoo.close()
-    rebuilt = ModelZoo.reindex(root)
+    rebuilt = LocalPool.reindex(root)
     assert sorted(rebuilt.restored) == NAMES and not rebuilt.skipped and not rebuilt.superseded
     zoo = _assert_restored(root, before)  # a-2 (written with if_exists="rename") is a-2 again
     assert zoo.get("a").metrics == {"accuracy": 0.5}  # from its record: the update lived in the lost row
@@ -233,7 +233,7 @@ def test_files_whose_rows_are_gone_are_kept_by_gc_and_restored_by_reindex(pool):
 
 def _foreign_file(tmp: Path, name: str, *, if_exists: str = "error", seed: int = 5) -> Path:
     """A weights file another pool wrote for ``name`` now (so newer than the pool's own rows)."""
-    other = ModelZoo(tmp)
+    other = LocalPool(tmp)
     spec = tiny_spec(4) if name.startswith("a") else tiny_spec(8)
     if if_exists == "rename":
         other.add(name, _trained(spec, seed), spec=spec)
@@ -245,7 +245,7 @@ def _foreign_file(tmp: Path, name: str, *, if_exists: str = "error", seed: int =
 def test_gc_deletes_superseded_and_uncommitted_versions_and_keeps_claimed_ones(pool, tmp_path):
     root, before, _ = pool
     weights = root / "weights"
-    zoo = ModelZoo(root)
+    zoo = LocalPool(root)
     # An older version of b that a replace removed, put back (a crash between commit and unlink).
     old_b = weights / f"{before['b']['uid']}.safetensors"
     kept = old_b.read_bytes()
@@ -274,7 +274,7 @@ def test_gc_deletes_superseded_and_uncommitted_versions_and_keeps_claimed_ones(p
     assert sorted(zoo.gc(older_than=0)) == sorted([str(old_b), str(newer_a)])
     assert renamed.exists() and a_file.exists() and zoo.check(full=True)["unindexed"] == [str(renamed)]
     zoo.close()
-    rebuilt = ModelZoo.reindex(root)  # the leftover of a rename is restored as its own entry
+    rebuilt = LocalPool.reindex(root)  # the leftover of a rename is restored as its own entry
     assert sorted(rebuilt.restored) == ["a", "a-2", "a-3", "b"] and not rebuilt.skipped
 
 
@@ -282,9 +282,9 @@ def test_reindex_prefers_a_rows_file_over_newer_and_older_leftovers(pool, tmp_pa
     root, before, _ = pool
     weights = root / "weights"
     newer = Path(shutil.copy(_foreign_file(tmp_path / "other", "b", if_exists="replace"), weights))
-    rebuilt = ModelZoo.reindex(root)
+    rebuilt = LocalPool.reindex(root)
     assert rebuilt.superseded == [str(newer)] and sorted(rebuilt.restored) == NAMES
-    zoo = ModelZoo(root)  # b's row stands; its newer leftover is an orphan until gc
+    zoo = LocalPool(root)  # b's row stands; its newer leftover is an orphan until gc
     assert zoo.get("b").sha256 == before["b"]["sha256"] and zoo.check()["orphans"] == [str(newer)]
 
 
@@ -322,18 +322,18 @@ def test_full_check_reports_files_whose_header_is_bad_but_hash_matches(pool, cap
     original = a_file.read_bytes()
     for kind, data in _bad_headers(original).items():
         _rewrite(a_file, data, root, "a")
-        zoo = ModelZoo(root)
+        zoo = LocalPool(root)
         report = zoo.check(full=True)
         assert report["damaged"] == ["a"] and not report["malformed"], (kind, report)
-        with pytest.raises(nw.ZooError) as err:
+        with pytest.raises(nw.PoolError) as err:
             zoo.load("a")
         assert "\n" not in str(err.value)
-        assert main(["zoo", "check", str(root), "--full"]) == 1
+        assert main(["pool", "check", str(root), "--full"]) == 1
         out, err_text = capsys.readouterr()
         assert not err_text and "damaged: 1" in out, kind
         zoo.close()
     # The same bytes: reindex cannot restore a (its header is bad) and says so; b and a-2 are back.
-    rebuilt = ModelZoo.reindex(root)
+    rebuilt = LocalPool.reindex(root)
     assert sorted(rebuilt.restored) == ["a-2", "b"] and [s.split(":")[0] for s in rebuilt.skipped] == [str(a_file)]
 
 
@@ -359,7 +359,7 @@ def test_links_fifos_and_devices_in_weights_are_never_followed_or_read(pool, cap
     b_file.unlink()
     b_file.symlink_to(outside / "foreign.safetensors")
 
-    zoo = ModelZoo(root)
+    zoo = LocalPool(root)
     report = _within(60, lambda: zoo.check(full=True))
     assert report["damaged"] == ["b"]
     assert report["orphans"] == sorted(str(p) for p in (link_out, zero, fifo, folder))
@@ -369,10 +369,10 @@ def test_links_fifos_and_devices_in_weights_are_never_followed_or_read(pool, cap
     zoo.close()
 
     link_out.symlink_to(outside / "foreign.safetensors")
-    assert _within(60, lambda: main(["zoo", "reindex", str(root)])) == 0
+    assert _within(60, lambda: main(["pool", "reindex", str(root)])) == 0
     out = capsys.readouterr().out
     assert "restored 2 entries" in out and "symbolic link" in out and "not a regular file" in out
-    rebuilt = ModelZoo.reindex(root)
+    rebuilt = LocalPool.reindex(root)
     assert sorted(rebuilt.restored) == ["a", "a-2"]
     assert sorted(s.split(":")[0] for s in rebuilt.skipped) == sorted(str(p) for p in (link_out, fifo, folder, b_file))
     assert _snapshot(outside) == untouched
@@ -383,33 +383,33 @@ def test_a_linked_weights_folder_or_a_fifo_index_never_blocks_or_escapes(pool, t
     index = root / "index.sqlite"
     index.unlink()
     os.mkfifo(index)  # reading it would block forever
-    rebuilt = _within(60, lambda: ModelZoo.reindex(root))
+    rebuilt = _within(60, lambda: LocalPool.reindex(root))
     assert sorted(rebuilt.restored) == NAMES and rebuilt.notes and "not a regular file" in rebuilt.notes[0]
     _assert_restored(root, before).close()
 
     _sql(root, "UPDATE entries SET metrics = '{\"epochs\": 9}' WHERE name = 'b'")
     for side in ("-wal", "-journal"):  # a link or FIFO beside a sound index is not read either
         os.mkfifo(root / f"index.sqlite{side}")
-    rebuilt = _within(60, lambda: ModelZoo.reindex(root))
+    rebuilt = _within(60, lambda: LocalPool.reindex(root))
     assert rebuilt.from_old_index == 3 and len(rebuilt.notes) == 2 and "not a regular file" in rebuilt.notes[0]
     assert _assert_restored(root, before).get("b").metrics == {"epochs": 9}
 
     moved = tmp_path / "elsewhere"
     (root / "weights").rename(moved)
     (root / "weights").symlink_to(moved)
-    assert main(["zoo", "reindex", str(root)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    assert main(["pool", "reindex", str(root)]) == 2
+    line = one_line(capsys.readouterr().err)
     assert "symbolic link" in line and "nothing was changed" in line
     assert sorted(p.name for p in moved.iterdir()) == sorted(f"{before[n]['uid']}.safetensors" for n in NAMES)
 
 
 def test_reindex_keeps_rows_that_are_still_in_the_write_ahead_log(pool):
     root, before, _ = pool
-    writer = ModelZoo(root)
+    writer = LocalPool(root)
     writer.update_metrics("b", {"epochs": 9})  # committed to index.sqlite-wal, not yet checkpointed
     assert (root / "index.sqlite-wal").stat().st_size > 0
     _sql(root, "UPDATE entries SET provenance = 'nope' WHERE name = 'b'")
-    rebuilt = ModelZoo.reindex(root)
+    rebuilt = LocalPool.reindex(root)
     writer.close()
     assert rebuilt.from_old_index == 3 and [r.split(":")[0] for r in rebuilt.repaired] == ["b"]
     zoo = _assert_restored(root, before)
@@ -428,14 +428,14 @@ def test_the_damage_chain_through_the_command(pool):
     root, before, _ = pool
     _sql(root, "UPDATE entries SET metrics = '{bad' WHERE name = 'a'")
     files = _weights(root)
-    listed = _run("zoo", "list", str(root))
+    listed = _run("pool", "list", str(root))
     assert listed.returncode == 0 and "a-2" in listed.stdout and "b " in listed.stdout
-    warning = _one_line(listed.stderr)
-    assert warning.startswith("nas-warmstart: warning:") and "'a'" in warning and f"zoo reindex {root}" in warning
-    checked = _run("zoo", "check", str(root), "--gc")
+    warning = one_line(listed.stderr)
+    assert warning.startswith("nas-warmstart: warning:") and "'a'" in warning and f"pool reindex {root}" in warning
+    checked = _run("pool", "check", str(root), "--gc")
     assert checked.returncode == 1 and not checked.stderr and "a: metrics is not valid JSON" in checked.stdout
     assert "gc deleted 0 files" in checked.stdout and _weights(root) == files
-    rebuilt = _run("zoo", "reindex", str(root))
+    rebuilt = _run("pool", "reindex", str(root))
     assert rebuilt.returncode == 0 and not rebuilt.stderr, rebuilt.stderr
     assert "restored 3 entries (3 with their rows from the old index)" in rebuilt.stdout
     assert "not restored" not in rebuilt.stdout and "a: metrics from its record" in rebuilt.stdout

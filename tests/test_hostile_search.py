@@ -57,7 +57,7 @@ def tree(root: Path) -> dict[str, str]:
 
 def entries(pool: Path) -> dict[str, tuple[str, dict]]:
     """name -> (weights hash, provenance) of every entry of the pool."""
-    zoo = nw.ModelZoo(pool, create=False, read_only=True)
+    zoo = nw.LocalPool(pool, create=False, read_only=True)
     try:
         return {e.name: (e.sha256, dict(e.provenance)) for e in zoo}
     finally:
@@ -69,7 +69,7 @@ def small_pool(tmp_path):
     """A pool holding one network, ``other``, added by someone else."""
     d = tmp_path / "pool"
     torch.manual_seed(0)
-    with nw.ModelZoo(d) as zoo:
+    with nw.LocalPool(d) as zoo:
         zoo.add("other", nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)), dataset="digits",
                 metrics={"accuracy": 0.5})
     return d
@@ -109,7 +109,7 @@ def test_a_retried_registration_replaces_its_own_entry_and_never_a_foreign_one(t
     pool_dir = tmp_path / "pool"
     torch.manual_seed(0)
     foreign = nn.Sequential(nn.Linear(8, 4))
-    with nw.ModelZoo(pool_dir) as zoo:
+    with nw.LocalPool(pool_dir) as zoo:
         # an entry of the same name from another study (no study id: an older release, or a forgery)
         zoo.add("s-t0", foreign, provenance={"study": "s", "trial": 0})
         kept = zoo.get("s-t0").sha256
@@ -209,7 +209,7 @@ BIG = "99999999999999999999999"
     (["convert", "--guide", "pool:a", "--target", "timm:x", "--pool", "p", "--lr", "0"], "--lr must be a number > 0"),
     (["convert", "--guide", "pool:a", "--target", "timm:x", "--pool", "p", "--batch-size", BIG], "--batch-size must be <="),
     (["convert", "--guide", "pool:a", "--target", "timm:x", "--pool", "p", "--workers", BIG], "--workers must be <="),
-    (["zoo", "add", "p", "timm:resnet18", "--in-chans", "100000"], "--in-chans must be <= 4096"),
+    (["pool", "add", "p", "timm:resnet18", "--in-chans", "100000"], "--in-chans must be <= 4096"),
 ])
 def test_numeric_flags_out_of_range_are_one_line_exit_2(tmp_path, capsys, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)
@@ -271,7 +271,7 @@ def _wait_for_heartbeat(db: Path, proc: subprocess.Popen[str], timeout: float = 
 def test_a_killed_search_has_its_stale_trial_closed_by_the_next_search_and_keeps_other_entries(tmp_path):
     pool = tmp_path / "pool"
     torch.manual_seed(0)
-    with nw.ModelZoo(pool) as zoo:  # the name trial 0 would take, held by another study's network
+    with nw.LocalPool(pool) as zoo:  # the name trial 0 would take, held by another study's network
         zoo.add("mlp-digits-t0", nn.Sequential(nn.Linear(64, 10)), dataset="digits",
                 provenance={"study": "mlp-digits", "study_id": "0123456789abcdef", "trial": 0})
     before = entries(pool)
@@ -330,7 +330,7 @@ def guide_pool(tmp_path):
     d = tmp_path / "pool"
     spec = nw.ArchSpec.space("convnet", SYNTH_GUIDE, num_classes=data.num_classes, in_chans=data.in_chans)
     torch.manual_seed(0)
-    with nw.ModelZoo(d) as zoo:
+    with nw.LocalPool(d) as zoo:
         zoo.add("guide", spec.build(), spec=spec, dataset="synthetic", metrics={"accuracy": 0.3})
     return d
 
@@ -376,7 +376,7 @@ def test_run_with_an_unknown_guide_fails_before_the_search(small_pool, tmp_path,
 
 _READ_ONLY_SEARCH = """
 import os, sys
-import nas_warmstart.cli.app as cli, nas_warmstart.cli.search as search, nas_warmstart.pool.zoo  # noqa: E401
+import nas_warmstart.cli.app as cli, nas_warmstart.cli.search as search, nas_warmstart.pool.local  # noqa: E401
 import nas_warmstart.integrations.optuna.study, sqlalchemy.dialects.sqlite, urllib.parse  # noqa: E401
 search._check_storage("sqlite:///warm-up.db")  # the lazy imports of the checks, while we may read them
 if os.geteuid() == 0:  # root may write anywhere: drop to nobody after the imports

@@ -18,7 +18,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, InvalidArgumentError, ModelZoo, ZooError
+from nas_warmstart import ArchSpec, InvalidArgumentError, LocalPool, PoolError
 from nas_warmstart.data import load_dataset
 from nas_warmstart.integrations.optuna import (
     OptunaArtifactPool,
@@ -77,7 +77,7 @@ def _study(tmp_path, **kw):
 
 
 def test_warmstarter_in_a_users_objective(tmp_path, digits, mlp):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     cfg_src, *cfgs = _configs(mlp, 4)
     _train_into(zoo, "source", mlp, cfg_src, digits)
     study = _study(tmp_path)
@@ -122,7 +122,7 @@ def test_warmstarter_in_a_users_objective(tmp_path, digits, mlp):
 
 
 def test_warmstarter_bad_input(tmp_path, mlp):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     study = _study(tmp_path)
     with pytest.raises(InvalidArgumentError, match="live optuna.trial.Trial"):
         WarmStarter(object(), zoo)  # type: ignore[arg-type]
@@ -146,7 +146,7 @@ def test_warmstarter_bad_input(tmp_path, mlp):
 
 
 def test_make_objective_single_objective(tmp_path, digits):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     objective = make_objective("mlp", digits, zoo, epochs=2)
     assert objective.directions == ["maximize"]
     study = _study(tmp_path, sampler=optuna.samplers.RandomSampler(seed=0))
@@ -177,7 +177,7 @@ def test_search_reports_accuracy_with_recalibrated_batchnorm_statistics(tmp_path
     # One short epoch of a BatchNorm network: the score the study records is the network's
     # eval-mode accuracy with statistics re-estimated on the training split, not stale ones.
     data = load_dataset("digits", image_size=16)
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     study = _study(tmp_path, sampler=optuna.samplers.RandomSampler(seed=3))
     study.optimize(make_objective("resnet", data, zoo, epochs=1, fit_kwargs={"batch_size": 128}), n_trials=2)
     for t in study.trials:
@@ -194,7 +194,7 @@ def test_search_reports_accuracy_with_recalibrated_batchnorm_statistics(tmp_path
 
 
 def test_a_repeated_architecture_reuses_the_earlier_result(tmp_path, digits):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     objective = make_objective("mlp", digits, zoo, epochs=1)
     study = _study(tmp_path, sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=1)
@@ -232,7 +232,7 @@ def test_open_study_seed_continues_instead_of_repeating(tmp_path):
 
 
 def test_pruned_trials_are_not_registered(tmp_path, digits):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     study = _study(tmp_path, pruner=optuna.pruners.ThresholdPruner(lower=1.01))  # prunes every trial
     study.optimize(make_objective("mlp", digits, zoo, epochs=3), n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
@@ -244,7 +244,7 @@ def test_pruned_trials_are_not_registered(tmp_path, digits):
 
 
 def test_multi_objective(tmp_path, digits, mlp):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     objective = make_objective("mlp", digits, zoo, epochs=1, objectives=("accuracy", "params", "flops", "latency"))
     assert objective.directions == ["maximize", "minimize", "minimize", "minimize"]
     study = _study(tmp_path, direction=None, directions=objective.directions)
@@ -276,7 +276,7 @@ def test_cold_baseline_registers_nothing(tmp_path, digits):
 
 
 def test_n_jobs_2_one_pool(tmp_path, digits):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     study = _study(tmp_path, sampler=optuna.samplers.RandomSampler(seed=1))
     study.optimize(make_objective("mlp", digits, zoo, epochs=1, pruning=False), n_trials=6, n_jobs=2,
                    callbacks=[PoolCallback(zoo)])
@@ -308,7 +308,7 @@ def test_two_processes_one_sqlite_storage_one_zoo(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     _run_workers([[url, "shared", tmp_path / "pool", 3]] * 2)
     study = optuna.load_study(study_name="shared", storage=url)
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(study.trials) == 6 and len(done) == 6
     assert sorted(zoo.names()) == sorted(t.user_attrs["pool_entry"] for t in done)
@@ -385,7 +385,7 @@ def test_killed_search_resumes_with_pool_intact(tmp_path):
     done_before = {t.number: t.user_attrs["pool_entry"] for t in before.get_trials(states=(TrialState.COMPLETE,))}
     assert len(done_before) == 3
     killed = before.trials[3]
-    assert killed.state == TrialState.RUNNING and killed.user_attrs["pool_entry"] in ModelZoo(pool_dir)
+    assert killed.state == TrialState.RUNNING and killed.user_attrs["pool_entry"] in LocalPool(pool_dir)
     time.sleep(3.5)  # past the grace period: the killed trial is stale
     _run_workers([[f"heartbeat:{url}", "resumable", pool_dir, 2]])
     study = optuna.load_study(study_name="resumable", storage=url)
@@ -393,7 +393,7 @@ def test_killed_search_resumes_with_pool_intact(tmp_path):
     assert TrialState.RUNNING not in [t.state for t in study.trials]
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == len(done_before) + 2
-    zoo = ModelZoo(pool_dir)
+    zoo = LocalPool(pool_dir)
     # nothing lost, nothing extra: the killed trial's entry was removed by PoolCallback
     assert sorted(zoo.names()) == sorted(t.user_attrs["pool_entry"] for t in done)
     assert killed.user_attrs["pool_entry"] not in zoo
@@ -412,7 +412,7 @@ def test_killed_search_resumes_with_pool_intact(tmp_path):
 
 
 def test_enqueue_pool_entries_start_as_exact_copies(tmp_path, digits, mlp):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     cfgs = _configs(mlp, 2, seed=3)
     sources = {}
     for i, c in enumerate(cfgs):
@@ -443,7 +443,7 @@ def test_enqueue_pool_entries_start_as_exact_copies(tmp_path, digits, mlp):
     assert enqueue_pool(study, zoo, "mlp") == []  # after a restart: already run
     assert enqueue_pool(study, zoo, "mlp", names=["seed0"]) == []
     assert not study.get_trials(states=(TrialState.WAITING,))
-    with pytest.raises(nw.ZooEntryNotFoundError):
+    with pytest.raises(nw.PoolEntryNotFoundError):
         enqueue_pool(study, zoo, "mlp", names=["nope"])
 
 
@@ -451,7 +451,7 @@ def test_enqueue_pool_entries_start_as_exact_copies(tmp_path, digits, mlp):
 
 
 def test_artifact_pool_matches_zoo_and_checks_blobs(tmp_path, digits, mlp):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     for i, c in enumerate(_configs(mlp, 3, seed=5)):
         _train_into(zoo, f"m{i}", mlp, c, digits, seed=i)
     study = _study(tmp_path)
@@ -472,14 +472,14 @@ def test_artifact_pool_matches_zoo_and_checks_blobs(tmp_path, digits, mlp):
         got, want = pool.load_state_dict(name), zoo.load_state_dict(name)
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
     assert pool.get("m0").metrics == zoo.get("m0").metrics
-    with pytest.raises(nw.ZooEntryExistsError):
+    with pytest.raises(nw.PoolEntryExistsError):
         pool.add("m0", zoo.load("m0"), spec=zoo.get("m0").spec)
     # damage one blob: its entry cannot be loaded, ranking still works
     blob = store_dir / pool.get("m1").artifact_id
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
     blob.write_bytes(bytes(data))
-    with pytest.raises(ZooError, match="damaged"):
+    with pytest.raises(PoolError, match="damaged"):
         pool.load("m1")
     assert pool.remove("m1") and "m1" not in pool and not blob.exists()
     assert pool.names() == ["m0", "m2"] and pool.remove("m1", missing_ok=True) is False
@@ -520,7 +520,7 @@ def test_unbuildable_and_diverging_candidates_fail_and_the_study_goes_on(tmp_pat
     from tests._spaces import register_flaky_space
 
     space = register_flaky_space()
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     study = _study(tmp_path)
     for mode in ("ok", "unbuildable", "nan", "ok"):
         study.enqueue_trial({"mode": mode})

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, InvalidArgumentError, ModelZoo, NoBuilderError, StoredNetwork
+from nas_warmstart import ArchSpec, InvalidArgumentError, LocalPool, NoBuilderError, StoredNetwork
 from nas_warmstart.data import load_dataset
 from nas_warmstart.guidance import GuidanceLoss
 from nas_warmstart.integrations.optuna import OptunaArtifactPool, WarmStarter
@@ -143,7 +143,7 @@ def test_find_builder_names_the_builder_and_the_parameters_it_used(tmp_path):
 @pytest.fixture(params=["zoo", "artifacts"])
 def pool(request, tmp_path):
     if request.param == "zoo":
-        return ModelZoo(tmp_path / "pool")
+        return LocalPool(tmp_path / "pool")
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/study.db", study_name="pool")
     (tmp_path / "artifacts").mkdir()
     return OptunaArtifactPool(study, FileSystemArtifactStore(str(tmp_path / "artifacts")))
@@ -200,7 +200,7 @@ def test_a_stored_vit_keeps_what_the_position_embedding_rule_reads(tmp_path):
 
     source = _randomised(vit(16, 0), seed=2)
     assert source.pos_embed.shape[1] == 9 and source.num_prefix_tokens == 5
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     zoo.add("vit", source)  # no spec
     t_live, t_pool = vit(24, 1), vit(24, 1)
     r_live, r_pool = nw.transfer(source, t_live), nw.transfer(zoo.load_source("vit"), t_pool)
@@ -211,7 +211,7 @@ def test_a_stored_vit_keeps_what_the_position_embedding_rule_reads(tmp_path):
 
 def test_an_entry_whose_builder_is_not_registered_here_is_still_a_source(tmp_path, monkeypatch):
     source = _randomised(ArchSpec.builder("test-mlp", MLP_PARAMS).build(), seed=3)
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     zoo.add("mlp", source, spec=ArchSpec.builder("test-mlp", MLP_PARAMS))
     monkeypatch.delitem(_BUILDERS, "test-mlp")  # as in a process that never registered it
     with pytest.raises(NoBuilderError, match=r"pool entry 'mlp' is built by builder:test-mlp.*no builder 'test-mlp' is registered"):
@@ -223,14 +223,14 @@ def test_an_entry_whose_builder_is_not_registered_here_is_still_a_source(tmp_pat
     assert _same_state(target, twin)
     assert zoo.signature("mlp") == nw.signature(source)
     (tmp_path / "pool" / "index.sqlite").unlink()  # and a lost index is rebuilt from the files
-    report = ModelZoo.reindex(tmp_path / "pool")
+    report = LocalPool.reindex(tmp_path / "pool")
     assert report.restored == ["mlp"] and not report.skipped
-    assert ModelZoo(tmp_path / "pool").get("mlp").spec == ArchSpec.builder("test-mlp", MLP_PARAMS)
+    assert LocalPool(tmp_path / "pool").get("mlp").spec == ArchSpec.builder("test-mlp", MLP_PARAMS)
 
 
 def test_set_spec_gives_an_entry_a_builder_and_a_rebuilt_index_keeps_it(tmp_path):
     source = _randomised(ArchSpec.builder("test-cnn", CNN_PARAMS).build(), seed=4)
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     before = zoo.add("hand", source, metrics={"accuracy": 0.8})
     with pytest.raises(InvalidArgumentError, match="does not rebuild pool entry 'hand'"):
         zoo.set_spec("hand", ArchSpec.builder("test-cnn", {"n_stages": 1, "channels_0": 8}))
@@ -242,8 +242,8 @@ def test_set_spec_gives_an_entry_a_builder_and_a_rebuilt_index_keeps_it(tmp_path
     zoo.add("bare", _randomised(make_cnn(width=8), seed=5))  # and one without a builder
     zoo.close()
     (tmp_path / "pool" / "index.sqlite").unlink()
-    ModelZoo.reindex(tmp_path / "pool")
-    zoo = ModelZoo(tmp_path / "pool")
+    LocalPool.reindex(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     assert zoo.get("hand").spec == ArchSpec.builder("test-cnn", CNN_PARAMS)
     bare = zoo.get("bare")
     assert bare.spec is None and bare.num_params == sum(p.numel() for p in make_cnn(width=8).parameters())
@@ -251,7 +251,7 @@ def test_set_spec_gives_an_entry_a_builder_and_a_rebuilt_index_keeps_it(tmp_path
 
 
 def test_guidance_from_an_entry_without_a_builder_warns_and_trains_unguided(tmp_path):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     zoo.add("hand", _randomised(make_cnn(width=16), seed=6))
     target = make_cnn(width=8)
     with pytest.warns(nw.NasWarmstartWarning, match="from pool entry 'hand' without guidance.*no builder"):
@@ -264,7 +264,7 @@ def test_guidance_from_an_entry_without_a_builder_warns_and_trains_unguided(tmp_
 # ------------------------------------------------------- a user's own Optuna objective
 
 
-def _own_objective(pool: ModelZoo, data, builder):
+def _own_objective(pool: LocalPool, data, builder):
     """A hand-written objective (examples/optuna_own_model.py has the user's own loop too)."""
 
     def objective(trial: optuna.Trial) -> float:
@@ -284,7 +284,7 @@ def _own_objective(pool: ModelZoo, data, builder):
 @pytest.mark.parametrize("builder", [define_mlp, define_cnn], ids=["mlp", "cnn"])
 def test_a_users_define_model_objective_on_sqlite_with_two_threads(tmp_path, builder):
     data = load_dataset("digits", image_size=8)
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/study.db", study_name="own", direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(_own_objective(zoo, data, builder), n_trials=6, n_jobs=2)
@@ -322,7 +322,7 @@ def test_a_users_define_model_objective_on_sqlite_with_two_threads(tmp_path, bui
 
 
 def test_cli_ranks_shows_and_transfers_from_an_entry_without_a_builder(tmp_path):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     source = _randomised(make_cnn(width=16), seed=7)
     zoo.add("hand", source, dataset="digits")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -331,9 +331,9 @@ def test_cli_ranks_shows_and_transfers_from_an_entry_without_a_builder(tmp_path)
         return subprocess.run([sys.executable, "-m", "nas_warmstart", *args], capture_output=True, text=True,
                               env=env, timeout=300)
 
-    show = run("zoo", "show", str(tmp_path / "pool"), "hand")
+    show = run("pool", "show", str(tmp_path / "pool"), "hand")
     assert show.returncode == 0 and "no builder: a transfer source only" in show.stdout
-    assert "(no builder)" in run("zoo", "list", str(tmp_path / "pool")).stdout
+    assert "(no builder)" in run("pool", "list", str(tmp_path / "pool")).stdout
     ranked = json.loads(run("rank", "zoo:hand", "--pool", str(tmp_path / "pool"), "--json").stdout)
     assert ranked[0]["name"] == "hand" and ranked[0]["similarity"] == 1.0
     out = tmp_path / "warm.safetensors"

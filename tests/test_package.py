@@ -75,10 +75,10 @@ def test_every_public_name_imports_from_where_it_did_before_the_stage_folders():
 
     before = {
         nw: "PAPER_LEAF_CLASSES ArchSignature ArchSpec CopiedTensor FitResult GuidanceLoss IncompatibleModelsError "
-            "InvalidArgumentError LayerPair LayerSig Matching ModelZoo NasWarmstartError NasWarmstartWarning "
+            "InvalidArgumentError LayerPair LayerSig Matching LocalPool NasWarmstartError NasWarmstartWarning "
             "NoBuilderError NoMatchableLayersError OptionalDependencyError Ranked SignatureError StoredNetwork "
-            "TransferReport UnsafeFileError UntouchedTensor WarmStart ZooEntry ZooEntryCorruptError ZooEntryExistsError "
-            "ZooEntryNotFoundError ZooError __version__ cache_info clear_caches evaluate fit linear_cka "
+            "TransferReport UnsafeFileError UntouchedTensor WarmStart LocalPoolEntry PoolEntryCorruptError PoolEntryExistsError "
+            "PoolEntryNotFoundError PoolError __version__ cache_info clear_caches evaluate fit linear_cka "
             "list_builders list_matchings list_transfer_methods match recalibrate_bn register_builder "
             "register_matching register_transfer_method signature similarity similarity_matrix transfer "
             "warm_start MATCHINGS TRANSFER_METHODS",
@@ -93,7 +93,7 @@ def test_every_public_name_imports_from_where_it_did_before_the_stage_folders():
     for module, names in before.items():
         missing = [n for n in names.split() if not hasattr(module, n)]
         assert not missing, (module.__name__, missing)
-    assert issubclass(nw.ModelZoo, nw.Pool) and issubclass(integration.OptunaArtifactPool, nw.Pool)
+    assert issubclass(nw.LocalPool, nw.Pool) and issubclass(integration.OptunaArtifactPool, nw.Pool)
     assert nw.TransferContext.__name__ == "TransferContext" and callable(nw.TransferContext.copy)
 
 

@@ -163,7 +163,7 @@ def test_register_checkpoints_callback_for_your_own_trainable(ray_cluster, ray_p
                         checkpoint=tune.Checkpoint.from_directory(d))
 
     callback = RegisterCheckpoints(pool, dataset="digits")
-    everything = nw.ModelZoo(tmp_path / "all")  # a ModelZoo the driver writes directly
+    everything = nw.LocalPool(tmp_path / "all")  # a LocalPool the driver writes directly
     keep_all = RegisterCheckpoints(everything, dataset="digits", include_stopped=True)
     tune.Tuner(
         my_trainable, param_space={"width": tune.grid_search([64, 32])},
@@ -249,8 +249,8 @@ def _pool_size(path) -> int:
     if not (path / "index.sqlite").exists():
         return 0
     try:
-        return len(nw.ModelZoo(path, create=False))
-    except nw.ZooError:
+        return len(nw.LocalPool(path, create=False))
+    except nw.PoolError:
         return 0
 
 
@@ -275,7 +275,7 @@ def test_search_ray_driver_killed_then_resume_finishes_with_no_duplicate_or_lost
         with contextlib.suppress(ProcessLookupError):  # agents the reaper may leave behind
             os.killpg(first.pid, signal.SIGKILL)
     assert out == ""  # killed before its summary
-    before = nw.ModelZoo(pool, create=False).names()
+    before = nw.LocalPool(pool, create=False).names()
     assert before
 
     again = subprocess.run([*argv, "--resume"], capture_output=True, text=True, env=env, timeout=300)
@@ -283,7 +283,7 @@ def test_search_ray_driver_killed_then_resume_finishes_with_no_duplicate_or_lost
     report = json.loads(again.stdout.strip().splitlines()[-1])
     finished = [t for t in report["trials"] if t["state"] == "COMPLETE"]
     assert len(report["trials"]) == 6 and finished
-    zoo = nw.ModelZoo(pool, create=False)
+    zoo = nw.LocalPool(pool, create=False)
     mine = [t["pool_entry"] for t in finished]
     assert len(set(mine)) == len(mine) and set(mine) <= set(zoo.names())  # one entry per finished trial
     assert set(before) <= set(zoo.names())  # nothing registered before the kill was lost
@@ -311,11 +311,11 @@ def test_search_ray_joins_a_cluster_by_address_and_refuses_gpus_it_lacks(ray_clu
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_model_zoo_on_a_directory_every_node_mounts_works_as_the_pool(ray_cluster, tmp_path):
-    """No actor: the trials open the ModelZoo themselves (here every node sees tmp_path)."""
+def test_a_local_pool_on_a_directory_every_node_mounts_works_as_the_pool(ray_cluster, tmp_path):
+    """No actor: the trials open the LocalPool themselves (here every node sees tmp_path)."""
     from nas_warmstart.integrations.ray import make_tuner
 
-    zoo = nw.ModelZoo(tmp_path / "pool")
+    zoo = nw.LocalPool(tmp_path / "pool")
     results = make_tuner("mlp", "digits", zoo, trials=3, epochs=1, max_concurrent=2, seed=1, scheduler="fifo",
                          name="zoo", storage_path=tmp_path / "results").fit()
     finished = [r.metrics for r in results if r.metrics.get("finished")]
@@ -352,6 +352,6 @@ def test_search_ray_ctrl_c_is_one_line_exit_130_then_resume_continues_the_optuna
     report = json.loads(again.stdout.strip().splitlines()[-1])
     assert len(report["trials"]) == 6
     finished = sorted(t["pool_entry"] for t in report["trials"] if t["state"] == "COMPLETE")
-    assert finished and nw.ModelZoo(tmp_path / "pool", create=False).names() == finished
+    assert finished and nw.LocalPool(tmp_path / "pool", create=False).names() == finished
     study = optuna.load_study(study_name="mlp-digits", storage=f"sqlite:///{tmp_path}/s.db")
     assert len(study.trials) >= 6

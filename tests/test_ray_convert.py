@@ -159,7 +159,7 @@ def test_cli_part_parallel_conversion_on_two_workers_registers_the_result(ray_cl
     torch.manual_seed(0)
     guide = spec.build()
     nw.fit(guide, data, epochs=2, batch_size=32, progress=False, bn_images=64)
-    with nw.ModelZoo(tmp_path / "pool") as zoo:
+    with nw.LocalPool(tmp_path / "pool") as zoo:
         zoo.add("guide", guide, spec=spec, dataset="synthetic")
     argv = ["convert", "--guide", "pool:guide", "--target", SPACE_TARGET, "--pool", str(tmp_path / "pool"), *FAST,
             "--workers", "2", "--mode", "parts", "--checkpoint-dir", str(tmp_path / "runs"), "--json"]
@@ -169,7 +169,7 @@ def test_cli_part_parallel_conversion_on_two_workers_registers_the_result(ray_cl
     assert record["settings"]["schedule"] == "independent"  # the default of --mode parts
     stages = record["stages"]
     assert [s["kind"] for s in stages] == ["independent"] + ["repair"] * (len(stages) - 1)
-    with nw.ModelZoo(tmp_path / "pool") as zoo:
+    with nw.LocalPool(tmp_path / "pool") as zoo:
         assert zoo.get(record["entry"]).parent == "guide"
         model = zoo.load(record["entry"])
         stored_guide = zoo.load("guide")

@@ -504,10 +504,10 @@ def test_report_of_your_own_multi_objective_study(tmp_path, capsys):
 def test_report_of_your_own_single_objective_study_with_a_pool(tmp_path, capsys):
     import torch
 
-    from nas_warmstart import ModelZoo
+    from nas_warmstart import LocalPool
 
     pool = tmp_path / "pool"
-    zoo = ModelZoo(pool)
+    zoo = LocalPool(pool)
     for name, parent in (("base", None), ("mine-t0", "base"), ("stranger", None)):
         torch.manual_seed(len(name))
         zoo.add(name, torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)),
@@ -572,11 +572,11 @@ def _run_like_study(storage, pool_path):
 def test_report_of_a_run_study_follows_no_stored_path(tmp_path, capsys):
     import torch
 
-    from nas_warmstart import ModelZoo
+    from nas_warmstart import LocalPool
     from nas_warmstart.search.records import RUN_ATTR, record_of_study
 
     pool = tmp_path / "pool"
-    ModelZoo(pool).add("seed-x", torch.nn.Linear(4, 3), dataset="digits")
+    LocalPool(pool).add("seed-x", torch.nn.Linear(4, 3), dataset="digits")
     storage = f"sqlite:///{tmp_path / 'run.db'}"
     study = _run_like_study(storage, pool)
     rc, out, err = _cli(["report", "--storage", storage, "--study", "mlp-digits", "--out", tmp_path / "rep"], capsys)

@@ -23,7 +23,7 @@ import torch
 
 from nas_warmstart.data import load_dataset
 from nas_warmstart.export import load_exported
-from nas_warmstart.pool.zoo import ModelZoo
+from nas_warmstart.pool.local import LocalPool
 from nas_warmstart.training.fit import evaluate
 
 CMD = [sys.executable, "-m", "nas_warmstart"]
@@ -53,14 +53,14 @@ def study_of(tmp: Path, name: str = "resnet-digits") -> optuna.Study:
 
 def check_consistent(tmp: Path) -> None:
     """No open trial, every trial entry belongs to a completed trial, the pool verifies."""
-    zoo = ModelZoo(tmp / "pool")
+    zoo = LocalPool(tmp / "pool")
     study = study_of(tmp)
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states, states
     complete = {t.user_attrs.get("pool_entry") for t in study.trials if t.state.name == "COMPLETE"}
     trial_entries = {n for n in zoo.names() if n.startswith("resnet-digits-t") and not n.endswith("-converted")}
     assert trial_entries <= complete, (trial_entries, complete)
-    report = json.loads(run(["zoo", "check", str(tmp / "pool"), "--full", "--json"]).stdout)
+    report = json.loads(run(["pool", "check", str(tmp / "pool"), "--full", "--json"]).stdout)
     assert report["entries"] == len(zoo)
     assert all(report[k] == [] for k in ("missing", "damaged", "nonfinite", "orphans", "partial")), report
 
@@ -97,7 +97,7 @@ def test_second_run_resumes_without_duplicates(finished):
         assert all(t.state.name == "COMPLETE" for t in trials)
         params = [tuple(sorted(t.params.items())) for t in trials if "duplicate_of" not in t.user_attrs]
         assert len(params) == len(set(params))
-    zoo = ModelZoo(tmp / "pool")
+    zoo = LocalPool(tmp / "pool")
     names = zoo.names()
     assert len(names) == len(set(names))
     assert sum(n.startswith("seed-") for n in names) == 1
@@ -211,7 +211,7 @@ def test_ctrl_c_mid_study_and_mid_conversion_then_rerun(tmp_path):
     study = study_of(tmp_path)
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(finished) == 3
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     assert sum(n.endswith("-converted") for n in zoo.names()) <= 1
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["winner"]["trial"] in {t.number for t in finished}
@@ -270,7 +270,7 @@ def test_ray_backend_runs_and_resumes(tmp_path):
             "--seed-pool", MLP_SEED, "--seed-epochs", "1", "--pool", str(tmp_path / "pool"), "--out", str(tmp_path / "out")]
     first = run(args)
     assert "experiment 'mlp-digits'" in first.stdout and "(continuing it)" not in first.stdout
-    names = ModelZoo(tmp_path / "pool").names()
+    names = LocalPool(tmp_path / "pool").names()
     # Ray leaves its own SIGINT handling behind: a Ctrl-C in the conversion after it must still stop the run
     converting = [*args, "--convert", "--convert-steps", "60", "--convert-epochs", "1"]
     ckpt = tmp_path / "out" / "convert-checkpoint"
@@ -280,8 +280,8 @@ def test_ray_backend_runs_and_resumes(tmp_path):
     again = run(converting)
     assert again.stdout.count("(continuing it)") == 2 and "in the pool already" in again.stdout
     assert "convert: resuming after stage" in again.stdout
-    converted = [n for n in ModelZoo(tmp_path / "pool").names() if n.endswith("-converted")]
-    assert ModelZoo(tmp_path / "pool").names() == sorted([*names, *converted]) and len(converted) <= 1
+    converted = [n for n in LocalPool(tmp_path / "pool").names() if n.endswith("-converted")]
+    assert LocalPool(tmp_path / "pool").names() == sorted([*names, *converted]) and len(converted) <= 1
     assert sum(n.startswith("mlp-digits-") for n in names) == 3 and "seed-mlp" in names
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["backend"] == "ray"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, ModelZoo
+from nas_warmstart import ArchSpec, LocalPool
 from nas_warmstart.data import DatasetNotFoundError, load_dataset
 from search_spaces import get_space
 
@@ -330,7 +330,7 @@ def _spec(layers, width=8):
 
 @pytest.fixture
 def pool(tmp_path, synthetic):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     for name, spec in (("near", _spec([1, 1, 1, 1])), ("far", ArchSpec.timm("mobilenetv3_small_050", num_classes=4, in_chans=1))):
         torch.manual_seed(0)
         m = spec.build()
@@ -373,7 +373,7 @@ def test_warm_start_skips_damaged_entries_and_handles_empty_pools(pool, tmp_path
     target = _spec([2, 1, 1, 1]).build()
     with pytest.warns(nw.NasWarmstartWarning, match="skipped 1 pool entry"):
         assert nw.warm_start(target, pool, k=2).source == "far"
-    assert nw.warm_start(target, ModelZoo(tmp_path / "empty")) is None
+    assert nw.warm_start(target, LocalPool(tmp_path / "empty")) is None
     with pytest.warns(nw.NasWarmstartWarning):
         far_sim = pool.rank(target, k=None)[-1].similarity
     with pytest.warns(nw.NasWarmstartWarning):

@@ -14,6 +14,9 @@ from .._errors import (
     _ON_CLI,
     NasWarmstartError,
     NasWarmstartWarning,
+    one_line,
+    one_line_text,
+    os_error_text,
 )
 from ..convert import SCHEDULES
 
@@ -25,20 +28,17 @@ from .common import (
     _REF_HELP,
     EXIT_FAILURE,
     EXIT_USAGE,
-    _one_line,
-    _one_line_text,
     _Parser,
-    os_error_text,
 )
 from .convert import _cmd_convert
 from .models import _cmd_matrix, _cmd_rank, _cmd_similarity, _cmd_transfer
 from .pool import (
-    _cmd_zoo_add,
-    _cmd_zoo_check,
-    _cmd_zoo_list,
-    _cmd_zoo_reindex,
-    _cmd_zoo_remove,
-    _cmd_zoo_show,
+    _cmd_pool_add,
+    _cmd_pool_check,
+    _cmd_pool_list,
+    _cmd_pool_reindex,
+    _cmd_pool_remove,
+    _cmd_pool_show,
     _metric_arg,
 )
 from .run import _cmd_report, _cmd_run
@@ -133,8 +133,9 @@ def _parser() -> _Parser:
     common(m)
     m.set_defaults(func=_cmd_matrix)
 
-    z = sub.add_parser("zoo", help="manage a pool of trained networks")
-    zsub = z.add_subparsers(dest="zoo_command", required=True, parser_class=_Parser)
+    # `zoo`, the group's name before release 0.2, still works for one release (a warning in _main)
+    z = sub.add_parser("pool", aliases=["zoo"], help="manage a pool of trained networks")
+    zsub = z.add_subparsers(dest="pool_command", required=True, parser_class=_Parser)
 
     za = zsub.add_parser("add", help="add a timm architecture (with local weights) to a pool, creating it")
     za.add_argument("dir", help="pool directory (created if missing)")
@@ -148,38 +149,38 @@ def _parser() -> _Parser:
     za.add_argument("--num-classes", type=int, default=1000, help="classifier size (default: 1000)")
     za.add_argument("--in-chans", type=int, default=3, help="input channels (default: 3)")
     za.add_argument("--json", action="store_true", help="print the entry as JSON")
-    za.set_defaults(func=_cmd_zoo_add)
+    za.set_defaults(func=_cmd_pool_add)
 
     zl = zsub.add_parser("list", help="list the entries of a pool")
     zl.add_argument("dir")
     zl.add_argument("--dataset", help="only entries trained on this data set")
     zl.add_argument("--wide", action="store_true", help="every column in full (default: fit 100 columns)")
     zl.add_argument("--json", action="store_true", help="print a JSON list")
-    zl.set_defaults(func=_cmd_zoo_list)
+    zl.set_defaults(func=_cmd_pool_list)
 
     zs = zsub.add_parser("show", help="all fields of one entry")
     zs.add_argument("dir")
     zs.add_argument("name")
     zs.add_argument("--json", action="store_true")
-    zs.set_defaults(func=_cmd_zoo_show)
+    zs.set_defaults(func=_cmd_pool_show)
 
     zr = zsub.add_parser("remove", help="remove entries and their weights")
     zr.add_argument("dir")
     zr.add_argument("names", nargs="+", metavar="NAME")
     zr.add_argument("--json", action="store_true")
-    zr.set_defaults(func=_cmd_zoo_remove)
+    zr.set_defaults(func=_cmd_pool_remove)
 
     zc = zsub.add_parser("check", help="integrity report (exit 1 if entries have missing/damaged weights)")
     zc.add_argument("dir")
     zc.add_argument("--full", action="store_true", help="verify every file's SHA-256 (reads all weights)")
     zc.add_argument("--gc", action="store_true", help="delete unreferenced files older than an hour")
     zc.add_argument("--json", action="store_true")
-    zc.set_defaults(func=_cmd_zoo_check)
+    zc.set_defaults(func=_cmd_pool_check)
 
     zx = zsub.add_parser("reindex", help="rebuild a lost or damaged index from the weight files' own metadata")
     zx.add_argument("dir")
     zx.add_argument("--json", action="store_true")
-    zx.set_defaults(func=_cmd_zoo_reindex)
+    zx.set_defaults(func=_cmd_pool_reindex)
 
     se = sub.add_parser("search", help="run (or continue) a warm-started search over a search space (Optuna or Ray Tune)")
     se.add_argument("space", help="search space: convnet, efficientnet, mlp, mobilenetv3, resnet or vit")
@@ -387,7 +388,7 @@ def _version() -> str:
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    print(f"nas-warmstart: warning: {_one_line_text(str(message))}", file=sys.stderr)
+    print(f"nas-warmstart: warning: {one_line_text(str(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,6 +403,9 @@ def _main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.argv = argv
+    if args.command == "zoo":
+        print("nas-warmstart: warning: the zoo commands are now `nas-warmstart pool ...`; `zoo` will be "
+              "removed in the next release", file=sys.stderr)
     if getattr(args, "pool_required", False) and args.pool is None:
         parser.error("the following arguments are required: --pool")
     if args.verbose:
@@ -427,13 +431,13 @@ def _main(argv: list[str]) -> int:
             warnings.simplefilter("default", NasWarmstartWarning)  # ours are for the user: shown
             result = func(args)
     except NasWarmstartError as e:
-        print(f"nas-warmstart: error: {_one_line(e)}", file=sys.stderr)
+        print(f"nas-warmstart: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:
-        print(f"nas-warmstart: error: {_one_line_text(os_error_text(e))}", file=sys.stderr)
+        print(f"nas-warmstart: error: {one_line_text(os_error_text(e))}", file=sys.stderr)
         return EXIT_FAILURE
     except sqlite3.Error as e:
-        print(f"nas-warmstart: error: {_one_line(e)}", file=sys.stderr)
+        print(f"nas-warmstart: error: {one_line(e)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         resume = getattr(args, "resume_hint", None)

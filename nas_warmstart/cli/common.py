@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import re
 import stat
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .._errors import (
     InvalidArgumentError,
     NoBuilderError,
-    ZooError,
+    PoolError,
 )
 from .._files import write_atomic
 
@@ -34,8 +33,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ..dpiat.signature import ArchSignature
+    from ..pool.local import LocalPool
     from ..pool.spec import ArchSpec
-    from ..pool.zoo import ModelZoo
 
 
 EXIT_USAGE = 2
@@ -60,7 +59,7 @@ class _Refs:
         self.zoo_dir: str | None = getattr(args, "pool", None)
         self.num_classes: int = getattr(args, "num_classes", 1000)
         self.layers: Any = getattr(args, "layers", "extended")
-        self._zoo: ModelZoo | None = None
+        self._zoo: LocalPool | None = None
 
     @staticmethod
     def split(ref: str) -> tuple[str, str]:
@@ -78,11 +77,11 @@ class _Refs:
             )
         return kind, rest
 
-    def zoo(self, ref: str) -> ModelZoo:
+    def zoo(self, ref: str) -> LocalPool:
         if self.zoo_dir is None:
             raise InvalidArgumentError(f"{ref!r} names a pool entry; give the pool with --pool DIR")
         if self._zoo is None:
-            self._zoo = _open_zoo(self.zoo_dir)
+            self._zoo = _open_pool(self.zoo_dir)
         return self._zoo
 
     def spec(self, ref: str) -> ArchSpec:
@@ -132,14 +131,14 @@ def _labels(refs: Sequence[str], resolve: _Refs) -> list[str]:
     return [s if short.count(s) == 1 else r for s, r in zip(short, refs, strict=True)]
 
 
-def _open_zoo(path: str, *, write: bool = False) -> ModelZoo:
+def _open_pool(path: str, *, write: bool = False) -> LocalPool:
     """An existing pool; never turns a directory that holds no pool into one.
 
     Commands that only read open it read-only, so they work on a pool this user may not write.
     """
-    from ..pool.zoo import ModelZoo
+    from ..pool.local import LocalPool
 
-    return ModelZoo(Path(path), create=False, read_only=None if write else True)
+    return LocalPool(Path(path), create=False, read_only=None if write else True)
 
 
 # ------------------------------------------------------------------------------ output helpers
@@ -203,10 +202,10 @@ def check_pool_writable(path: str) -> None:
         raise InvalidArgumentError(f"--pool {path!r} is a file; give a folder (created if missing)")
     if not (p / "index.sqlite").exists():
         return
-    # the rule ModelZoo applies to open a pool read-only (not opened here: a read-only SQLite
+    # the rule LocalPool applies to open a pool read-only (not opened here: a read-only SQLite
     # connection to a WAL database leaves its -wal and -shm files behind)
     if not (os.access(p / "index.sqlite", os.W_OK) and os.access(p, os.W_OK)):
-        raise ZooError(
+        raise PoolError(
             f"the pool {path!r} is read-only for this user, so no trained network could be registered in "
             "it; run this command as a user who may write the pool directory, or give another --pool "
             "(nothing was trained or written)"
@@ -236,34 +235,3 @@ def write_file(path: str | os.PathLike[str], data: bytes) -> None:
     except OSError as e:  # named by the path asked for, not our temporary file's (or none: a failed write)
         code = e.errno if e.errno is not None else errno.EIO
         raise OSError(code, e.strerror or os.strerror(code), str(p)) from None
-
-
-def os_error_text(e: OSError) -> str:
-    """One line for an OS error: the path, what went wrong, and what to do about it."""
-    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
-    what = e.strerror or str(e) or type(e).__name__
-    hint = {
-        errno.ENOSPC: "free some space there or write elsewhere",
-        errno.EDQUOT: "free some of your quota or write elsewhere",
-        errno.EACCES: "check its permissions, run as a user who may write there, or write elsewhere",
-        errno.EPERM: "that location does not allow it; write elsewhere",
-        errno.EROFS: "that file system is read-only; write elsewhere",
-        errno.ENOENT: "check the path",
-        errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
-        errno.EISDIR: "it is a folder; give a file",
-    }.get(e.errno or 0)
-    text = f"{where}: {what}" if where else what
-    return text + (f" [{errno.errorcode.get(e.errno, e.errno)}]" if e.errno else "") + (f"; {hint}" if hint else "")
-
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-
-
-def _one_line_text(text: str) -> str:
-    """One line of plain text: no terminal escape codes, whitespace runs collapsed."""
-    return " ".join(_ANSI.sub("", text).split())
-
-
-def _one_line(e: BaseException) -> str:
-    return _one_line_text(str(e)) or type(e).__name__

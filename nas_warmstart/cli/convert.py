@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 from .._errors import (
     IncompatibleModelsError,
     InvalidArgumentError,
-    ZooEntryExistsError,
-    ZooError,
+    PoolEntryExistsError,
+    PoolError,
 )
-from .common import _open_zoo, _Refs, _writing, write_file
+from .common import _open_pool, _Refs, _writing, write_file
 
 if TYPE_CHECKING:
     from ..convert import ConversionResult
     from ..pool.base import IfExists
+    from ..pool.local import LocalPoolEntry
     from ..pool.spec import ArchSpec
-    from ..pool.zoo import ZooEntry
     from ..training.data import DataSplits
 
 #: the files ``--out DIR`` writes.
@@ -90,7 +90,7 @@ def _target_spec(ref: str, data: DataSplits) -> ArchSpec:
     return spec
 
 
-def _check_guide_fits(entry: ZooEntry, data: DataSplits) -> None:
+def _check_guide_fits(entry: LocalPoolEntry, data: DataSplits) -> None:
     """Refuse a guide built for other classes or channels than the data set's, before training."""
     spec = entry.spec
     if spec is None or spec.kind == "builder":  # no recorded sizes: convert() checks by a forward pass
@@ -139,7 +139,7 @@ def _claim_checkpoint(ckpt: Path, facts: dict[str, Any]) -> None:
     write_file(ckpt / COMMAND_FILE, (json.dumps(facts, indent=1) + "\n").encode())
 
 
-def _registered(claim: dict[str, Any] | None, zoo: Any, name: str | None) -> tuple[ZooEntry, dict[str, Any]] | None:
+def _registered(claim: dict[str, Any] | None, zoo: Any, name: str | None) -> tuple[LocalPoolEntry, dict[str, Any]] | None:
     """The entry an earlier, finished run of this command registered from this checkpoint, while
     the pool still holds it unchanged (same weights hash); None otherwise. A different
     ``--name`` asks for a new entry: None then."""
@@ -150,7 +150,7 @@ def _registered(claim: dict[str, Any] | None, zoo: Any, name: str | None) -> tup
         return None
     try:
         entry = zoo.get(reg["entry"])
-    except ZooError:  # removed (or damaged): convert and register again
+    except PoolError:  # removed (or damaged): convert and register again
         return None
     if entry.sha256 != reg.get("sha256"):
         return None
@@ -189,7 +189,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _record(result: ConversionResult, *, guide: ZooEntry, spec: ArchSpec, data: DataSplits) -> dict[str, Any]:
+def _record(result: ConversionResult, *, guide: LocalPoolEntry, spec: ArchSpec, data: DataSplits) -> dict[str, Any]:
     """What ``conversion.json`` and ``--json`` hold: stages, settings, accuracies."""
     from dataclasses import asdict
 
@@ -246,7 +246,7 @@ def _convert_on_cluster(args: argparse.Namespace, guide: Any, target: Any, data:
     return result
 
 
-def _report_registered(args: argparse.Namespace, zoo: Any, done: tuple[ZooEntry, dict[str, Any]],
+def _report_registered(args: argparse.Namespace, zoo: Any, done: tuple[LocalPoolEntry, dict[str, Any]],
                        spec: ArchSpec) -> dict[str, Any]:
     """What a finished conversion's rerun prints and returns: the entry it registered back then."""
     entry, record = done
@@ -284,12 +284,12 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     if kind != "zoo":
         raise InvalidArgumentError(
             f"--guide takes a trained network of the pool, pool:<entry> (or zoo:<entry>), got {args.guide!r}; "
-            "add it first: `nas-warmstart zoo add DIR timm:<name> --checkpoint FILE`"
+            "add it first: `nas-warmstart pool add DIR timm:<name> --checkpoint FILE`"
         )
     if _Refs.split(args.target)[0] == "zoo":
         raise InvalidArgumentError(
             f"--target takes an architecture, space:<name>:<json config> or timm:<name>[:<json kwargs>], "
-            f"got {args.target!r}; `nas-warmstart zoo show DIR NAME` prints an entry's as its reference"
+            f"got {args.target!r}; `nas-warmstart pool show DIR NAME` prints an entry's as its reference"
         )
     out = _writing(args.out_dir) if args.out_dir is not None else None
     for flag, path in (("--out", out), ("--checkpoint-dir", args.checkpoint_dir)):
@@ -297,10 +297,10 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
             raise InvalidArgumentError(f"{flag} {str(path)!r} is a file; give a folder (created if missing)")
         if path is not None:
             _check_writable(flag, path)
-    zoo = _open_zoo(args.pool, write=True)
+    zoo = _open_pool(args.pool, write=True)
     guide_entry = zoo.get(guide_name)
     if zoo.read_only:
-        raise ZooError(
+        raise PoolError(
             f"the pool {args.pool!r} is read-only for this user, so the converted network could not be "
             "registered in it; run this command as a user who may write the pool directory (nothing was trained)"
         )
@@ -324,9 +324,9 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     if args.name is not None:
         name, if_exists = check_name(args.name), "error"
         if name in zoo:
-            raise ZooEntryExistsError(
+            raise PoolEntryExistsError(
                 f"the pool {args.pool!r} already has an entry {name!r}; give another --name, or remove it "
-                f"first with `nas-warmstart zoo remove {args.pool} {name}`"
+                f"first with `nas-warmstart pool remove {args.pool} {name}`"
             )
     else:  # a rerun of the same command registers its result as <name>-2, -3, ...
         name, if_exists = f"{guide_name}-to-{spec.name}", "rename"
@@ -360,7 +360,7 @@ def _cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         print()
         print(result.summary())
-    # "accuracy" is what `zoo list` shows and `rank --min-metric` filters on; a conversion
+    # "accuracy" is what `pool list` shows and `rank --min-metric` filters on; a conversion
     # measures its result on the test split, stored under search entries' key for it too.
     metrics = {"accuracy": result.accuracy, "test_accuracy": result.accuracy, "guide_accuracy": result.guide_accuracy,
                "retention": result.retention, "params": result.params["target"],

@@ -25,7 +25,7 @@ from .common import (
     _count,
     _labels,
     _num,
-    _open_zoo,
+    _open_pool,
     _Refs,
     _table,
     _writing,
@@ -90,7 +90,7 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_rank(args: argparse.Namespace) -> list[dict[str, Any]]:
     refs = _Refs(args)
-    zoo = _open_zoo(args.pool)
+    zoo = _open_pool(args.pool)
     kind, rest = refs.split(args.target)
     target: Any = f"zoo:{rest}" if kind == "zoo" else refs.signature(args.target)
     ranked = zoo.rank(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import (
     InvalidArgumentError,
-    ZooError,
+    PoolError,
 )
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ from .common import (
     _date,
     _metric_text,
     _num,
-    _open_zoo,
+    _open_pool,
     _table,
 )
 
@@ -39,24 +39,24 @@ def _metric_arg(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _cmd_zoo_add(args: argparse.Namespace) -> dict[str, Any]:
+def _cmd_pool_add(args: argparse.Namespace) -> dict[str, Any]:
     from ..pool.base import check_name
+    from ..pool.local import LocalPool
     from ..pool.spec import ArchSpec
-    from ..pool.zoo import ModelZoo
 
     spec = ArchSpec.parse(args.ref, num_classes=args.num_classes, in_chans=args.in_chans)
     if spec.kind != "timm":
         raise InvalidArgumentError(
-            f"zoo add takes a timm:<name>[:<json kwargs>] reference, got {args.ref!r}; add "
-            "search-space models from Python with ModelZoo.add(name, model, spec=...)"
+            f"pool add takes a timm:<name>[:<json kwargs>] reference, got {args.ref!r}; add "
+            "search-space models from Python with LocalPool.add(name, model, spec=...)"
         )
     name = check_name(args.name if args.name is not None else spec.name)
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise InvalidArgumentError(f"checkpoint {args.checkpoint!r} does not exist or is not a file")
     p = Path(args.dir)
     if p.is_dir() and not (p / "index.sqlite").is_file() and not (p / "weights").is_dir() and any(p.iterdir()):
-        raise ZooError(f"{args.dir!r} is a non-empty directory that holds no pool; give a new or empty directory")
-    zoo = ModelZoo(p)
+        raise PoolError(f"{args.dir!r} is a non-empty directory that holds no pool; give a new or empty directory")
+    zoo = LocalPool(p)
     assert spec.num_classes is not None and spec.in_chans is not None  # set for timm specs
     entry = zoo.add_timm(
         spec.name, args.checkpoint, name=name, num_classes=spec.num_classes, in_chans=spec.in_chans,
@@ -72,8 +72,8 @@ def _arch_text(spec: Any) -> str:
     return "(no builder)" if spec is None else str(spec)
 
 
-def _cmd_zoo_list(args: argparse.Namespace) -> list[dict[str, Any]]:
-    zoo = _open_zoo(args.dir)
+def _cmd_pool_list(args: argparse.Namespace) -> list[dict[str, Any]]:
+    zoo = _open_pool(args.dir)
     entries = [e for e in zoo if args.dataset is None or e.dataset == args.dataset]
     if not args.json:
         if not entries:
@@ -96,8 +96,8 @@ def _cmd_zoo_list(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [e.to_dict() for e in entries]
 
 
-def _cmd_zoo_show(args: argparse.Namespace) -> dict[str, Any]:
-    zoo = _open_zoo(args.dir)
+def _cmd_pool_show(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = _open_pool(args.dir)
     e = zoo.get(args.name)
     out = {
         **e.to_dict(), "uid": e.uid, "digest_paper": e.digest_paper,
@@ -131,8 +131,8 @@ def _cmd_zoo_show(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _cmd_zoo_remove(args: argparse.Namespace) -> dict[str, Any]:
-    zoo = _open_zoo(args.dir, write=True)
+def _cmd_pool_remove(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = _open_pool(args.dir, write=True)
     for name in args.names:  # all or nothing: check every name before removing any
         if name not in zoo:  # (a malformed entry can still be removed: that is the fix)
             zoo.get(name)  # raises, with close names
@@ -143,8 +143,8 @@ def _cmd_zoo_remove(args: argparse.Namespace) -> dict[str, Any]:
     return {"removed": removed}
 
 
-def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
-    zoo = _open_zoo(args.dir, write=args.gc)
+def _cmd_pool_check(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = _open_pool(args.dir, write=args.gc)
     report = zoo.check(full=args.full)
     out: dict[str, Any] = {"path": args.dir, "entries": len(zoo), **report}
     if args.gc:
@@ -165,10 +165,10 @@ def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
             for item in report[key]:
                 print(f"    {item}")
         if report["malformed"] or report["unindexed"]:
-            print(f"  rebuild the index with `nas-warmstart zoo reindex {args.dir}`: it keeps every readable "
+            print(f"  rebuild the index with `nas-warmstart pool reindex {args.dir}`: it keeps every readable "
                   "value of the old rows and restores the rest from the weight files' own records")
         if report["missing"] or report["damaged"] or report["nonfinite"]:
-            print(f"  remove entries with missing or damaged weights with `nas-warmstart zoo remove {args.dir} NAME` "
+            print(f"  remove entries with missing or damaged weights with `nas-warmstart pool remove {args.dir} NAME` "
                   "and add them again")
         if args.gc:
             print(f"gc deleted {len(out['deleted'])} files")
@@ -177,10 +177,10 @@ def _cmd_zoo_check(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _cmd_zoo_reindex(args: argparse.Namespace) -> dict[str, Any]:
-    from ..pool.zoo import ModelZoo
+def _cmd_pool_reindex(args: argparse.Namespace) -> dict[str, Any]:
+    from ..pool.local import LocalPool
 
-    report = ModelZoo.reindex(Path(args.dir))
+    report = LocalPool.reindex(Path(args.dir))
     if not args.json:
         print(f"pool {args.dir}: restored {len(report.restored)} entries"
               + (f" ({report.from_old_index} with their rows from the old index)" if report.from_old_index else ""))

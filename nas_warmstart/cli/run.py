@@ -64,7 +64,7 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from ..pipeline._run import write_record
     from ..report import summary_lines
     from ..search.records import cold_study_name, record_of_study
-    from .common import _open_zoo
+    from .common import _open_pool
     from .search import _check_storage
 
     _check_storage(args.storage, pool=args.pool)
@@ -88,7 +88,7 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     cold_name = cold_study_name(study)
     cold = (optuna.load_study(study_name=cold_name, storage=args.storage)
             if cold_name in names and cold_name != args.study else None)
-    zoo = _open_zoo(args.pool) if args.pool is not None else None
+    zoo = _open_pool(args.pool) if args.pool is not None else None
     record = record_of_study(study, args.storage, cold=cold, zoo=zoo)
     out.mkdir(parents=True, exist_ok=True)
     files = write_record(record, out)

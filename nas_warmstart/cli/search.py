@@ -6,13 +6,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import InvalidArgumentError
+from .._errors import InvalidArgumentError, one_line, one_line_text
 from .common import (
     EXIT_FAILURE,
     _clip,
     _count,
-    _one_line,
-    _one_line_text,
     check_pool_writable,
 )
 
@@ -115,7 +113,7 @@ class RowPrinter:
                 self.header = True
             self._line(line)
             if r["state"] in ("FAIL", "ERROR") and r["fail_reason"]:
-                self._line(f"{'':>{w}}  reason: {_one_line_text(r['fail_reason'])}")
+                self._line(f"{'':>{w}}  reason: {one_line_text(r['fail_reason'])}")
 
 
 class _TrialRows:
@@ -173,7 +171,7 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         open_study,
     )
     from ..integrations.optuna.stale import close_stale_trials, heartbeat_storage
-    from ..pool.zoo import ModelZoo
+    from ..pool.local import LocalPool
     from ..search.records import record_search
 
     # Everything is checked before anything is created: the storage URL, the search space,
@@ -208,13 +206,13 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     try:  # several `search` workers may start together on a new storage
         study = open_study(storage=args.storage, study_name=name, directions=objective.directions, seed=args.seed)
     except sqlalchemy.exc.SQLAlchemyError as e:
-        raise InvalidArgumentError(f"cannot open --storage {args.storage!r}: {_one_line(e.orig if hasattr(e, 'orig') and e.orig else e)[:300]}") from None
+        raise InvalidArgumentError(f"cannot open --storage {args.storage!r}: {one_line(e.orig if hasattr(e, 'orig') and e.orig else e)[:300]}") from None
     except ValueError as e:  # e.g. the study exists with other directions
-        raise InvalidArgumentError(f"study {name!r} in {args.storage}: {_one_line(e)}; give another --study-name") from None
+        raise InvalidArgumentError(f"study {name!r} in {args.storage}: {one_line(e)}; give another --study-name") from None
     # what `report` shows of this study: the space, data set, epochs per trial and objectives
     record_search(study, space=args.space, dataset=data.name, epochs=args.epochs, objectives=objectives,
                   cold=bool(args.cold))
-    pool = None if args.cold else ModelZoo(args.pool)
+    pool = None if args.cold else LocalPool(args.pool)
     # Other `search` workers may be running trials of this study: only trials whose worker
     # stopped sending heartbeats are closed (see integrations/optuna/stale.py).
     study = optuna.load_study(study_name=name, storage=heartbeat_storage(args.storage, pool),
@@ -244,7 +242,7 @@ def _cmd_search(args: argparse.Namespace) -> dict[str, Any]:
             print(f"pool {args.pool}: {len(pool)} entries")
     failed = [r for r in mine if r["state"] == "FAIL"]
     if mine and len(failed) == len(mine):
-        reason, n = Counter(_one_line_text(r["fail_reason"] or "no reason recorded") for r in failed).most_common(1)[0]
+        reason, n = Counter(one_line_text(r["fail_reason"] or "no reason recorded") for r in failed).most_common(1)[0]
         args.exit_status = EXIT_FAILURE
         args.final_error = (f"all {len(mine)} trials of this run failed; the most common reason "
                             f"({n} of {len(mine)}): {reason}")

@@ -19,9 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .._errors import InvalidArgumentError
+from .._errors import InvalidArgumentError, one_line, one_line_text
 from .._plugins import try_import
-from .common import EXIT_FAILURE, _one_line, _one_line_text, check_pool_writable
+from .common import EXIT_FAILURE, check_pool_writable
 from .search import RowPrinter, _check_storage
 
 DEFAULT_STORAGE_PATH = "nas-warmstart-ray"
@@ -203,7 +203,7 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise InvalidArgumentError(
             f"cannot {'join the Ray cluster at ' + repr(args.address) if args.address else 'start Ray'}: "
-            f"{_one_line(e)[:300]}"
+            f"{one_line(e)[:300]}"
         ) from None
     try:
         if args.address is not None:
@@ -255,7 +255,7 @@ def _cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"pool {args.pool}: {len(pool)} entries")
         failed = [r for r in mine if r["state"] in ("FAIL", "ERROR")]
         if mine and len(failed) == len(mine):
-            reason, n = Counter(_one_line_text(r["fail_reason"] or "no reason recorded") for r in failed).most_common(1)[0]
+            reason, n = Counter(one_line_text(r["fail_reason"] or "no reason recorded") for r in failed).most_common(1)[0]
             args.exit_status = EXIT_FAILURE
             args.final_error = (f"all {len(mine)} trials of this run failed; the most common reason "
                                 f"({n} of {len(mine)}): {reason}")

@@ -25,7 +25,7 @@ from ..search.records import RUN_ATTR, TrialRecord, trial_records
 if TYPE_CHECKING:
     import optuna
 
-    from ..pool.zoo import ModelZoo
+    from ..pool.local import LocalPool
     from ._config import RunConfig
 
 __all__ = ["INTERRUPTED_ATTR", "STATE_FILE", "OptunaBackend", "RayBackend", "SearchBackend", "silent"]
@@ -100,15 +100,15 @@ def open_run_study(storage: str, name: str, directions: Sequence[str], seed: int
     import optuna
     import sqlalchemy.exc
 
-    from ..cli.common import _one_line
+    from .._errors import one_line
     from ..integrations.optuna import open_study
 
     try:
         study = open_study(storage=storage, study_name=name, directions=list(directions), seed=seed)
     except sqlalchemy.exc.SQLAlchemyError as e:
-        raise InvalidArgumentError(f"cannot open --storage {storage!r}: {_one_line(e)[:300]}") from None
+        raise InvalidArgumentError(f"cannot open --storage {storage!r}: {one_line(e)[:300]}") from None
     except ValueError as e:  # the study exists with other directions
-        raise InvalidArgumentError(f"study {name!r} in {storage}: {_one_line(e)}; give another --study-name") from None
+        raise InvalidArgumentError(f"study {name!r} in {storage}: {one_line(e)}; give another --study-name") from None
     if study.metric_names is None:
         import warnings
 
@@ -123,7 +123,7 @@ class OptunaBackend:
     the warm study's user attribute ``nas_warmstart:run``."""
 
     def __init__(self, config: RunConfig, storage: str, name: str, objective: Any, objective_kwargs: dict[str, Any],
-                 zoo: Callable[[], ModelZoo]) -> None:
+                 zoo: Callable[[], LocalPool]) -> None:
         self.storage, self.name = storage, name
         self.objective, self.kwargs, self._zoo = objective, objective_kwargs, zoo
         self.studies: dict[str, optuna.Study] = {}
@@ -195,14 +195,14 @@ class RayBackend:
         self.path = self.out / STATE_FILE
 
     def load_facts(self) -> dict[str, Any]:
-        from ..cli.common import _one_line
+        from .._errors import one_line
 
         try:
             return dict(json.loads(self.path.read_text()))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as e:
-            raise InvalidArgumentError(f"{str(self.path)!r} is damaged ({_one_line(e)}); remove it to start the run "
+            raise InvalidArgumentError(f"{str(self.path)!r} is damaged ({one_line(e)}); remove it to start the run "
                                        "over (the Tune experiments and the pool stay)") from None
 
     def save_facts(self, facts: dict[str, Any]) -> None:

@@ -44,8 +44,8 @@ from ._result import RunResult
 if TYPE_CHECKING:
     from torch import nn
 
+    from ..pool.local import LocalPool
     from ..pool.spec import ArchSpec
-    from ..pool.zoo import ModelZoo
     from ..training.data import DataSplits
 
 __all__ = ["COLD_SUFFIX", "CONVERT_DIR", "RUN_FILE", "SEED_PREFIX", "RunInterrupted", "run", "silent", "split_refs"]
@@ -89,7 +89,8 @@ def split_refs(text: str) -> list[str]:
 
 def _seed_refs(config: RunConfig, data: DataSplits) -> list[tuple[str, ArchSpec, Path | None]]:
     """``(entry name, spec, checkpoint or None)`` per ``seed_pool`` reference, checked."""
-    from ..cli.common import _one_line, _Refs
+    from .._errors import one_line
+    from ..cli.common import _Refs
     from ..pool.base import check_name
     from ..pool.spec import ArchSpec
 
@@ -111,9 +112,9 @@ def _seed_refs(config: RunConfig, data: DataSplits) -> list[tuple[str, ArchSpec,
         try:  # a config the space cannot build fails now, not after the pool is created
             spec.build(device="meta")
         except NasWarmstartError as e:
-            raise InvalidArgumentError(f"--seed-pool {text!r}: {_one_line(e)}") from None
+            raise InvalidArgumentError(f"--seed-pool {text!r}: {one_line(e)}") from None
         except (RuntimeError, ValueError, TypeError, KeyError) as e:
-            raise InvalidArgumentError(f"--seed-pool {text!r} cannot be built: {type(e).__name__}: {_one_line(e)}") from None
+            raise InvalidArgumentError(f"--seed-pool {text!r} cannot be built: {type(e).__name__}: {one_line(e)}") from None
         if ckpt is not None and not ckpt.is_file():
             raise InvalidArgumentError(f"--seed-pool {text!r}: the checkpoint {str(ckpt)!r} is not a file")
         base = f"{SEED_PREFIX}{spec.name}"
@@ -145,8 +146,8 @@ def _check_paths(config: RunConfig) -> None:
 
 def _check_guide(config: RunConfig, seeds: list[tuple[str, ArchSpec, Path | None]]) -> None:
     """``guide="pool:ENTRY"`` names an entry that can guide a conversion, checked before the search."""
-    from .._errors import NoBuilderError, ZooEntryNotFoundError
-    from ..cli.common import _open_zoo
+    from .._errors import NoBuilderError, PoolEntryNotFoundError
+    from ..cli.common import _open_pool
 
     if not config.convert or config.guide in (None, "best"):
         return
@@ -154,10 +155,10 @@ def _check_guide(config: RunConfig, seeds: list[tuple[str, ArchSpec, Path | None
     if any(n == name for n, _, _ in seeds):
         return  # seeded by this run
     if not (Path(config.pool) / "index.sqlite").exists():
-        raise ZooEntryNotFoundError(
+        raise PoolEntryNotFoundError(
             f"--guide {config.guide!r}: the pool {config.pool!r} does not exist yet, so it has no entry {name!r}; "
             "give --guide best, or an entry of --seed-pool (pool:seed-<name>)")
-    zoo = _open_zoo(config.pool, write=True)  # the run writes it anyway; a writer leaves no -wal/-shm behind
+    zoo = _open_pool(config.pool, write=True)  # the run writes it anyway; a writer leaves no -wal/-shm behind
     try:
         entry = zoo.get(name)  # unknown names: a clear error with close matches
     finally:
@@ -171,7 +172,7 @@ def _check_guide(config: RunConfig, seeds: list[tuple[str, ArchSpec, Path | None
 # ------------------------------------------------------------------------------ seeding
 
 
-def _seed_pool(zoo: ModelZoo, seeds: list[tuple[str, ArchSpec, Path | None]], data: DataSplits,
+def _seed_pool(zoo: LocalPool, seeds: list[tuple[str, ArchSpec, Path | None]], data: DataSplits,
                config: RunConfig, say: Echo) -> list[dict[str, Any]]:
     """Train (or import) every seed network that the pool does not hold yet."""
     from ..pool.weights_io import load_checkpoint, load_into
@@ -223,7 +224,7 @@ class Winner:
     test_accuracy: float | None
 
 
-def choose_trial(records: list[TrialRecord], directions: list[str], zoo: ModelZoo, *, study: str,
+def choose_trial(records: list[TrialRecord], directions: list[str], zoo: LocalPool, *, study: str,
                  pool: str, ray: bool = False) -> tuple[Winner, str]:
     """The winner among a study's trial records (the one rule of search/winner.py) and the rule."""
     from ..search.winner import choose_winner, record_points
@@ -249,7 +250,7 @@ def choose_trial(records: list[TrialRecord], directions: list[str], zoo: ModelZo
     return Winner(number, spec, entry, r.get("test_accuracy")), rule
 
 
-def _strongest_guide(zoo: ModelZoo, dataset: str, exclude: str, spec: ArchSpec) -> str | None:
+def _strongest_guide(zoo: LocalPool, dataset: str, exclude: str, spec: ArchSpec) -> str | None:
     """The pool entry with the best validation accuracy on ``dataset`` that can guide (has a
     spec) and is not the winner itself (nor a network of the winner's architecture)."""
     best, best_acc = None, -math.inf
@@ -277,7 +278,7 @@ def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-def _convert_stage(config: RunConfig, study_name: str, zoo: ModelZoo, data: DataSplits, winner: Winner,
+def _convert_stage(config: RunConfig, study_name: str, zoo: LocalPool, data: DataSplits, winner: Winner,
                    facts: dict[str, Any], say: Echo, progress: bool | None) -> dict[str, Any] | None:
     """Convert the winner's architecture from the strongest pool entry (resumable)."""
     import torch
@@ -416,7 +417,7 @@ def run(config: RunConfig, *, echo: Echo | None = None, progress: bool | None = 
     """
     from .._device import resolve_device
     from .._plugins import try_import
-    from ..pool.zoo import ModelZoo
+    from ..pool.local import LocalPool
 
     say: Echo = echo if echo is not None else _log_line
     _check_paths(config)
@@ -453,7 +454,7 @@ def run(config: RunConfig, *, echo: Echo | None = None, progress: bool | None = 
     try_import("matplotlib", extra="viz", purpose="the report's plots")
     name = config.study_name or f"{config.space}-{data.name}".replace(":", "_").replace("/", "_")
     out.mkdir(exist_ok=True)  # everything is checked: from here on the run writes
-    zoo_box: list[ModelZoo] = []
+    zoo_box: list[LocalPool] = []
     backend: SearchBackend = (RayBackend(config) if ray else
                               OptunaBackend(config, storage, name, warm_obj, kwargs, lambda: zoo_box[0]))
     facts = backend.load_facts()
@@ -465,7 +466,7 @@ def run(config: RunConfig, *, echo: Echo | None = None, progress: bool | None = 
         raise InvalidArgumentError(
             f"{where} was run with other settings ({', '.join(f'{k} {facts[k]!r}' for k in differ)}); "
             "continue it with those, or give another --study-name or --out")
-    zoo_box.append(ModelZoo(config.pool))
+    zoo_box.append(LocalPool(config.pool))
     facts.update(same, pool=str(Path(config.pool).absolute()), out=str(out.absolute()),
                  cold_study=name + COLD_SUFFIX if config.baseline_cold else facts.get("cold_study"))
     sid = backend.study_id()
@@ -482,9 +483,9 @@ def run(config: RunConfig, *, echo: Echo | None = None, progress: bool | None = 
 
 
 def _stages(config: RunConfig, backend: SearchBackend, name: str, storage: str, data: DataSplits,
-            seeds: list[tuple[str, ArchSpec, Path | None]], facts: dict[str, Any], zoo_box: list[ModelZoo],
+            seeds: list[tuple[str, ArchSpec, Path | None]], facts: dict[str, Any], zoo_box: list[LocalPool],
             say: Echo, progress: bool | None, directions: list[str]) -> RunResult:
-    from ..pool.zoo import ModelZoo
+    from ..pool.local import LocalPool
 
     t0 = time.perf_counter()
     out = Path(config.out)
@@ -501,7 +502,7 @@ def _stages(config: RunConfig, backend: SearchBackend, name: str, storage: str, 
     cold = (backend.search(config, facts["cold_study"], cold=True, label="baseline (random init)", echo=say)
             if facts.get("cold_study") else None)
     if isinstance(backend, RayBackend):
-        zoo = zoo_box[0] = ModelZoo(config.pool)
+        zoo = zoo_box[0] = LocalPool(config.pool)
     # 4. the winner
     winner, rule = choose_trial(warm, directions, zoo, study=name, pool=config.pool, ray=config.backend == "ray")
     spec = winner.spec

@@ -29,8 +29,8 @@ from .._errors import (
     InvalidArgumentError,
     NasWarmstartWarning,
     NoMatchableLayersError,
-    ZooEntryCorruptError,
-    ZooEntryNotFoundError,
+    PoolEntryCorruptError,
+    PoolEntryNotFoundError,
 )
 from ..dpiat import batch
 from ..dpiat.signature import LAYER_MODES, ArchSignature, LayersMode, signature
@@ -48,7 +48,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")
 
 
 class PoolEntry(Protocol):
-    """What every pool's entry record has (:class:`~nas_warmstart.ZooEntry`, ``ArtifactEntry``)."""
+    """What every pool's entry record has (:class:`~nas_warmstart.LocalPoolEntry`, ``ArtifactEntry``)."""
 
     @property
     def name(self) -> str: ...
@@ -79,8 +79,8 @@ E = TypeVar("E", bound=PoolEntry)
 class Ranked(Generic[E]):
     """A pool entry and its similarity to the ranked target.
 
-    ``entry`` is the pool's record of it: a :class:`~nas_warmstart.ZooEntry` for a
-    :class:`~nas_warmstart.ModelZoo`, an ``ArtifactEntry`` for the Optuna-artifact pool; both
+    ``entry`` is the pool's record of it: a :class:`~nas_warmstart.LocalPoolEntry` for a
+    :class:`~nas_warmstart.LocalPool`, an ``ArtifactEntry`` for the Optuna-artifact pool; both
     have ``name``, ``spec``, ``dataset``, ``metrics``, ``parent`` and ``provenance``.
     """
 
@@ -191,7 +191,7 @@ def _metrics(c: Candidate) -> Mapping[str, Any] | None:
 class Pool(abc.ABC, Generic[E]):
     """A pool of trained networks that searches rank, load from and add to.
 
-    :class:`~nas_warmstart.ModelZoo` (a directory) and ``OptunaArtifactPool`` (an Optuna
+    :class:`~nas_warmstart.LocalPool` (a directory) and ``OptunaArtifactPool`` (an Optuna
     study's storage and artifact store) are pools; subclass this to keep one somewhere else.
     """
 
@@ -206,7 +206,7 @@ class Pool(abc.ABC, Generic[E]):
 
     @abc.abstractmethod
     def get(self, name: str) -> E:
-        """The entry called ``name`` (:class:`~nas_warmstart.ZooEntryNotFoundError` if none)."""
+        """The entry called ``name`` (:class:`~nas_warmstart.PoolEntryNotFoundError` if none)."""
 
     @abc.abstractmethod
     def load_state_dict(self, name: str) -> dict[str, torch.Tensor]:
@@ -257,10 +257,10 @@ class Pool(abc.ABC, Generic[E]):
     def __contains__(self, name: object) -> bool:
         return name in self.names()
 
-    def _not_found(self, name: str, where: str) -> ZooEntryNotFoundError:
+    def _not_found(self, name: str, where: str) -> PoolEntryNotFoundError:
         names = self.names()
         close = difflib.get_close_matches(str(name), names, n=3)
-        return ZooEntryNotFoundError(
+        return PoolEntryNotFoundError(
             f"{where} has no entry {name!r}"
             + (f"; did you mean {', '.join(map(repr, close))}?" if close else f" (it has {len(names)} entries)")
         )
@@ -322,7 +322,7 @@ class Pool(abc.ABC, Generic[E]):
             The stored entry (with its final name).
 
         Raises:
-            ZooEntryExistsError: the name is taken and ``if_exists="error"``.
+            PoolEntryExistsError: the name is taken and ``if_exists="error"``.
             InvalidArgumentError: a bad name, spec, metrics or a spec that does not fit.
         """
         check_name(name)
@@ -365,7 +365,7 @@ class Pool(abc.ABC, Generic[E]):
     def _existing(self, name: str, if_exists: str) -> E | None:
         """The entry already called ``name``, or None; with ``if_exists="skip"`` it is
         returned instead of adding. A pool that must know it anyway (to replace it) returns it
-        for every policy, or raises :class:`~nas_warmstart.ZooEntryExistsError` here.
+        for every policy, or raises :class:`~nas_warmstart.PoolEntryExistsError` here.
         """
         if if_exists == "skip" and name in self:
             return self.get(name)
@@ -453,13 +453,13 @@ class Pool(abc.ABC, Generic[E]):
         )
         order = sorted(scored, key=lambda dc: (-sims[dc[0]], dc[1].name))
         out: list[Ranked[E]] = []
-        bad: list[ZooEntryCorruptError] = []
+        bad: list[PoolEntryCorruptError] = []
         for d, c in order:
             if k is not None and len(out) == k:
                 break
             try:
                 out.append(Ranked(name=c.name, similarity=sims[d], entry=self._entry_of(c)))
-            except ZooEntryCorruptError as e:  # a malformed stored record: skipped, said once
+            except PoolEntryCorruptError as e:  # a malformed stored record: skipped, said once
                 bad.append(e)
         if bad:
             names = ", ".join(repr(e.entry) for e in bad[:5]) + (" ..." if len(bad) > 5 else "")

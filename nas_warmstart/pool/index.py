@@ -2,7 +2,7 @@
 
 One connection per thread and process (``sqlite3`` connections must not cross threads, and one
 inherited through ``fork()`` must never be used). Every SQLite failure becomes a
-:class:`~nas_warmstart.ZooError` that names the index file and the fix.
+:class:`~nas_warmstart.PoolError` that names the index file and the fix.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .._errors import ZooError, fix
+from .._errors import PoolError, fix
 from .weights_io import MISSING, regular_file_problem
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ _ENTRY_COLS = (
 
 
 
-class ZooIndex:
+class PoolIndex:
     """The ``index.sqlite`` of the pool directory ``root``.
 
     Args:
@@ -86,7 +86,7 @@ class ZooIndex:
 
     def reindex_fix(self) -> str:
         return "rebuild it from the weight files' own metadata with " + fix(
-            f"ModelZoo.reindex({str(self.root)!r})", f"`nas-warmstart zoo reindex {self.root}`"
+            f"LocalPool.reindex({str(self.root)!r})", f"`nas-warmstart pool reindex {self.root}`"
         )
 
     def conn(self) -> _IndexConn:
@@ -125,10 +125,10 @@ class ZooIndex:
 
     def check_writable(self) -> None:
         if self.read_only:
-            raise ZooError(
+            raise PoolError(
                 f"the pool {str(self.path)!r} is open read-only (this process may not write its "
                 "index or directory, or read_only=True was passed); "
-                + fix("open it with ModelZoo(path, read_only=False) as a user who may write there",
+                + fix("open it with LocalPool(path, read_only=False) as a user who may write there",
                       "run this command as a user who may write the pool directory")
             )
 
@@ -156,7 +156,7 @@ class ZooIndex:
                 except sqlite3.DatabaseError as e:
                     raise _index_error(self, e) from None
             else:  # pragma: no cover
-                raise ZooError(f"could not open the pool index at {self.path} (database locked)")
+                raise PoolError(f"could not open the pool index at {self.path} (database locked)")
             if mode.lower() != self._journal_mode:
                 log.warning("pool %s: SQLite kept journal_mode=%s (asked %s)", self.path, mode, self._journal_mode)
         if row is not None:
@@ -167,7 +167,7 @@ class ZooIndex:
             return
         stored = _count_weight_files(self.weights)
         if stored or self.read_only:
-            raise ZooError(
+            raise PoolError(
                 f"the pool index {str(self.path)!r} holds no pool tables"
                 + (f" while {stored} weight files are stored beside it" if stored else "")
                 + f"; {self.reindex_fix()} (nothing was changed)"
@@ -191,14 +191,14 @@ class ZooIndex:
         """
         foreign = sorted(tables - _TABLES)
         if app_id not in (0, APPLICATION_ID) or (foreign and "meta" not in tables):
-            raise ZooError(
+            raise PoolError(
                 f"{str(self.path)!r} is not a nas-warmstart pool index: it is another program's "
                 f"SQLite file (application id {app_id:#x}"
                 + (f", tables {', '.join(foreign[:6])}" if foreign else "") + "); nothing was "
                 "changed. Give the pool a directory of its own, e.g. a new empty folder"
             )
         if foreign:
-            raise ZooError(
+            raise PoolError(
                 f"the pool index {str(self.path)!r} also holds tables of another program "
                 f"({', '.join(foreign[:6])}{' ...' if len(foreign) > 6 else ''}; an Optuna "
                 "storage URL pointed at the pool index?); nothing was changed. Keep study "
@@ -212,12 +212,12 @@ class ZooIndex:
         except (TypeError, ValueError):
             meta = None
         if not isinstance(meta, dict):
-            raise ZooError(
+            raise PoolError(
                 f"the pool index {str(self.path)!r} holds a malformed format record ({text!r:.80}); "
                 f"{self.reindex_fix()}"
             )
         if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
-            raise ZooError(
+            raise PoolError(
                 f"{self.path} holds a pool of format {meta!r:.120}; this release reads "
                 f"{_FORMAT} version {_VERSION}"
             )
@@ -324,25 +324,25 @@ def _index_file_problem(index: Path) -> str | None:
     return None
 
 
-def _index_error(zoo: ZooIndex, e: sqlite3.Error) -> ZooError:
-    """A SQLite failure as a ZooError that names the index file and what to do."""
+def _index_error(zoo: PoolIndex, e: sqlite3.Error) -> PoolError:
+    """A SQLite failure as a PoolError that names the index file and what to do."""
     what = " ".join(str(e).split()) or type(e).__name__
     where = f"the pool index {str(zoo.path)!r}"
     low = what.lower()
     if "readonly" in low or "read-only" in low:
-        return ZooError(
+        return PoolError(
             f"{where} is read-only for this process ({what}); "
-            + fix("open it with ModelZoo(path, read_only=True) to rank and load from it",
+            + fix("open it with LocalPool(path, read_only=True) to rank and load from it",
                   "this command writes to the pool: run it as a user who may write the pool "
                   "directory (list, show, rank, transfer and check only read)")
         )
     if "locked" in low or "busy" in low:
-        return ZooError(f"{where} stayed locked by another process for over 2 minutes ({what}); "
+        return PoolError(f"{where} stayed locked by another process for over 2 minutes ({what}); "
                         "retry when the other writer has finished")
     if "malformed" in low or "not a database" in low or "no such table" in low or "encrypted" in low:
-        return ZooError(f"{where} is damaged ({what}); the weight files are not affected: "
+        return PoolError(f"{where} is damaged ({what}); the weight files are not affected: "
                         f"{zoo.reindex_fix()}")
-    return ZooError(f"{where} cannot be used ({what}); check that the pool directory exists and "
+    return PoolError(f"{where} cannot be used ({what}); check that the pool directory exists and "
                     f"is readable, or {zoo.reindex_fix()}")
 
 
@@ -363,10 +363,10 @@ class _Rows:
 
 
 class _IndexConn:
-    """The pool's SQLite connection: every SQLite failure becomes a :class:`ZooError` that
+    """The pool's SQLite connection: every SQLite failure becomes a :class:`PoolError` that
     names the index and the fix (integrity errors, which would be our bugs, pass through)."""
 
-    def __init__(self, raw: sqlite3.Connection, zoo: ZooIndex) -> None:
+    def __init__(self, raw: sqlite3.Connection, zoo: PoolIndex) -> None:
         self.raw = raw
         self.zoo = zoo
 

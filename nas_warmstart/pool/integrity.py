@@ -2,8 +2,8 @@
 
 The index rows are read as untrusted input (a row with a malformed value hides only its own
 entry), and a weights file that no row references is kept whenever its own embedded record
-claims an entry the index lacks or cannot use. The rules are in :meth:`ModelZoo.check
-<nas_warmstart.ModelZoo.check>` and :meth:`ModelZoo.gc <nas_warmstart.ModelZoo.gc>`.
+claims an entry the index lacks or cannot use. The rules are in :meth:`LocalPool.check
+<nas_warmstart.LocalPool.check>` and :meth:`LocalPool.gc <nas_warmstart.LocalPool.gc>`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._errors import InvalidArgumentError, ZooEntryCorruptError, ZooError, fix
+from .._errors import InvalidArgumentError, PoolEntryCorruptError, PoolError, fix
 from ..dpiat import batch as _rank
 from . import reindex as _reindex
 from .base import check_name
@@ -25,13 +25,13 @@ from .index import _ENTRY_COLS, _MISSING, _file_problem
 from .weights_io import check_finite
 
 if TYPE_CHECKING:
-    from .zoo import ModelZoo, ZooEntry
+    from .local import LocalPool, LocalPoolEntry
 
 __all__ = ["check", "gc", "malformed_warning", "read_rows"]
 
 
-def check(zoo: ModelZoo, *, full: bool = False) -> dict[str, list[str]]:
-    """See :meth:`ModelZoo.check`."""
+def check(zoo: LocalPool, *, full: bool = False) -> dict[str, list[str]]:
+    """See :meth:`LocalPool.check`."""
     from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
@@ -47,7 +47,7 @@ def check(zoo: ModelZoo, *, full: bool = False) -> dict[str, list[str]]:
                 data = zoo._read_verified(e)
                 zoo._header(e, data)
                 state = load_bytes(data)
-            except (ZooError, SafetensorError, ValueError, RuntimeError):
+            except (PoolError, SafetensorError, ValueError, RuntimeError):
                 problem = "damaged"  # unreadable, altered, or a header safetensors refuses
             else:
                 try:
@@ -71,8 +71,8 @@ def check(zoo: ModelZoo, *, full: bool = False) -> dict[str, list[str]]:
     return out
 
 
-def gc(zoo: ModelZoo, *, older_than: float = 3600.0) -> list[str]:
-    """See :meth:`ModelZoo.gc`."""
+def gc(zoo: LocalPool, *, older_than: float = 3600.0) -> list[str]:
+    """See :meth:`LocalPool.gc`."""
     zoo._check_writable()
     cutoff = time.time() - older_than
     report = zoo.check()
@@ -112,12 +112,12 @@ class _Row:
 
     name: Any  # as stored (a str, or whatever a damaged row holds)
     uid: Any
-    entry: ZooEntry | None
-    error: ZooEntryCorruptError | None
+    entry: LocalPoolEntry | None
+    error: PoolEntryCorruptError | None
 
 
-def read_rows(zoo: ModelZoo, where: str = "", args: Sequence[Any] = ()) -> list[_Row]:
-    """The rows of ``entries`` (sorted by name), each checked by ``ModelZoo._entry``."""
+def read_rows(zoo: LocalPool, where: str = "", args: Sequence[Any] = ()) -> list[_Row]:
+    """The rows of ``entries`` (sorted by name), each checked by ``LocalPool._entry``."""
     out = []
     for raw in zoo._conn().execute(f"SELECT {_SAFE_COLS} FROM entries {where} ORDER BY name", args):
         values, undecodable = [], []
@@ -134,7 +134,7 @@ def read_rows(zoo: ModelZoo, where: str = "", args: Sequence[Any] = ()) -> list[
         if undecodable:
             shown = name if isinstance(name, str) else repr(name)
             ok_name = isinstance(name, str) and "name" not in undecodable
-            error = ZooEntryCorruptError(
+            error = PoolEntryCorruptError(
                 f"the pool {str(zoo.path)!r}: entry {shown!r:.120} is malformed: {', '.join(undecodable)} "
                 f"{'is' if len(undecodable) == 1 else 'are'} not UTF-8 text; "
                 + zoo._corrupt_fix(name if ok_name else "NAME"), entry=name if ok_name else None)
@@ -142,7 +142,7 @@ def read_rows(zoo: ModelZoo, where: str = "", args: Sequence[Any] = ()) -> list[
             continue
         try:
             out.append(_Row(name, values[1], zoo._entry(values), None))
-        except ZooEntryCorruptError as e:
+        except PoolEntryCorruptError as e:
             out.append(_Row(name, values[1], None, e))
     return out
 
@@ -154,28 +154,28 @@ def _label(row: _Row) -> str:
     return row.name if isinstance(row.name, str) else repr(row.name)
 
 
-def _what(error: ZooEntryCorruptError | None) -> str:
+def _what(error: PoolEntryCorruptError | None) -> str:
     """What is wrong, from a malformed-row message (without the pool's path and the fix)."""
     msg = " ".join(str(error).split())
     _, sep, rest = msg.partition(" is malformed: ")
     return rest.rsplit("; ", 1)[0] if sep else msg
 
 
-def malformed_warning(zoo: ModelZoo, bad: list[_Row]) -> str:
+def malformed_warning(zoo: LocalPool, bad: list[_Row]) -> str:
     names = ", ".join(repr(_label(r)) for r in bad[:5]) + (" ..." if len(bad) > 5 else "")
     return (
         f"the pool {str(zoo.path)!r}: {len(bad)} entr{'y is' if len(bad) == 1 else 'ies are'} left out "
         f"because {'its index row is' if len(bad) == 1 else 'their index rows are'} malformed: {names} "
         f"({_what(bad[0].error)}); list them with "
-        + fix("zoo.check()", f"`nas-warmstart zoo check {zoo.path}`")
+        + fix("zoo.check()", f"`nas-warmstart pool check {zoo.path}`")
         + " and rebuild the index with "
-        + fix(f"ModelZoo.reindex({str(zoo.path)!r})", f"`nas-warmstart zoo reindex {zoo.path}`")
+        + fix(f"LocalPool.reindex({str(zoo.path)!r})", f"`nas-warmstart pool reindex {zoo.path}`")
         + " (it keeps every readable value of the old rows and restores the rest from the weight "
         "files' own records)"
     )
 
 
-def _arch_problems(zoo: ModelZoo, entries: Sequence[ZooEntry]) -> list[str]:
+def _arch_problems(zoo: LocalPool, entries: Sequence[LocalPoolEntry]) -> list[str]:
     """``"name: what is wrong"`` for each entry whose architecture rows are absent or malformed."""
     want = {(e.digest, "extended") for e in entries} | {(e.digest_paper, "paper") for e in entries}
     found: dict[tuple[str, str], str | None] = {}
@@ -208,7 +208,7 @@ def _arch_problems(zoo: ModelZoo, entries: Sequence[ZooEntry]) -> list[str]:
     return out
 
 
-def _claim(zoo: ModelZoo, path: Path) -> Literal["row", "record"] | None:
+def _claim(zoo: LocalPool, path: Path) -> Literal["row", "record"] | None:
     """Who claims the weights file ``path``: an index row (by its uid), the file's own record
     (an entry the index lacks or cannot use), or nobody (a leftover; the rule is in ``gc``)."""
     if zoo._conn().execute("SELECT 1 FROM entries WHERE uid = ?", (path.stem,)).fetchone() is not None:

@@ -50,12 +50,12 @@ from typing import Any, Literal
 
 from torch import nn
 
-from .._errors import InvalidArgumentError, NasWarmstartError, NoBuilderError, ZooError
+from .._errors import InvalidArgumentError, NasWarmstartError, NoBuilderError, PoolError
 from ..dpiat import batch as _rank
 from ..dpiat.signature import LAYER_MODES as _MODES
 from ..dpiat.signature import ArchSignature, signature
 from .base import check_name
-from .index import _ENTRY_COLS, _FORMAT, _SCHEMA, _VERSION, ZooIndex, _index_file_problem
+from .index import _ENTRY_COLS, _FORMAT, _SCHEMA, _VERSION, PoolIndex, _index_file_problem
 from .rows import is_uid, parse_row
 from .spec import ArchSpec, spec_json
 from .stored import read_description
@@ -76,7 +76,7 @@ _MAX_HEADER = 100_000_000
 
 @dataclass
 class ReindexReport:
-    """What :meth:`ModelZoo.reindex` did.
+    """What :meth:`LocalPool.reindex` did.
 
     Attributes:
         path: the pool directory.
@@ -517,21 +517,21 @@ def _match_rows(rows: list[dict[str, Any]], files: list[_File]) -> dict[str, dic
 
 def reindex(path: str | os.PathLike[str], *, journal_mode: Literal["wal", "delete"] = "wal") -> ReindexReport:
     """Rebuild the index of the pool directory ``path`` by the rules of this module's docstring;
-    see :meth:`ModelZoo.reindex <nas_warmstart.ModelZoo.reindex>`."""
+    see :meth:`LocalPool.reindex <nas_warmstart.LocalPool.reindex>`."""
     root = Path(path)
     weights = root / "weights"
     try:
         st = os.lstat(weights)
     except OSError:
-        raise ZooError(f"{str(root)!r} has no weights/ folder: there is nothing to rebuild a pool index from") from None
+        raise PoolError(f"{str(root)!r} has no weights/ folder: there is nothing to rebuild a pool index from") from None
     if stat.S_ISLNK(st.st_mode):
-        raise ZooError(
+        raise PoolError(
             f"the pool {str(root)!r} is refused: its 'weights' is a symbolic link (to {os.readlink(weights)!r}), "
             "and reindex reads only files inside the pool directory; replace the link with the folder "
             "it points to (nothing was changed)"
         )
     if not stat.S_ISDIR(st.st_mode):
-        raise ZooError(f"{str(weights)!r} is not a folder: there is nothing to rebuild a pool index from "
+        raise PoolError(f"{str(weights)!r} is not a folder: there is nothing to rebuild a pool index from "
                        "(nothing was changed)")
     index = root / "index.sqlite"
     old_rows, notes = _old_rows(index)
@@ -615,7 +615,7 @@ def reindex(path: str | os.PathLike[str], *, journal_mode: Literal["wal", "delet
         report.backup = str(backup)
     os.replace(tmp, index)
     fsync_dir(root)
-    idx = ZooIndex(root, journal_mode=journal_mode, read_only=False)
+    idx = PoolIndex(root, journal_mode=journal_mode, read_only=False)
     idx.init_schema()  # sets the journal mode, checks the result
     idx.close()
     log.info("pool %s: index rebuilt with %d entries", root, len(report.restored))

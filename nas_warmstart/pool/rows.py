@@ -5,7 +5,7 @@ an index row holds is checked where it is read: names follow the entry-name rule
 32 hex digits (so it can only name a file inside ``weights/``), JSON columns parse to the
 type they must have, numbers are finite and in range, and a spec passes :class:`ArchSpec`'s
 own rules (timm arguments on an allow-list). A row that breaks one raises
-:class:`~nas_warmstart.ZooEntryCorruptError` naming the entry, the column and the fix; it
+:class:`~nas_warmstart.PoolEntryCorruptError` naming the entry, the column and the fix; it
 never reaches a function that loads files or imports code.
 """
 
@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .._errors import InvalidArgumentError, NasWarmstartError, ZooEntryCorruptError
+from .._errors import InvalidArgumentError, NasWarmstartError, PoolEntryCorruptError
 from .base import check_name
 from .spec import ArchSpec
 
@@ -33,7 +33,7 @@ COLUMNS = ("name", "uid", "spec", "dataset", "metrics", "parent", "provenance", 
 
 
 class _Bad(Exception):
-    """One column broke its rule (turned into a ZooEntryCorruptError by parse_row)."""
+    """One column broke its rule (turned into a PoolEntryCorruptError by parse_row)."""
 
 
 def is_uid(value: Any) -> bool:
@@ -107,7 +107,7 @@ def parse_row(row: Sequence[Any], *, where: str, fix: str) -> dict[str, Any]:
         fix: what to do about a bad row, for messages.
 
     Raises:
-        ZooEntryCorruptError: a value breaks its column's rule (the first one found).
+        PoolEntryCorruptError: a value breaks its column's rule (the first one found).
     """
     raw_name = row[0]
     shown = raw_name if isinstance(raw_name, str) else repr(raw_name)
@@ -130,7 +130,7 @@ def parse_row(row: Sequence[Any], *, where: str, fix: str) -> dict[str, Any]:
             "digest_paper": _hex(row[13], "digest_paper", _DIGEST_RE),
         }
     except (_Bad, NasWarmstartError) as e:
-        raise ZooEntryCorruptError(
+        raise PoolEntryCorruptError(
             f"{where}: entry {shown!r:.120} is malformed: {' '.join(str(e).split())[:300]}; {fix}",
             entry=raw_name if isinstance(raw_name, str) else None,
         ) from None

@@ -78,7 +78,7 @@ def check_timm_config(name: str, config: Mapping[str, Any]) -> None:
                 "arguments only, never a file, URL, hub, function or class: no checkpoint_path, "
                 "pretrained*, *_path, *_file, *_dir, *_url, *_fn, *_cls); remove it, and import a "
                 "checkpoint with "
-                + fix("ModelZoo.add_timm(name, checkpoint_path)", "`nas-warmstart zoo add DIR timm:<name> --checkpoint FILE`")
+                + fix("LocalPool.add_timm(name, checkpoint_path)", "`nas-warmstart pool add DIR timm:<name> --checkpoint FILE`")
             )
         _check_timm_value(name, key, value)
 

@@ -38,7 +38,7 @@ def check_search(
     and the objectives as a tuple.
 
     Args:
-        pools: what ``pool`` may be, for the message (``"a ModelZoo, an OptunaArtifactPool"``).
+        pools: what ``pool`` may be, for the message (``"a LocalPool, an OptunaArtifactPool"``).
     """
     spaces = search_spaces()
     sp = resolve_space(space)

@@ -36,8 +36,8 @@ from .._errors import InvalidArgumentError, NasWarmstartError
 from .winner import BEST_RULE, choose_winner, pareto_front, record_points
 
 if TYPE_CHECKING:
+    from ..pool.local import LocalPool
     from ..pool.spec import ArchSpec
-    from ..pool.zoo import ModelZoo
 
 __all__ = [
     "RUN_ATTR", "SEARCH_ATTR", "TrialRecord", "build_record", "cold_study_name", "completed_points", "describe_spec",
@@ -280,7 +280,7 @@ def _trial_winner(study: Any, objectives: Sequence[str], kind: str) -> tuple[dic
 # ------------------------------------------------------------------------------ the pool
 
 
-def pool_record(zoo: ModelZoo | None, dataset: str | None, *, seeds: Sequence[str] = (),
+def pool_record(zoo: LocalPool | None, dataset: str | None, *, seeds: Sequence[str] = (),
                 converted: Sequence[str] = (), only: Collection[str] | None = None,
                 note: str | None = None) -> dict[str, Any]:
     """The pool's names, similarity matrix, accuracies and lineage for the report.
@@ -335,7 +335,7 @@ def pool_record(zoo: ModelZoo | None, dataset: str | None, *, seeds: Sequence[st
 # ------------------------------------------------------------------------------ the record
 
 
-def build_record(study: Any, storage: str, *, cold: Any | None, zoo: ModelZoo | None,
+def build_record(study: Any, storage: str, *, cold: Any | None, zoo: LocalPool | None,
                  facts: Mapping[str, Any], pool_note: str | None = None) -> dict[str, Any]:
     """A ``run``'s record from its study (and its cold twin), the pool and the run's facts."""
     directions = _directions(study)
@@ -353,7 +353,7 @@ def build_record(study: Any, storage: str, *, cold: Any | None, zoo: ModelZoo | 
 
 
 def make_record(name: str, storage: str, trials: list[dict[str, Any]], cold_trials: list[dict[str, Any]] | None, *,
-                zoo: ModelZoo | None, facts: Mapping[str, Any], objectives: Sequence[str],
+                zoo: LocalPool | None, facts: Mapping[str, Any], objectives: Sequence[str],
                 directions: Sequence[str], kind: str = "run", notes: Sequence[str] = (),
                 pool: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report's run record from trial records (either back end), the pool and the facts.
@@ -423,7 +423,7 @@ def _run_facts(raw: Mapping[str, Any], n_objectives: int) -> dict[str, Any]:
 
 
 def record_of_study(study: Any, storage: str, *, cold: Any | None = None,
-                    zoo: ModelZoo | None = None) -> dict[str, Any]:
+                    zoo: LocalPool | None = None) -> dict[str, Any]:
     """The report's record of any study: a ``run``'s, a ``search``'s or a plain Optuna one.
 
     Args:
@@ -478,7 +478,7 @@ def _inferred_objectives(study: Any, n: int) -> list[str]:
     return names
 
 
-def _search_record(study: Any, storage: str, *, cold: Any | None, zoo: ModelZoo | None) -> dict[str, Any]:
+def _search_record(study: Any, storage: str, *, cold: Any | None, zoo: LocalPool | None) -> dict[str, Any]:
     directions = _directions(study)
     n = len(directions)
     attr = study.user_attrs.get(SEARCH_ATTR)
@@ -519,7 +519,7 @@ def _search_record(study: Any, storage: str, *, cold: Any | None, zoo: ModelZoo 
                        objectives=objectives, directions=directions, kind="search", notes=notes, pool=pool)
 
 
-def _plain_record(study: Any, storage: str, *, zoo: ModelZoo | None) -> dict[str, Any]:
+def _plain_record(study: Any, storage: str, *, zoo: LocalPool | None) -> dict[str, Any]:
     directions = _directions(study)
     n = len(directions)
     objectives = _objective_names(study, n) or (["objective"] if n == 1 else [f"objective {i + 1}" for i in range(n)])

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from .._errors import ZooEntryExistsError, ZooEntryNotFoundError, ZooError
+from .._errors import PoolEntryExistsError, PoolEntryNotFoundError, PoolError
 
 __all__ = ["add_unique", "find_own", "lookup", "suffixed"]
 
@@ -42,9 +42,9 @@ def lookup(pool: Any, name: str) -> Any:
     cannot be read (a damaged entry is nobody's own: it is never replaced nor removed)."""
     try:
         return pool.get(name)
-    except ZooEntryNotFoundError:
+    except PoolEntryNotFoundError:
         return None
-    except ZooError as e:
+    except PoolError as e:
         log.info("pool entry %r cannot be read (%s); treated as another run's", name, e)
         return False
 
@@ -66,7 +66,7 @@ def add_unique(
         owned: whether an existing entry is the caller's own earlier registration.
 
     Raises:
-        ZooEntryExistsError: every candidate name holds another run's entry.
+        PoolEntryExistsError: every candidate name holds another run's entry.
     """
     tried = []
     for name in names:
@@ -74,7 +74,7 @@ def add_unique(
         for _ in range(3):  # the entry may be removed, or the name taken, between our calls
             try:
                 return add(name, "error")
-            except ZooEntryExistsError:
+            except PoolEntryExistsError:
                 pass
             existing = lookup(pool, name)
             if existing is None:
@@ -83,7 +83,7 @@ def add_unique(
                 return add(name, "replace")
             log.info("pool entry %r belongs to another run; registering under another name", name)
             break
-    raise ZooEntryExistsError(
+    raise PoolEntryExistsError(
         f"the pool holds other runs' entries under every name this trial could take ({', '.join(tried)}); "
         "remove some of them or use another pool"
     )

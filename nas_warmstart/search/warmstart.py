@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from .._args import positive_int
-from .._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError, ZooError
+from .._errors import InvalidArgumentError, NasWarmstartWarning, NoBuilderError, PoolError
 from ..dpiat.signature import LayersMode, signature
 from ..dpiat.transfer import TransferReport, transfer
 from ..pool.base import Pool, Ranked
@@ -127,13 +127,13 @@ def warm_start(
 
     Args:
         target: the candidate network (changed in place under no_grad).
-        pool_or_source: a pool (:class:`ModelZoo`, or anything with its ``rank``/``load``, such
+        pool_or_source: a pool (:class:`LocalPool`, or anything with its ``rank``/``load``, such
             as the Optuna-artifact pool), ranked by similarity, or one trained module.
         k: how many of the top-ranked entries to try, in order, if loading one fails (a
             damaged entry is skipped with a warning).
         guidance: also build a :class:`~nas_warmstart.guidance.GuidanceLoss` with the source
             as a frozen guide: True (defaults), a pairing name, or a dict of its arguments.
-        dataset, min_metric, exclude: pool filters, as in :meth:`ModelZoo.rank`.
+        dataset, min_metric, exclude: pool filters, as in :meth:`LocalPool.rank`.
         min_similarity: cold-start instead of transferring from a pool entry less similar than
             this. On digits, pairs below similarity 0.3 gave 0.66–1.20× the random-init
             accuracy after one epoch (ConvNeXt → MobileNetV3 at 0.17 was the harmful one;
@@ -172,7 +172,7 @@ def warm_start(
         )
     if not isinstance(pool_or_source, Pool):
         raise InvalidArgumentError(
-            f"pool_or_source must be a pool (ModelZoo, OptunaArtifactPool) or a trained nn.Module, "
+            f"pool_or_source must be a pool (LocalPool, OptunaArtifactPool) or a trained nn.Module, "
             f"got {type(pool_or_source).__name__}"
         )
     zoo = pool_or_source
@@ -185,7 +185,7 @@ def warm_start(
             break
         try:
             source = zoo.load_source(r.name)
-        except (ZooError, NoBuilderError) as e:
+        except (PoolError, NoBuilderError) as e:
             warnings.warn(f"warm start: skipping pool entry {r.name!r}: {e}", NasWarmstartWarning, stacklevel=2)
             continue
         if first_param is not None:

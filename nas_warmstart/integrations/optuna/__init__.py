@@ -33,7 +33,7 @@ trial never replaces an entry that is not its own). Warm-started trials converge
 which a ``MedianPruner`` compares against cold ones; ``warm_started`` lets you analyse that.
 
 Threads (``n_jobs``) and processes sharing one storage work with one pool: a
-:class:`~nas_warmstart.ModelZoo` on a shared local filesystem, or an :class:`OptunaArtifactPool`.
+:class:`~nas_warmstart.LocalPool` on a shared local filesystem, or an :class:`OptunaArtifactPool`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ every stored value is checked where it is read, before anything acts on it:
 
 * a record (a user attribute: JSON, never pickled) is parsed field by field by
   :func:`parse_record`; anything malformed raises one-line
-  :class:`~nas_warmstart.ZooEntryCorruptError` naming the entry and the fix, which listings
+  :class:`~nas_warmstart.PoolEntryCorruptError` naming the entry and the fix, which listings
   turn into one warning and a skipped entry;
 * an ``artifact_id`` must look like the ids ``optuna.artifacts.upload_artifact`` makes
   (``str(uuid.uuid4())``): no separator, no dot, so a file store cannot be led outside its
@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nas_warmstart._errors import NasWarmstartError, ZooEntryCorruptError, ZooError
+from nas_warmstart._errors import NasWarmstartError, PoolEntryCorruptError, PoolError
 from nas_warmstart.dpiat import batch as _rank
 from nas_warmstart.dpiat.signature import LAYER_MODES
 from nas_warmstart.pool.base import check_name, plain_json
@@ -66,15 +66,15 @@ def remove_fix(name: Any) -> str:
     return "it cannot be named, so it stays skipped; ask whoever writes to this storage to delete it"
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def corrupt(name: Any, where: str, problem: str) -> ZooEntryCorruptError:
+def corrupt(name: Any, where: str, problem: str) -> PoolEntryCorruptError:
     """The one-line error of a malformed stored record or blob."""
     label = f"pool entry {name!r:.80}" if name is not None else "a pool entry"
-    return ZooEntryCorruptError(
-        f"{label} ({where}) is malformed: {_one_line(problem)}; {remove_fix(name)}",
+    return PoolEntryCorruptError(
+        f"{label} ({where}) is malformed: {one_line(problem)}; {remove_fix(name)}",
         entry=name if isinstance(name, str) else None,
     )
 
@@ -147,7 +147,7 @@ def parse_record(rec: Any, trial_number: int | None, *, stored_as: str | None = 
         stored_as: the entry name its study attribute is keyed by; the record must agree.
 
     Raises:
-        ZooEntryCorruptError: a field is missing or malformed (one line: entry, field, fix).
+        PoolEntryCorruptError: a field is missing or malformed (one line: entry, field, fix).
     """
     where = where_of(trial_number)
     if not isinstance(rec, Mapping):
@@ -160,7 +160,7 @@ def parse_record(rec: Any, trial_number: int | None, *, stored_as: str | None = 
     if stored_as is not None and name != stored_as:
         raise corrupt(stored_as, where, f"the record is stored under {stored_as!r} but names itself {name!r}")
 
-    def bad(field: str, problem: str) -> ZooEntryCorruptError:
+    def bad(field: str, problem: str) -> PoolEntryCorruptError:
         return corrupt(name, where, f"{field} {problem}")
 
     out: dict[str, Any] = {"name": name}
@@ -241,7 +241,7 @@ def key_of(name: str, where: str, text: str, digest: str, layers: str) -> tuple[
     its digest (the digest is what ranking and the similarity cache group entries by).
 
     Raises:
-        ZooEntryCorruptError: the text is not a key, or not the key of ``digest``.
+        PoolEntryCorruptError: the text is not a key, or not the key of ``digest``.
     """
     with _KEYS_LOCK:
         hit = _KEYS.get((text, digest, layers))
@@ -304,10 +304,10 @@ def _open_fs_blob(path: Path, name: str, artifact_id: str, nbytes: int) -> Any:
     return f
 
 
-def _unreadable(name: str, artifact_id: str, e: Exception) -> ZooError:
-    return ZooError(
+def _unreadable(name: str, artifact_id: str, e: Exception) -> PoolError:
+    return PoolError(
         f"the weights of pool entry {name!r} (artifact {artifact_id}) cannot be read from the "
-        f"artifact store: {type(e).__name__}: {_one_line(str(e))}; check the store is reachable and retry"
+        f"artifact store: {type(e).__name__}: {one_line(str(e))}; check the store is reachable and retry"
     )
 
 
@@ -315,15 +315,15 @@ def read_blob(store: Any, name: str, artifact_id: str, nbytes: int) -> bytes:
     """The blob's bytes: at most ``nbytes + 1`` of them (the +1 tells a longer blob).
 
     Raises:
-        ZooEntryCorruptError: the blob is missing, not a regular file, or of another size.
-        ZooError: the store could not be read (its own error, in one line).
+        PoolEntryCorruptError: the blob is missing, not a regular file, or of another size.
+        PoolError: the store could not be read (its own error, in one line).
     """
     from optuna.artifacts.exceptions import ArtifactNotFound
 
     path = _fs_blob_path(store, artifact_id)
     try:
         reader = _open_fs_blob(path, name, artifact_id, nbytes) if path is not None else store.open_reader(artifact_id)
-    except ZooEntryCorruptError:
+    except PoolEntryCorruptError:
         raise
     except ArtifactNotFound:
         raise corrupt(name, f"artifact {artifact_id}", "its weights are missing from the artifact store") from None

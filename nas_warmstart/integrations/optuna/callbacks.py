@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas_warmstart._errors import InvalidArgumentError, ZooEntryNotFoundError
+from nas_warmstart._errors import InvalidArgumentError, PoolEntryNotFoundError
 from nas_warmstart._plugins import search_spaces
 from nas_warmstart.pool.base import Pool
 from nas_warmstart.search.registration import lookup
@@ -58,7 +58,7 @@ class PoolCallback:
 
     def __init__(self, pool: Pool) -> None:
         if not isinstance(pool, Pool):
-            raise InvalidArgumentError(f"pool must be a ModelZoo or an OptunaArtifactPool, got {type(pool).__name__}")
+            raise InvalidArgumentError(f"pool must be a LocalPool or an OptunaArtifactPool, got {type(pool).__name__}")
         self.pool = pool
 
     def __call__(self, study: optuna.study.Study, trial: FrozenTrial) -> None:
@@ -130,7 +130,7 @@ def enqueue_pool(
         out.append(entry.name)
     if wanted is not None and matched != wanted:
         missing = sorted(wanted - matched)
-        raise ZooEntryNotFoundError(f"no pool entries named {missing}")
+        raise PoolEntryNotFoundError(f"no pool entries named {missing}")
     return out
 
 

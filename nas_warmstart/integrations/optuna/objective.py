@@ -52,7 +52,7 @@ class SearchObjective:
         skip_duplicates: bool = True,
     ) -> None:
         self.space, objectives = check_search(space, dataset, pool, objectives=objectives, epochs=epochs,
-                                              pools="a ModelZoo, an OptunaArtifactPool")
+                                              pools="a LocalPool, an OptunaArtifactPool")
         if device is not None:
             resolve_device(device)  # a device this machine lacks fails here, not in every trial
         self.objectives = objectives
@@ -192,7 +192,7 @@ def make_objective(
     the study's pruner says so), registers the trained network in the pool and returns the
     objective values. Use ``objective.directions`` for the study::
 
-        objective = make_objective("resnet", "digits", ModelZoo("pool"), epochs=3)
+        objective = make_objective("resnet", "digits", LocalPool("pool"), epochs=3)
         study = optuna.create_study(directions=objective.directions)
         study.optimize(objective, n_trials=20)
 

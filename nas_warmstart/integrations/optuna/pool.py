@@ -22,18 +22,18 @@ from nas_warmstart._errors import (
     InvalidArgumentError,
     NasWarmstartError,
     NasWarmstartWarning,
+    PoolEntryCorruptError,
+    PoolEntryExistsError,
+    PoolError,
     SignatureError,
-    ZooEntryCorruptError,
-    ZooEntryExistsError,
-    ZooError,
 )
 from nas_warmstart.dpiat import batch as _rank
 from nas_warmstart.dpiat.signature import LAYER_MODES, LayersMode, signature
 from nas_warmstart.pool.base import Candidate, NewEntry, Pool
+from nas_warmstart.pool.local import LocalPool
 from nas_warmstart.pool.spec import ArchSpec
 from nas_warmstart.pool.stored import build_loaded, source_from
 from nas_warmstart.pool.weights_io import weights_bytes
-from nas_warmstart.pool.zoo import ModelZoo
 
 from . import artifact_record as _rec
 
@@ -45,7 +45,7 @@ class ArtifactEntry:
     """One trained network of an :class:`OptunaArtifactPool` (weights in the artifact store).
 
     Attributes:
-        name, spec, dataset, metrics, parent, provenance, num_params: as in ``ZooEntry``.
+        name, spec, dataset, metrics, parent, provenance, num_params: as in ``LocalPoolEntry``.
         nbytes, sha256: size and hash of the safetensors blob.
         digest, digest_paper: architecture digests (``layers="extended"`` / ``"paper"``).
         artifact_id: the Optuna artifact holding the weights.
@@ -79,7 +79,7 @@ class ArtifactEntry:
             stored_as: the name in the study attribute's key, which the record's must equal.
 
         Raises:
-            ZooEntryCorruptError: a field is missing or malformed (one line naming the entry).
+            PoolEntryCorruptError: a field is missing or malformed (one line naming the entry).
         """
         f = _rec.parse_record(rec, trial_number, stored_as=stored_as)
         spec: ArchSpec | None = f["spec"]
@@ -96,7 +96,7 @@ class ArtifactEntry:
                 "spec": self.spec.to_dict() if self.spec is not None else None, "trial_number": self.trial_number}
 
 
-def _description_error(entry: ArtifactEntry, e: Exception) -> ZooEntryCorruptError:
+def _description_error(entry: ArtifactEntry, e: Exception) -> PoolEntryCorruptError:
     return _rec.corrupt(entry.name, f"artifact {entry.artifact_id}",
                         f"its stored source description is malformed ({type(e).__name__}: {e})")
 
@@ -109,7 +109,7 @@ class _Skipped:
     trial_number: int | None
     stored_as: str | None  # the name in its study attribute key (a study-level record)
     artifact_id: str | None  # only when well-formed
-    error: ZooEntryCorruptError
+    error: PoolEntryCorruptError
 
 
 class OptunaArtifactPool(Pool[ArtifactEntry]):
@@ -162,7 +162,7 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
     # The storage and the artifact store may be shared with people this process does not trust
     # (an RDB server, a shared directory): records are parsed field by field (artifact_record),
     # a malformed one is skipped with one warning in listings and ranking and is a one-line
-    # ZooEntryCorruptError when asked for by name; blobs are read bounded by the recorded size.
+    # PoolEntryCorruptError when asked for by name; blobs are read bounded by the recorded size.
 
     def _stored(self) -> tuple[dict[str, Any], list[FrozenTrial]]:
         """The study's user attributes and its completed trials, as Optuna decodes them."""
@@ -170,7 +170,7 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
             return (self.study.user_attrs,
                     self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         except ValueError as e:  # json.JSONDecodeError: a row that Optuna did not write
-            raise ZooError(
+            raise PoolError(
                 f"the storage of study {self.study.study_name!r} holds a user attribute that is not "
                 f"JSON ({type(e).__name__}: {' '.join(str(e).split())}), so the artifact pool kept in "
                 "it cannot be read; the row was written by something other than Optuna: delete it "
@@ -187,7 +187,7 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
         def take(rec: Any, number: int | None, stored_as: str | None) -> None:
             try:
                 entry = ArtifactEntry.from_record(rec, number, stored_as=stored_as)
-            except ZooEntryCorruptError as e:
+            except PoolEntryCorruptError as e:
                 aid = rec.get("artifact_id") if isinstance(rec, Mapping) else None
                 if not (_rec.is_artifact_id(aid) and aid in removed) and f"trial-{number}" not in removed:
                     skipped.append(_Skipped(e.entry, number, stored_as, aid if _rec.is_artifact_id(aid) else None, e))
@@ -245,8 +245,8 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
         """The entry called ``name``.
 
         Raises:
-            ZooEntryNotFoundError: no entry has that name.
-            ZooEntryCorruptError: its stored record is malformed.
+            PoolEntryNotFoundError: no entry has that name.
+            PoolEntryCorruptError: its stored record is malformed.
         """
         newest, skipped = self._scan()
         if name in newest:
@@ -280,7 +280,7 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
         return build_loaded(name, entry.spec, self._read(entry), device=device)
 
     def load_source(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
-        """The entry as a transfer source (see :meth:`ModelZoo.load_source`)."""
+        """The entry as a transfer source (see :meth:`LocalPool.load_source`)."""
         entry = self.get(name)
         state, meta = _rec.parse_weights(entry.name, entry.artifact_id, self._read_bytes(entry))
         try:
@@ -348,7 +348,7 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
 
         Args:
             name, spec, dataset, metrics, parent, provenance, verify_spec: as in
-                :meth:`ModelZoo.add`.
+                :meth:`LocalPool.add`.
             if_exists: ``"error"``, ``"replace"`` or ``"skip"`` for a name already visible.
             trial: the live trial registering it (the entry appears when the trial completes);
                 None records it on the study (visible at once).
@@ -381,7 +381,7 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
     def _existing(self, name: str, if_exists: str) -> ArtifactEntry | None:
         existing = self._scan()[0].get(name)
         if existing is not None and if_exists == "error":
-            raise ZooEntryExistsError(
+            raise PoolEntryExistsError(
                 f"the artifact pool already has an entry {name!r}; pass if_exists='replace' or 'skip'"
             )
         return existing
@@ -467,8 +467,8 @@ class OptunaArtifactPool(Pool[ArtifactEntry]):
                 log.warning("trial %s's pool record names no valid artifact id (%.80r); nothing deleted",
                             trial.number, aid)
 
-    def add_from(self, zoo: ModelZoo, names: Sequence[str] | None = None, *, if_exists: str = "skip") -> list[str]:
-        """Copy entries of a local :class:`ModelZoo` into this pool (study-level entries).
+    def add_from(self, zoo: LocalPool, names: Sequence[str] | None = None, *, if_exists: str = "skip") -> list[str]:
+        """Copy entries of a local :class:`LocalPool` into this pool (study-level entries).
 
         Entries without a builder (or whose builder this process lacks) are copied as their
         stored signature and tensors, and stay transfer sources.

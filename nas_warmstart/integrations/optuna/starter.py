@@ -15,7 +15,7 @@ from nas_warmstart._errors import (
     InvalidArgumentError,
     NoBuilderError,
     NoMatchableLayersError,
-    ZooError,
+    PoolError,
 )
 from nas_warmstart.pool.base import Pool, check_name
 from nas_warmstart.pool.builders import find_builder
@@ -116,7 +116,7 @@ class WarmStarter:
 
     Args:
         trial: the live ``optuna.trial.Trial``.
-        pool: a :class:`~nas_warmstart.ModelZoo`, an :class:`OptunaArtifactPool`, or any
+        pool: a :class:`~nas_warmstart.LocalPool`, an :class:`OptunaArtifactPool`, or any
             object with their ``rank``/``load``/``add``.
         guidance: also guide the first training steps with the source network (see
             :func:`nas_warmstart.warm_start`): True, a pairing name or a dict of
@@ -151,7 +151,7 @@ class WarmStarter:
             )
         if not isinstance(pool, Pool):
             raise InvalidArgumentError(
-                f"pool must be a ModelZoo or an OptunaArtifactPool, got {type(pool).__name__}"
+                f"pool must be a LocalPool or an OptunaArtifactPool, got {type(pool).__name__}"
             )
         unknown = set(transfer_kwargs) - {"matching", "method", "bn_stats", "layers"}
         if unknown:
@@ -223,7 +223,7 @@ class WarmStarter:
     def _from_seed(self, model: nn.Module, seed: str) -> WarmStart | None:
         try:
             source = self.pool.load_source(seed)
-        except (ZooError, KeyError, NoBuilderError) as e:
+        except (PoolError, KeyError, NoBuilderError) as e:
             log.warning("trial %d: seed entry %r cannot be loaded (%s); ranking the pool instead",
                         self.trial.number, seed, e)
             return None

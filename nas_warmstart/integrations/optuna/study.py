@@ -41,7 +41,7 @@ def check_not_pool(url: str, *, pool: str | os.PathLike[str] | None = None) -> N
     """Refuse an Optuna storage URL whose SQLite file is a pool's index or lies inside ``pool``.
 
     Optuna creates its tables in whatever database it is given: pointed at a pool's
-    ``index.sqlite`` it would write into the pool's index (and ``zoo check`` would then call the
+    ``index.sqlite`` it would write into the pool's index (and ``pool check`` would then call the
     pool damaged); a study file inside the pool folder is a file the pool tools do not own.
     Nothing is opened for writing here.
     """

@@ -10,7 +10,7 @@ every trial starts from the most similar trained network of a pool, whatever its
   a restore. :func:`define_by_run` gives the space to ``OptunaSearch``.
 * :func:`make_tuner` / :func:`restore_tuner`: a ready experiment (OptunaSearch + ASHA,
   resources per trial, storage path, retries) and its continuation.
-* :class:`RayPool`: a :class:`~nas_warmstart.ModelZoo` owned by a named, detached actor on
+* :class:`RayPool`: a :class:`~nas_warmstart.LocalPool` owned by a named, detached actor on
   one node; trials rank, load and register through it, so no node but that one needs the
   pool directory.
 * :class:`RegisterCheckpoints`: a ``tune.Callback`` that registers your own trainable's

@@ -43,7 +43,7 @@ class RegisterCheckpoints(tune.Callback):
 
     Args:
         pool: a :class:`~nas_warmstart.integrations.ray.RayPool` or a
-            :class:`~nas_warmstart.ModelZoo` the driver can open.
+            :class:`~nas_warmstart.LocalPool` the driver can open.
         model_fn: ``model_fn(config) -> nn.Module`` building the trial's network, for
             checkpoints that hold no spec (else the spec rebuilds it). Without a spec the entry
             is stored as a transfer source without a builder.
@@ -71,7 +71,7 @@ class RegisterCheckpoints(tune.Callback):
         include_stopped: bool = False,
     ) -> None:
         if not isinstance(pool, Pool):
-            raise InvalidArgumentError(f"pool must be a RayPool or a ModelZoo, got {type(pool).__name__}")
+            raise InvalidArgumentError(f"pool must be a RayPool or a LocalPool, got {type(pool).__name__}")
         self.pool, self.model_fn, self.dataset = pool, model_fn, dataset
         self.metrics = tuple(metrics) if metrics is not None else None
         self.epochs, self.include_stopped = epochs, include_stopped

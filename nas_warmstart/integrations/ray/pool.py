@@ -1,13 +1,13 @@
 """RayPool: a pool owned by one Ray actor, so the nodes of a cluster need no shared disk.
 
-A :class:`~nas_warmstart.ModelZoo` is a directory with an SQLite index. Trials on other nodes
+A :class:`~nas_warmstart.LocalPool` is a directory with an SQLite index. Trials on other nodes
 would need that directory on a shared filesystem, and SQLite must never see concurrent
 writers over a network filesystem. :class:`RayPool` keeps the directory on one node (the head
 by default) inside a named, detached actor, the pool's only reader and writer:
 
 * ranking ships the candidate's *signature* to the actor (a few kB) and returns the ranked
   entry records; the similarity is computed where the index is, by the same code as
-  :meth:`ModelZoo.rank` (bit-identical answers);
+  :meth:`LocalPool.rank` (bit-identical answers);
 * loading a source returns the entry's verified safetensors bytes through Ray's object store;
   the trial rebuilds the module (or a :class:`~nas_warmstart.StoredNetwork`) itself;
 * registering sends the checked, serialisable entry to the actor, which writes it (one writer,
@@ -35,15 +35,15 @@ from nas_warmstart._args import check_choice
 from nas_warmstart._errors import (
     InvalidArgumentError,
     NasWarmstartError,
+    PoolEntryCorruptError,
+    PoolError,
     SignatureError,
-    ZooEntryCorruptError,
-    ZooError,
 )
 from nas_warmstart.dpiat.signature import LAYER_MODES, ArchSignature, LayersMode, signature
 from nas_warmstart.pool.base import Candidate, NewEntry, Pool, Ranked
+from nas_warmstart.pool.local import LocalPool, LocalPoolEntry
 from nas_warmstart.pool.stored import build_loaded, source_from
 from nas_warmstart.pool.weights_io import safetensors_header
-from nas_warmstart.pool.zoo import ModelZoo, ZooEntry
 
 __all__ = ["DEFAULT_NAMESPACE", "RayPool"]
 
@@ -61,7 +61,7 @@ class _Raised:
 
 
 class _PoolServer:
-    """The actor's body: one ModelZoo, every call serialised (a plain Ray actor runs one
+    """The actor's body: one LocalPool, every call serialised (a plain Ray actor runs one
     method at a time), warnings and errors handed back to the caller."""
 
     def __init__(self, path: str) -> None:
@@ -69,7 +69,7 @@ class _PoolServer:
         self.calls: dict[tuple[str, str, int], int] = {}
         self.error: BaseException | None = None
         try:
-            self.zoo = ModelZoo(path)
+            self.zoo = LocalPool(path)
         except (NasWarmstartError, OSError) as e:  # handed to the client by info(), not a crash
             self.error = e
 
@@ -99,14 +99,14 @@ class _PoolServer:
     def _names(self) -> list[str]:
         return self.zoo.names()
 
-    def _get(self, name: str) -> ZooEntry:
+    def _get(self, name: str) -> LocalPoolEntry:
         return self.zoo.get(name)
 
-    def _fetch(self, name: str) -> tuple[ZooEntry, bytes]:
+    def _fetch(self, name: str) -> tuple[LocalPoolEntry, bytes]:
         entry, _, data = self.zoo._load_entry(name)  # verified size and SHA-256
         return entry, data
 
-    def _rank(self, target: Any, kwargs: dict[str, Any]) -> list[Ranked[ZooEntry]]:
+    def _rank(self, target: Any, kwargs: dict[str, Any]) -> list[Ranked[LocalPoolEntry]]:
         return self.zoo.rank(target, **kwargs)
 
     def _candidates(self, dataset: str | None) -> list[Candidate]:
@@ -115,7 +115,7 @@ class _PoolServer:
     def _keys(self, digests: list[str], layers: LayersMode) -> tuple[list[tuple[Any, ...]], list[int]]:
         return self.zoo._keys(digests, layers, {})
 
-    def _store(self, new: NewEntry) -> ZooEntry:
+    def _store(self, new: NewEntry) -> LocalPoolEntry:
         existing = self.zoo._existing(new.name, new.if_exists)
         if existing is not None and new.if_exists == "skip":
             return existing
@@ -144,12 +144,12 @@ def _require_ray() -> None:
         )
 
 
-class RayPool(Pool[ZooEntry]):
-    """A :class:`~nas_warmstart.ModelZoo` owned by a named, detached Ray actor on one node.
+class RayPool(Pool[LocalPoolEntry]):
+    """A :class:`~nas_warmstart.LocalPool` owned by a named, detached Ray actor on one node.
 
     Create it on the driver with the pool directory; trials, tasks and other drivers reach the
     same actor by name (``RayPool.connect()``), or get the object itself (it pickles as a
-    handle). Every pool method works as on a ``ModelZoo``, with the same answers; the
+    handle). Every pool method works as on a ``LocalPool``, with the same answers; the
     directory is opened by the actor's process only, so the other nodes need no access to it.
 
     Args:
@@ -237,7 +237,7 @@ class RayPool(Pool[ZooEntry]):
             reply: tuple[Any, list[tuple[str, type[Warning]]]] = ray.get(
                 self._actor.call.remote(method, args, kwargs, who))
         except ray.exceptions.RayActorError as e:
-            raise ZooError(f"the RayPool actor {self.name!r} is not reachable: {e}") from None
+            raise PoolError(f"the RayPool actor {self.name!r} is not reachable: {e}") from None
         value, caught = reply
         for message, category in caught:
             warnings.warn(message, category, stacklevel=3)
@@ -252,7 +252,7 @@ class RayPool(Pool[ZooEntry]):
             return info
         except ray.exceptions.RayActorError as e:
             cause = getattr(e, "cause", None) or e
-            raise ZooError(f"the RayPool actor {self.name!r} could not start: {cause}") from None
+            raise PoolError(f"the RayPool actor {self.name!r} could not start: {cause}") from None
 
     def activity(self) -> list[dict[str, Any]]:
         """Every call the actor served: ``method``, caller ``node_id`` and ``pid``, ``calls``."""
@@ -268,10 +268,10 @@ class RayPool(Pool[ZooEntry]):
     def names(self) -> list[str]:
         return self._call("names")
 
-    def get(self, name: str) -> ZooEntry:
+    def get(self, name: str) -> LocalPoolEntry:
         return self._call("get", name)
 
-    def _fetch(self, name: str) -> tuple[ZooEntry, bytes]:
+    def _fetch(self, name: str) -> tuple[LocalPoolEntry, bytes]:
         return self._call("fetch", name)
 
     def load_state_dict(self, name: str) -> dict[str, torch.Tensor]:
@@ -303,13 +303,13 @@ class RayPool(Pool[ZooEntry]):
         return self._call("remove", name, missing_ok)
 
     def check(self, *, full: bool = False) -> dict[str, list[str]]:
-        """:meth:`ModelZoo.check` of the pool, run by the actor."""
+        """:meth:`LocalPool.check` of the pool, run by the actor."""
         return self._call("check", full)
 
-    def _existing(self, name: str, if_exists: str) -> ZooEntry | None:
+    def _existing(self, name: str, if_exists: str) -> LocalPoolEntry | None:
         return None  # the actor looks, in the same call that writes (no race between the two)
 
-    def _store(self, new: NewEntry, existing: ZooEntry | None, **options: Any) -> ZooEntry:
+    def _store(self, new: NewEntry, existing: LocalPoolEntry | None, **options: Any) -> LocalPoolEntry:
         return self._call("store", new)
 
     def rank(
@@ -322,7 +322,7 @@ class RayPool(Pool[ZooEntry]):
         metric: str = "accuracy",
         exclude: Sequence[str] = (),
         layers: LayersMode = "extended",
-    ) -> list[Ranked[ZooEntry]]:
+    ) -> list[Ranked[LocalPoolEntry]]:
         check_choice("layers", layers, LAYER_MODES)
         if isinstance(target, nn.Module):  # ship the signature, never the module
             target = signature(target, layers=layers)
@@ -345,8 +345,8 @@ class RayPool(Pool[ZooEntry]):
         return self._call("keys", digests, layers)
 
 
-def _bad_description(entry: ZooEntry, e: Exception) -> ZooEntryCorruptError:
-    return ZooEntryCorruptError(
+def _bad_description(entry: LocalPoolEntry, e: Exception) -> PoolEntryCorruptError:
+    return PoolEntryCorruptError(
         f"pool entry {entry.name!r}: the source description stored in its weights file is malformed "
         f"({type(e).__name__}: {' '.join(str(e).split())}); remove the entry with pool.remove({entry.name!r})"
         " and add it again",

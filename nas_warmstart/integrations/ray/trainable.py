@@ -455,7 +455,7 @@ def make_trainable(
         space: a search-space name or a registered space.
         dataset: a data set name (loaded once per worker process, on first use) or DataSplits
             (shipped to every worker: keep it small, or use a name).
-        pool: a :class:`RayPool` (any cluster), a :class:`~nas_warmstart.ModelZoo` on a
+        pool: a :class:`RayPool` (any cluster), a :class:`~nas_warmstart.LocalPool` on a
             filesystem every node mounts, or None (cold starts, nothing registered).
         epochs: training epochs per trial (use it as the scheduler's ``max_t``).
         objectives: ``("accuracy",)`` or accuracy followed by ``"params"``, ``"flops"``,
@@ -470,7 +470,7 @@ def make_trainable(
         data_root, image_size: for loading ``dataset`` by name.
     """
     sp, objectives = check_search(space, dataset, pool, objectives=objectives, epochs=epochs,
-                                  pools="a RayPool, a ModelZoo on a filesystem every node mounts")
+                                  pools="a RayPool, a LocalPool on a filesystem every node mounts")
     check_guidance(guidance)
     settings = _Settings(
         space=sp.name, space_module=type(sp).__module__, dataset=dataset, pool=pool, epochs=epochs, objectives=objectives, guidance=guidance,

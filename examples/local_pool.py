@@ -1,6 +1,6 @@
 """Keep trained networks in a pool, rank it for a new candidate, warm-start from the nearest.
 
-Run: python examples/model_zoo.py [pool-dir]
+Run: python examples/local_pool.py [pool-dir]
 
 The pool entries here hold freshly initialised weights (nothing is downloaded); in a search
 they are the trained candidates of earlier trials. Re-running reuses the pool (``if_exists``).
@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, ModelZoo
+from nas_warmstart import ArchSpec, LocalPool
 
 SEEDS = [
     ArchSpec.timm("resnet18", num_classes=10),
@@ -24,7 +24,7 @@ SEEDS = [
 
 
 def main(path: str | None = None) -> None:
-    zoo = ModelZoo(path or tempfile.mkdtemp(prefix="pool-"))
+    zoo = LocalPool(path or tempfile.mkdtemp(prefix="pool-"))
     for i, spec in enumerate(SEEDS):
         zoo.add(f"{spec.name}-{i}", spec.build(), spec=spec, dataset="digits",
                 metrics={"accuracy": 0.5 + 0.1 * i}, if_exists="skip")

@@ -17,9 +17,9 @@ def tiny_spec(width: int = 4, depth: int = 1, num_classes: int = 4):
 
 def add_many(path: str, worker: int, count: int) -> list[str]:
     """Add ``count`` entries named ``w<worker>-<i>`` with distinct weights."""
-    from nas_warmstart import ModelZoo
+    from nas_warmstart import LocalPool
 
-    zoo = ModelZoo(path)
+    zoo = LocalPool(path)
     names = []
     for i in range(count):
         torch.manual_seed(1000 * worker + i)
@@ -32,15 +32,15 @@ def add_many(path: str, worker: int, count: int) -> list[str]:
 
 def add_same_name(path: str, worker: int, if_exists: str) -> str:
     """Everyone adds ``dup``; returns the stored name or the error class name."""
-    from nas_warmstart import ModelZoo, ZooEntryExistsError
+    from nas_warmstart import LocalPool, PoolEntryExistsError
 
-    zoo = ModelZoo(path)
+    zoo = LocalPool(path)
     spec = tiny_spec()
     torch.manual_seed(worker)
     try:
         return zoo.add("dup", spec.build(), spec=spec, if_exists=if_exists).name  # type: ignore[arg-type]
-    except ZooEntryExistsError:
-        return "ZooEntryExistsError"
+    except PoolEntryExistsError:
+        return "PoolEntryExistsError"
 
 
 #: Run as ``python -c KILL_SCRIPT <pool> <point>``: add an entry, pausing at ``point`` so the
@@ -49,20 +49,20 @@ def add_same_name(path: str, worker: int, if_exists: str) -> str:
 KILL_SCRIPT = r"""
 import os, sys, time
 sys.path.insert(0, os.getcwd())
-import nas_warmstart.pool.zoo as z
+import nas_warmstart.pool.local as z
 import nas_warmstart.pool.index as ix
-from tests._zoo_workers import tiny_spec
+from tests._pool_workers import tiny_spec
 
 def pause(*args, **kwargs):
     print("PAUSED", flush=True)
     time.sleep(600)
 
-zoo = z.ModelZoo(sys.argv[1])
+zoo = z.LocalPool(sys.argv[1])
 point = sys.argv[2]
 if point == "write":          # bytes written to tmp/, before fsync and rename
     z.os.fsync = pause
 elif point == "rename":       # weights renamed into weights/, before the index transaction
-    z.ModelZoo._insert = pause
+    z.LocalPool._insert = pause
 elif point == "commit":       # row inserted inside the open transaction, before COMMIT
     ix._Txn.__exit__ = lambda self, *a: pause()
 spec = tiny_spec(width=8)

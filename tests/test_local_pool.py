@@ -1,4 +1,4 @@
-"""The pool (ModelZoo): storage, integrity, concurrency, safe loading and ranking."""
+"""The pool (LocalPool): storage, integrity, concurrency, safe loading and ranking."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import save_file
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, ModelZoo
+from nas_warmstart import ArchSpec, LocalPool
 
-from ._zoo_workers import KILL_SCRIPT, add_many, add_same_name, tiny_spec
+from ._pool_workers import KILL_SCRIPT, add_many, add_same_name, tiny_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def test_spec_rejects_non_json_and_reserved_keys():
 
 
 def test_add_load_round_trip_is_exact(tmp_path):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     spec = tiny_spec(width=8)
     model = _trained(spec)
     entry = zoo.add(
@@ -104,7 +104,7 @@ def test_add_load_round_trip_is_exact(tmp_path):
     assert entry.path.parent == zoo.path / "weights" and entry.path.stat().st_size == entry.nbytes
     assert _same_state(zoo.load("r18-tiny"), model)
     # a second handle on the same directory (what another process sees)
-    again = ModelZoo(tmp_path / "pool")
+    again = LocalPool(tmp_path / "pool")
     assert len(again) == 1 and "r18-tiny" in again and again.names() == ["r18-tiny"]
     assert [e.name for e in again] == ["r18-tiny"]
     assert again.get("r18-tiny") == entry
@@ -117,7 +117,7 @@ def test_add_load_round_trip_is_exact(tmp_path):
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", "x..y", "", ".hidden", "-x", "a b", "é", "x" * 201, 7])
 def test_names_cannot_escape_or_be_odd(tmp_path, bad):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     spec = tiny_spec()
     with pytest.raises(nw.InvalidArgumentError, match="is not allowed"):
         zoo.add(bad, spec.build(), spec=spec)
@@ -125,7 +125,7 @@ def test_names_cannot_escape_or_be_odd(tmp_path, bad):
 
 
 def test_the_name_rule_message_describes_what_is_accepted(tmp_path):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     spec = tiny_spec()
     with pytest.raises(nw.InvalidArgumentError) as err:
         zoo.add("é", spec.build(), spec=spec)
@@ -137,11 +137,11 @@ def test_the_name_rule_message_describes_what_is_accepted(tmp_path):
 
 
 def test_if_exists_policies(tmp_path):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     spec = tiny_spec()
     first, second = _trained(spec, 1), _trained(spec, 2)
     zoo.add("a", first, spec=spec)
-    with pytest.raises(nw.ZooEntryExistsError, match="already has an entry 'a'"):
+    with pytest.raises(nw.PoolEntryExistsError, match="already has an entry 'a'"):
         zoo.add("a", second, spec=spec)
     assert zoo.add("a", second, spec=spec, if_exists="skip").uid == zoo.get("a").uid
     assert _same_state(zoo.load("a"), first)
@@ -157,7 +157,7 @@ def test_if_exists_policies(tmp_path):
 
 
 def test_spec_must_rebuild_the_model(tmp_path):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     model = tiny_spec(width=8).build()
     with pytest.raises(nw.InvalidArgumentError, match="does not rebuild this model"):
         zoo.add("x", model, spec=tiny_spec(width=4))
@@ -169,28 +169,28 @@ def test_spec_must_rebuild_the_model(tmp_path):
 
 
 def test_remove_and_update_metrics(tmp_path):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     spec = tiny_spec()
     e = zoo.add("a", spec.build(), spec=spec, metrics={"accuracy": 0.5})
     assert zoo.update_metrics("a", {"accuracy": 0.7, "epochs": 8}).metrics == {"accuracy": 0.7, "epochs": 8}
     assert zoo.remove("a") and not e.path.exists() and len(zoo) == 0
     assert zoo.remove("a", missing_ok=True) is False
-    with pytest.raises(nw.ZooEntryNotFoundError, match="no entry 'a'"):
+    with pytest.raises(nw.PoolEntryNotFoundError, match="no entry 'a'"):
         zoo.remove("a")
-    with pytest.raises(nw.ZooError, match="no pool at"):
-        ModelZoo(tmp_path / "nope", create=False)
+    with pytest.raises(nw.PoolError, match="no pool at"):
+        LocalPool(tmp_path / "nope", create=False)
     plain = tmp_path / "plain"
     plain.mkdir()
-    with pytest.raises(nw.ZooError, match="no index.sqlite"):
-        ModelZoo(plain, create=False)
+    with pytest.raises(nw.PoolError, match="no index.sqlite"):
+        LocalPool(plain, create=False)
     assert not list(plain.iterdir())  # nothing was written into a directory that is not a pool
 
 
 def test_get_unknown_suggests_close_names(tmp_path):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     spec = tiny_spec()
     zoo.add("resnet-small", spec.build(), spec=spec)
-    with pytest.raises(nw.ZooEntryNotFoundError, match="did you mean 'resnet-small'"):
+    with pytest.raises(nw.PoolEntryNotFoundError, match="did you mean 'resnet-small'"):
         zoo.get("resnet-smal")
     with pytest.raises(KeyError):  # also a KeyError, as dict users expect
         zoo.load("nothing")
@@ -200,16 +200,16 @@ def test_get_unknown_suggests_close_names(tmp_path):
 
 
 def test_truncated_file_fails_load_and_is_skipped_by_rank(tmp_path):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     spec = tiny_spec()
     for name in ("good", "cut", "gone"):
         zoo.add(name, _trained(spec), spec=spec)
     cut = zoo.get("cut").path
     cut.write_bytes(cut.read_bytes()[:100])
     zoo.get("gone").path.unlink()
-    with pytest.raises(nw.ZooError, match="'cut'.*truncated or altered"):
+    with pytest.raises(nw.PoolError, match="'cut'.*truncated or altered"):
         zoo.load("cut")
-    with pytest.raises(nw.ZooError, match="'gone'.*missing"):
+    with pytest.raises(nw.PoolError, match="'gone'.*missing"):
         zoo.load("gone")
     with pytest.warns(nw.NasWarmstartWarning, match=r"skipped 2 pool entries.*cut \(weights file has 100 of"):
         ranked = zoo.rank(spec.build(device="meta"), k=None)
@@ -219,13 +219,13 @@ def test_truncated_file_fails_load_and_is_skipped_by_rank(tmp_path):
 
 
 def test_same_size_corruption_is_caught_by_the_hash(tmp_path):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     spec = tiny_spec()
     e = zoo.add("a", _trained(spec), spec=spec)
     data = bytearray(e.path.read_bytes())
     data[-5] ^= 0xFF  # flip bits inside the tensor data, size unchanged
     e.path.write_bytes(bytes(data))
-    with pytest.raises(nw.ZooError, match="corrupt \\(SHA-256"):
+    with pytest.raises(nw.PoolError, match="corrupt \\(SHA-256"):
         zoo.load("a")
     assert zoo.check()["damaged"] == [] and zoo.check(full=True)["damaged"] == ["a"]
 
@@ -244,7 +244,7 @@ def test_hostile_pickle_checkpoint_is_refused(tmp_path):
     buf = io.BytesIO()
     torch.save({"fc.weight": torch.zeros(1), "payload": _Exploit(marker)}, buf)
     evil.write_bytes(buf.getvalue())
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     with pytest.raises(nw.UnsafeFileError, match="refused to load .*weights_only=True"):
         zoo.add_timm("resnet18", evil, num_classes=4, layers=[1, 1, 1, 1], channels=[4, 8, 8, 8])
     assert not marker.exists() and len(zoo) == 0
@@ -265,7 +265,7 @@ def test_add_timm_imports_checkpoints(tmp_path):
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}}, pth)
     st = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, st)
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     kw = dict(num_classes=4, layers=[1, 1, 1, 1], channels=[4, 8, 8, 8])
     zoo.add_timm("resnet18", pth, name="from-pth", dataset="digits", **kw)
     zoo.add_timm("resnet18", st, name="from-st", **kw)
@@ -282,7 +282,7 @@ def test_add_timm_imports_checkpoints(tmp_path):
 
 @pytest.mark.parametrize("point", ["write", "rename", "commit"])
 def test_sigkill_during_add_leaves_no_visible_entry(tmp_path, point):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     spec = tiny_spec()
     before = _trained(spec)
     zoo.add("kept", before, spec=spec)
@@ -297,7 +297,7 @@ def test_sigkill_during_add_leaves_no_visible_entry(tmp_path, point):
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    fresh = ModelZoo(tmp_path)
+    fresh = LocalPool(tmp_path)
     assert fresh.names() == ["kept"] and "victim" not in fresh
     assert _same_state(fresh.load("kept"), before)
     report = fresh.check()
@@ -324,7 +324,7 @@ def test_four_processes_add_25_each(tmp_path):
     ctx = mp.get_context("spawn")
     with ctx.Pool(4) as pool:
         results = pool.starmap(add_many, [(str(tmp_path), w, 25) for w in range(4)])
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     expected = sorted(f"w{w}-{i}" for w in range(4) for i in range(25))
     assert sorted(n for r in results for n in r) == expected
     assert zoo.names() == expected and len(zoo) == 100
@@ -341,20 +341,20 @@ def test_four_processes_add_25_each(tmp_path):
 
 @pytest.mark.parametrize(("policy", "expected"), [
     ("rename", ["dup", "dup-2", "dup-3", "dup-4"]),
-    ("error", ["ZooEntryExistsError"] * 3 + ["dup"]),
+    ("error", ["PoolEntryExistsError"] * 3 + ["dup"]),
 ])
 def test_concurrent_duplicate_names_are_deterministic(tmp_path, policy, expected):
     ctx = mp.get_context("spawn")
     with ctx.Pool(4) as pool:
         got = pool.starmap(add_same_name, [(str(tmp_path), w, policy) for w in range(4)])
     assert sorted(got) == sorted(expected)
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     assert zoo.names() == sorted(n for n in expected if n.startswith("dup"))
     assert zoo.check(full=True)["orphans"] == []
 
 
 def test_threads_add_and_rank_concurrently(tmp_path):
-    zoo = ModelZoo(tmp_path)
+    zoo = LocalPool(tmp_path)
     target = nw.signature(tiny_spec(width=8).build(device="meta"))
     errors: list[BaseException] = []
 
@@ -399,7 +399,7 @@ POOL = [
 
 @pytest.fixture(scope="module")
 def ranked_pool(tmp_path_factory):
-    zoo = ModelZoo(tmp_path_factory.mktemp("rank"))
+    zoo = LocalPool(tmp_path_factory.mktemp("rank"))
     for name, spec, dataset, acc in POOL:
         zoo.add(name, spec.build(), spec=spec, dataset=dataset, metrics={"accuracy": acc})
     return zoo
@@ -460,8 +460,8 @@ def test_rank_bad_arguments(ranked_pool):
 # ------------------------------------------------------------------------------- damage, recovery
 
 
-def _pool_with_history(path: Path) -> tuple[ModelZoo, dict[str, tuple[str, ArchSpec, dict]]]:
-    zoo = ModelZoo(path)
+def _pool_with_history(path: Path) -> tuple[LocalPool, dict[str, tuple[str, ArchSpec, dict]]]:
+    zoo = LocalPool(path)
     specs = [tiny_spec(4), tiny_spec(8), tiny_spec(4, depth=2)]
     for i, spec in enumerate(specs):
         zoo.add(f"net{i}", _trained(spec, i), spec=spec, dataset="digits", metrics={"accuracy": 0.5 + i / 10},
@@ -497,18 +497,18 @@ def test_a_damaged_index_is_refused_and_reindex_restores_every_entry(tmp_path, c
     for f in files:  # old enough for gc's age limit: only the index protects them
         os.utime(f, (old, old))
     _damage(tmp_path / "pool" / "index.sqlite", kind)
-    with pytest.raises(nw.ZooError, match=r"zoo reindex|ModelZoo\.reindex") as err:
-        ModelZoo(tmp_path / "pool")
+    with pytest.raises(nw.PoolError, match=r"pool reindex|LocalPool\.reindex") as err:
+        LocalPool(tmp_path / "pool")
     assert str(tmp_path / "pool") in str(err.value) and "nothing was changed" in str(err.value)
-    for argv in (["zoo", "check", str(tmp_path / "pool"), "--gc"], ["zoo", "list", str(tmp_path / "pool")],
-                 ["zoo", "add", str(tmp_path / "pool"), "timm:resnet18", "--name", "x"]):
+    for argv in (["pool", "check", str(tmp_path / "pool"), "--gc"], ["pool", "list", str(tmp_path / "pool")],
+                 ["pool", "add", str(tmp_path / "pool"), "timm:resnet18", "--name", "x"]):
         assert main(argv) == 2
         line = capsys.readouterr().err.strip()
-        assert "\n" not in line and f"nas-warmstart zoo reindex {tmp_path / 'pool'}" in line, line
+        assert "\n" not in line and f"nas-warmstart pool reindex {tmp_path / 'pool'}" in line, line
     assert sorted((tmp_path / "pool" / "weights").iterdir()) == files  # gc deleted nothing
-    assert main(["zoo", "reindex", str(tmp_path / "pool")]) == 0
+    assert main(["pool", "reindex", str(tmp_path / "pool")]) == 0
     assert "restored 4 entries" in capsys.readouterr().out
-    after = ModelZoo(tmp_path / "pool")
+    after = LocalPool(tmp_path / "pool")
     now = {e.name: (e.sha256, e.spec, e.metrics, e.dataset, e.parent, e.provenance) for e in after}
     assert sorted(now) == sorted(before) == ["net0", "net0-2", "net1", "net2"]
     for name in before:  # same specs, hashes, data sets, parents, provenance
@@ -528,12 +528,12 @@ def test_reindex_of_a_readable_index_keeps_its_rows_and_skips_bad_files(tmp_path
     stray = weights / "0123.safetensors"  # a second file claiming net1 (a replace that left it)
     stray.write_bytes((weights / f"{zoo.get('net1').uid}.safetensors").read_bytes())
     zoo.close()
-    report = ModelZoo.reindex(tmp_path / "pool")
+    report = LocalPool.reindex(tmp_path / "pool")
     assert sorted(report.restored) == ["net0", "net0-2", "net1", "net2"] and report.from_old_index == 4
     assert report.superseded == [str(stray)]  # the index's own net1 row stands
     assert [s.split(":")[0] for s in report.skipped] == [str(weights / "junk.safetensors")]
     assert report.backup and Path(report.backup).exists()
-    again = ModelZoo(tmp_path / "pool")
+    again = LocalPool(tmp_path / "pool")
     assert again.get("net1").metrics == {"accuracy": 0.6, "epochs": 4}  # the index row won
     assert {e.name: e.sha256 for e in again} == {n: v[0] for n, v in before.items()}
     assert again.check()["orphans"] == sorted([str(stray), str(weights / "junk.safetensors")])
@@ -549,7 +549,7 @@ def test_gc_deletes_only_unreferenced_files(tmp_path):
 
 
 def test_non_finite_weights_are_refused_and_found_by_a_full_check(tmp_path):
-    zoo = ModelZoo(tmp_path / "pool")
+    zoo = LocalPool(tmp_path / "pool")
     spec = tiny_spec(4)
     bad = _trained(spec)
     with torch.no_grad():
