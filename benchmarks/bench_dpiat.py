@@ -30,6 +30,7 @@ import timm
 import torch
 
 import nas_warmstart as nw
+from nas_warmstart import dpiat
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
@@ -51,7 +52,7 @@ def _timed(fn: Callable[..., Any], *args: Any, cold: bool) -> tuple[float, Any]:
     times, out = [], None
     for _ in range(REPEATS):
         if cold:
-            nw.clear_caches()
+            dpiat.clear_caches()
         t0 = time.perf_counter()
         out = fn(*args, layers="paper")
         times.append(time.perf_counter() - t0)
@@ -83,7 +84,7 @@ def main() -> None:
     sigs = {}
     for n, m in models.items():
         t0 = time.perf_counter()
-        sigs[n] = nw.signature(m, layers="paper")
+        sigs[n] = dpiat.signature(m, layers="paper")
         sig_t[n] = time.perf_counter() - t0
     pairs = [(a, b) for a in MODELS for b in MODELS if a != b]
 
@@ -98,7 +99,7 @@ def main() -> None:
         sim_warm.append(_timed(nw.similarity, sigs[a], sigs[b], cold=False)[0])
 
     # match alone (one DP with backtracking), cold
-    match_cold = [_timed(nw.match, sigs[a], sigs[b], cold=True)[0] for a, b in pairs]
+    match_cold = [_timed(dpiat.match, sigs[a], sigs[b], cold=True)[0] for a, b in pairs]
 
     # transfer on modules (signatures + match + similarity + copies), cold and warm
     tr_cold, tr_warm, coverage = [], [], {}
@@ -115,7 +116,7 @@ def main() -> None:
         t0 = time.perf_counter()
         ref = ref_similarity(sigs[a], sigs[b])
         t_ref = time.perf_counter() - t0
-        nw.clear_caches()
+        dpiat.clear_caches()
         t0 = time.perf_counter()
         ours = nw.similarity(sigs[a], sigs[b], layers="paper")
         t_ours = time.perf_counter() - t0

@@ -60,7 +60,7 @@ import timm
 import torch
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, LocalPool
+from nas_warmstart import ArchSpec, LocalPool, dpiat
 
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache" / "rank_pools"
@@ -149,7 +149,7 @@ def _regnet_specs(rng: random.Random) -> Iterator[ArchSpec]:
         meta = _builds(spec)
         if meta is None:
             continue
-        key = nw.signature(meta).key
+        key = dpiat.signature(meta).key
         if key not in seen:
             seen.add(key)
             good.append(spec)
@@ -318,8 +318,8 @@ def measure(pool: Path, offset: int, check: bool, profile: bool) -> dict[str, An
     sigs, sig_s, build_s = {}, {}, {}
     for label, ref in targets:
         build_s[label], meta = _timed(lambda ref=ref: ArchSpec.parse(ref, num_classes=NUM_CLASSES).build(device="meta"))
-        sig_s[label], sigs[label] = _timed(lambda meta=meta: nw.signature(meta))
-    caches_before = nw.cache_info()
+        sig_s[label], sigs[label] = _timed(lambda meta=meta: dpiat.signature(meta))
+    caches_before = dpiat.cache_info()
     open_s, zoo = _timed(lambda: LocalPool(pool, create=False))
     runs = []
     prof_text = None
@@ -348,7 +348,7 @@ def measure(pool: Path, offset: int, check: bool, profile: bool) -> dict[str, An
             "target": label, "cold_s": cold, "warm_s": statistics.median(warm_times),
             "top": [(r.name, round(r.similarity, 4)) for r in first],
         })
-    caches_after = nw.cache_info()
+    caches_after = dpiat.cache_info()
     entries = list(zoo)
     out: dict[str, Any] = {
         "entries": len(entries),
@@ -362,7 +362,7 @@ def measure(pool: Path, offset: int, check: bool, profile: bool) -> dict[str, An
         "profile": prof_text,
     }
     if check:
-        nw.clear_caches()
+        dpiat.clear_caches()
         pool_sigs: dict[str, Any] = {}
         ok = True
         for label, _ in targets:

@@ -37,7 +37,7 @@ import torch
 
 import nas_warmstart as nw
 from nas_warmstart import ArchSpec, LocalPool
-from nas_warmstart.pool.index import _ENTRY_COLS
+from nas_warmstart.pool.index import ENTRY_COLS
 from nas_warmstart.pool.rows import parse_row, row_problem
 from nas_warmstart.pool.weights_io import read_regular_file
 
@@ -83,7 +83,7 @@ def main() -> None:
         ranked = zoo.rank(target, k=5)
         brute = sorted(((nw.similarity(target, zoo.load(n)), n) for n in zoo.names()), key=lambda t: (-t[0], t[1]))
         assert [r.name for r in ranked] == [n for _, n in brute[:5]], "rank disagrees with brute force"
-        rows = zoo._conn().execute(f"SELECT {_ENTRY_COLS} FROM entries").fetchall()
+        rows = zoo._conn().execute(f"SELECT {ENTRY_COLS} FROM entries").fetchall()
         top = [r for r in rows if r[0] in {x.name for x in ranked}]
 
         def checks() -> None:
@@ -99,7 +99,7 @@ def main() -> None:
             warnings.simplefilter("error")  # a sound pool lists without any warning
             list_s, raw_s = _interleaved(
                 lambda: list(zoo),
-                lambda: zoo._conn().execute(f"SELECT {_ENTRY_COLS} FROM entries ORDER BY name").fetchall(),
+                lambda: zoo._conn().execute(f"SELECT {ENTRY_COLS} FROM entries ORDER BY name").fetchall(),
                 args.reps)
 
         # loading: the guarded read vs a plain read, interleaved

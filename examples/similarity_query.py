@@ -10,13 +10,14 @@ import sys
 import timm
 
 import nas_warmstart as nw
+from nas_warmstart import dpiat
 
 POOL = ["resnet18", "resnet50", "mobilenetv2_100", "efficientnet_b0", "efficientnet_b2", "convnext_atto", "vit_tiny_patch16_224"]
 
 
 def main(candidate: str = "efficientnet_b1") -> None:
-    target = nw.signature(timm.create_model(candidate, pretrained=False, num_classes=10))
-    pool = {n: nw.signature(timm.create_model(n, pretrained=False, num_classes=10)) for n in POOL}
+    target = dpiat.signature(timm.create_model(candidate, pretrained=False, num_classes=10))
+    pool = {n: dpiat.signature(timm.create_model(n, pretrained=False, num_classes=10)) for n in POOL}
     ranked = sorted(((nw.similarity(sig, target), name) for name, sig in pool.items()), reverse=True)
     print(f"closest to {candidate}:")
     for score, name in ranked:

@@ -3,10 +3,13 @@
 Rank a pool of trained networks by DPIAT architecture similarity, transfer parameters from the
 nearest one across the architecture difference, guide early training, and distill the winner.
 
-The public surface is the names in ``__all__`` (and the modules ``nas_warmstart.data``,
-``nas_warmstart.guidance`` and ``nas_warmstart.integrations.optuna``); the subpackages hold one
-stage of the data flow each (see the README's layout section). ``import nas_warmstart`` imports
-torch, numpy and networkx only (never Optuna, Ray or plotting).
+The public surface is the names in ``__all__``: what a user calls, in the order of the data
+flow (similarity and rank, transfer and warm_start, fit and evaluate, convert, export, run),
+the pools, and the errors. Subpackages add their own curated names: ``nas_warmstart.dpiat``
+(signatures, matchings, transfer methods: the algorithm's parts), ``nas_warmstart.data``,
+``nas_warmstart.guidance`` and ``nas_warmstart.integrations.optuna`` / ``.ray``; each
+subpackage holds one stage of the data flow (``docs/architecture.md``). ``import
+nas_warmstart`` imports torch, numpy and networkx only (never Optuna, Ray or plotting).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._deprecated import renamed_attribute
+from ._deprecated import MOVED, moved_attribute, renamed_attribute
 from ._errors import (
     ExportError,
     IncompatibleModelsError,
@@ -33,23 +36,12 @@ from ._errors import (
 )
 from ._registry import Registry
 from .convert import ConversionResult, convert, describe_plan
-from .dpiat.dp import cache_info, clear_caches
-from .dpiat.matching import MATCHINGS, LayerPair, Matching, match, register_matching
-from .dpiat.signature import PAPER_LEAF_CLASSES, ArchSignature, LayerSig, signature
 from .dpiat.similarity import similarity, similarity_matrix
-from .dpiat.transfer import (
-    TRANSFER_METHODS,
-    CopiedTensor,
-    TransferContext,
-    TransferReport,
-    UntouchedTensor,
-    register_transfer_method,
-    transfer,
-)
+from .dpiat.transfer import TransferReport, transfer
 from .export import ExportReport, export_model, load_exported
 from .guidance import GuidanceLoss, linear_cka
 from .pipeline import RunConfig, RunResult, run
-from .pool.base import Pool, Ranked
+from .pool.base import Pool, Ranked, rank
 from .pool.builders import list_builders, register_builder
 from .pool.local import LocalPool, LocalPoolEntry
 from .pool.spec import ArchSpec
@@ -63,26 +55,17 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:
-    """The names of release 0.1 (``ModelZoo``, ``ZooError``, ...): still there, with a DeprecationWarning."""
+    """The names of release 0.1 still work for one release, with a DeprecationWarning that says
+    where they are now: renamed ones (``ModelZoo`` is ``LocalPool``) and the DPIAT parts that
+    moved to :mod:`nas_warmstart.dpiat` (``signature``, ``match``, ``TransferContext`` ...)."""
+    if name in MOVED:
+        return moved_attribute(__name__, name)
     return renamed_attribute(__name__, globals(), name)
 
 
-def list_matchings(pattern: str = "*") -> list[str]:
-    """Registered matching algorithms (``"dp"``, ``"bipartite"``, ``"nbipartite"``, ``"random"``)."""
-    return MATCHINGS.names(pattern)
-
-
-def list_transfer_methods(pattern: str = "*") -> list[str]:
-    """Registered transfer methods (``"clip"``, ``"clip_norm"``, ``"full"``, ``"magnitude"``)."""
-    return TRANSFER_METHODS.names(pattern)
-
-
 __all__ = [
-    "PAPER_LEAF_CLASSES",
-    "ArchSignature",
     "ArchSpec",
     "ConversionResult",
-    "CopiedTensor",
     "ExportError",
     "ExportReport",
     "FitResult",
@@ -90,11 +73,8 @@ __all__ = [
     "GuidanceLoss",
     "IncompatibleModelsError",
     "InvalidArgumentError",
-    "LayerPair",
-    "LayerSig",
     "LocalPool",
     "LocalPoolEntry",
-    "Matching",
     "NasWarmstartError",
     "NasWarmstartWarning",
     "NoBuilderError",
@@ -111,14 +91,10 @@ __all__ = [
     "RunResult",
     "SignatureError",
     "StoredNetwork",
-    "TransferContext",
     "TransferReport",
     "UnsafeFileError",
-    "UntouchedTensor",
     "WarmStart",
     "__version__",
-    "cache_info",
-    "clear_caches",
     "convert",
     "describe_plan",
     "evaluate",
@@ -126,16 +102,11 @@ __all__ = [
     "fit",
     "linear_cka",
     "list_builders",
-    "list_matchings",
-    "list_transfer_methods",
     "load_exported",
-    "match",
+    "rank",
     "recalibrate_bn",
     "register_builder",
-    "register_matching",
-    "register_transfer_method",
     "run",
-    "signature",
     "similarity",
     "similarity_matrix",
     "transfer",

@@ -108,12 +108,12 @@ class PoolEntryCorruptError(PoolError):
 
 # Set by the ``nas-warmstart`` command for the length of one command, so that a message's fix
 # names what the user typed there (a flag, a subcommand) rather than a Python call.
-_ON_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar("nas_warmstart_on_cli", default=False)
+ON_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar("nas_warmstart_on_cli", default=False)
 
 
 def fix(python: str, cli: str) -> str:
     """The fix to put in a message: the ``cli`` wording inside the command, else ``python``."""
-    return cli if _ON_CLI.get() else python
+    return cli if ON_CLI.get() else python
 
 
 def os_error_text(e: OSError) -> str:

@@ -266,7 +266,7 @@ class _ReplayPicker(_BasePicker):
             )
 
 
-def _positive_int(value: Any, what: str) -> int:
+def positive_int(value: Any, what: str) -> int:
     if not _is_int(value) or value < 1:
         raise InvalidArgumentError(f"{what} must be an integer >= 1, got {value!r}")
     return int(value)
@@ -425,8 +425,8 @@ class Space:
             num_classes: classifier outputs.
             in_chans: input image channels.
         """
-        num_classes = _positive_int(num_classes, "num_classes")
-        in_chans = _positive_int(in_chans, "in_chans")
+        num_classes = positive_int(num_classes, "num_classes")
+        in_chans = positive_int(in_chans, "in_chans")
         return self._build(self.validate(config), num_classes=num_classes, in_chans=in_chans)
 
     def params(self, config: Mapping[str, Any], *, num_classes: int = 10, in_chans: int = 3) -> int:
@@ -447,7 +447,7 @@ class Space:
         counted on the CPU with a batch of one instead, where torch's counter has no formula
         for the fused attention kernel (attention's products are then left out).
         """
-        size = _positive_int(image_size, "image_size")
+        size = positive_int(image_size, "image_size")
         try:
             return self._count_flops("meta", config, size, num_classes, in_chans)
         except (NotImplementedError, RuntimeError):  # no meta kernel, or a data-dependent op
@@ -474,17 +474,17 @@ class Space:
 # ---------------------------------------------------------------------- constructor checks
 
 
-def _int_choices(values: Sequence[int], what: str) -> tuple[int, ...]:
+def int_choices(values: Sequence[int], what: str) -> tuple[int, ...]:
     """Constructor argument ``values`` as a tuple of distinct integers >= 1."""
     if isinstance(values, str) or not isinstance(values, Sequence) or not values:
         raise InvalidArgumentError(f"{what} must be a non-empty list of integers >= 1, got {values!r}")
-    out = tuple(_positive_int(v, f"every entry of {what}") for v in values)
+    out = tuple(positive_int(v, f"every entry of {what}") for v in values)
     if len(set(out)) != len(out):
         raise InvalidArgumentError(f"{what} must not repeat a value, got {list(out)}")
     return out
 
 
-def _str_choices(values: Sequence[str], what: str, allowed: Sequence[str]) -> tuple[str, ...]:
+def str_choices(values: Sequence[str], what: str, allowed: Sequence[str]) -> tuple[str, ...]:
     """Constructor argument ``values`` as a tuple of distinct names from ``allowed``."""
     if isinstance(values, str) or not isinstance(values, Sequence) or not values:
         raise InvalidArgumentError(f"{what} must be a non-empty list of names from {list(allowed)}, got {values!r}")
@@ -494,15 +494,15 @@ def _str_choices(values: Sequence[str], what: str, allowed: Sequence[str]) -> tu
     return tuple(values)
 
 
-def _int_range(low: int, high: int, what: str) -> tuple[int, int]:
+def int_range(low: int, high: int, what: str) -> tuple[int, int]:
     """Constructor bounds ``low <= high``, both integers >= 1."""
-    lo = _positive_int(low, f"the lower bound of {what}")
-    hi = _positive_int(high, f"the upper bound of {what}")
+    lo = positive_int(low, f"the lower bound of {what}")
+    hi = positive_int(high, f"the upper bound of {what}")
     if lo > hi:
         raise InvalidArgumentError(f"{what} needs low <= high, got low={lo}, high={hi}")
     return lo, hi
 
 
-def _list(values: Sequence[Any]) -> str:
+def list_text(values: Sequence[Any]) -> str:
     """``[2,2,1]``: a compact list for describe()."""
     return "[" + ",".join(str(v) for v in values) + "]"

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from nas_warmstart import InvalidArgumentError
 
-from ._base import Picker, Space, _int_choices, _int_range, _list
+from ._base import Picker, Space, int_choices, int_range, list_text
 
 __all__ = ["ConvBlock", "ConvNet", "ConvNetSpace"]
 
@@ -106,14 +106,14 @@ class ConvNetSpace(Space):
         kernels: Sequence[int] = (3, 5), min_stages: int = 2, max_stages: int = 4, max_depth: int = 2,
     ) -> None:
         super().__init__(name=name)
-        self.widths = _int_choices(widths, "widths")
-        self.kernels = _int_choices(kernels, "kernels")
+        self.widths = int_choices(widths, "widths")
+        self.kernels = int_choices(kernels, "kernels")
         if any(k % 2 == 0 for k in self.kernels):
             raise InvalidArgumentError(
                 f"convnet kernels must be odd (padding k // 2 keeps the size), got {list(self.kernels)}"
             )
-        self.min_stages, self.max_stages = _int_range(min_stages, max_stages, "the stage count")
-        self.max_depth = _int_range(1, max_depth, "the blocks per stage")[1]
+        self.min_stages, self.max_stages = int_range(min_stages, max_stages, "the stage count")
+        self.max_depth = int_range(1, max_depth, "the blocks per stage")[1]
 
     def _draw(self, pick: Picker) -> None:
         n = pick.int("num_stages", self.min_stages, self.max_stages)
@@ -135,6 +135,6 @@ class ConvNetSpace(Space):
 
     def _describe(self, config: dict[str, Any]) -> str:
         return (
-            f"{self.name} d={_list(self._stages(config, 'depth'))} w={_list(self._stages(config, 'width'))} "
-            f"k={_list(self._stages(config, 'kernel'))}" + (" skip" if config["skip"] else "")
+            f"{self.name} d={list_text(self._stages(config, 'depth'))} w={list_text(self._stages(config, 'width'))} "
+            f"k={list_text(self._stages(config, 'kernel'))}" + (" skip" if config["skip"] else "")
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from ._base import Picker, Space, _int_choices, _int_range, _list, _positive_int
+from ._base import Picker, Space, int_choices, int_range, list_text, positive_int
 
 __all__ = ["SE_RATIO", "EfficientNetSpace", "MBConvStages"]
 
@@ -15,7 +15,7 @@ __all__ = ["SE_RATIO", "EfficientNetSpace", "MBConvStages"]
 SE_RATIO = 0.25
 
 
-def _exact_channels(channels: float) -> int:
+def exact_channels(channels: float) -> int:
     """timm's ``round_chs_fn`` that keeps the widths of the config (timm rounds to 8 by default)."""
     return int(channels)
 
@@ -25,7 +25,7 @@ def _stride(stage: int) -> int:
     return 1 if stage == 0 else 2
 
 
-def _block_string(config: dict[str, Any], stage: int, *, relu: bool = False) -> str:
+def block_string(config: dict[str, Any], stage: int, *, relu: bool = False) -> str:
     """timm's block string for stage ``stage``, e.g. ``ir_r2_k5_s2_e6_c24_se0.25``.
 
     An expansion of 1 is a depthwise-separable block (``ds``, as in EfficientNet's first stage);
@@ -37,13 +37,13 @@ def _block_string(config: dict[str, Any], stage: int, *, relu: bool = False) -> 
     return text + (f"_se{SE_RATIO}" if config[f"se_{stage}"] else "") + ("_nre" if relu else "")
 
 
-def _describe_stages(config: dict[str, Any]) -> str:
+def describe_stages(config: dict[str, Any]) -> str:
     """``k=[3,5] e=[1,6] r=[1,2] w=[16,24] se=[0,1]`` for describe()."""
     keys = {"kernel": "k", "expand": "e", "repeats": "r", "width": "w", "se": "se"}
-    return " ".join(f"{short}={_list(_stage_list(config, key))}" for key, short in keys.items())
+    return " ".join(f"{short}={list_text(stage_list(config, key))}" for key, short in keys.items())
 
 
-def _stage_list(config: dict[str, Any], key: str) -> list[Any]:
+def stage_list(config: dict[str, Any], key: str) -> list[Any]:
     """Per-stage values of ``key`` (bools as 0/1) for describe()."""
     values = [config[f"{key}_{i}"] for i in range(config["num_stages"])]
     return [int(v) if isinstance(v, bool) else v for v in values]
@@ -61,13 +61,13 @@ class MBConvStages(Space):
         max_repeats: int, min_stages: int, max_stages: int, stem_size: int, num_features: int,
     ) -> None:
         super().__init__(name=name)
-        self.widths = _int_choices(widths, "widths")
-        self.kernels = _int_choices(kernels, "kernels")
-        self.expands = _int_choices(expands, "expands")
-        self.max_repeats = _int_range(1, max_repeats, "the blocks per stage")[1]
-        self.min_stages, self.max_stages = _int_range(min_stages, max_stages, "the stage count")
-        self.stem_size = _positive_int(stem_size, "stem_size")
-        self.num_features = _positive_int(num_features, "num_features")
+        self.widths = int_choices(widths, "widths")
+        self.kernels = int_choices(kernels, "kernels")
+        self.expands = int_choices(expands, "expands")
+        self.max_repeats = int_range(1, max_repeats, "the blocks per stage")[1]
+        self.min_stages, self.max_stages = int_range(min_stages, max_stages, "the stage count")
+        self.stem_size = positive_int(stem_size, "stem_size")
+        self.num_features = positive_int(num_features, "num_features")
 
     def _draw_stage(self, pick: Picker, i: int) -> None:
         pick.categorical(f"kernel_{i}", self.kernels)
@@ -123,14 +123,14 @@ class EfficientNetSpace(MBConvStages):
         from timm.models._efficientnet_builder import decode_arch_def
         from timm.models.efficientnet import EfficientNet
 
-        arch = [[_block_string(config, i)] for i in range(config["num_stages"])]
+        arch = [[block_string(config, i)] for i in range(config["num_stages"])]
         return EfficientNet(
             block_args=decode_arch_def(arch),  # decoded afresh: timm's builder consumes them
             num_classes=num_classes, in_chans=in_chans,
-            num_features=_positive_int(config["num_features"], "the constant num_features"),
-            stem_size=_positive_int(config["stem_size"], "the constant stem_size"), fix_stem=True,
-            round_chs_fn=_exact_channels, act_layer=get_act_layer("swish"),
+            num_features=positive_int(config["num_features"], "the constant num_features"),
+            stem_size=positive_int(config["stem_size"], "the constant stem_size"), fix_stem=True,
+            round_chs_fn=exact_channels, act_layer=get_act_layer("swish"),
         )
 
     def _describe(self, config: dict[str, Any]) -> str:
-        return f"{self.name} {_describe_stages(config)}"
+        return f"{self.name} {describe_stages(config)}"

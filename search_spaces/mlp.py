@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from nas_warmstart import InvalidArgumentError
 
-from ._base import Picker, Space, _int_choices, _list, _str_choices
+from ._base import Picker, Space, int_choices, list_text, str_choices
 
 __all__ = ["MLP", "MLPSpace"]
 
@@ -75,15 +75,15 @@ class MLPSpace(Space):
         acts: Sequence[str] = ("relu", "gelu"),
     ) -> None:
         super().__init__(name=name)
-        self.resolutions = _int_choices(resolutions, "resolutions")
-        self.widths = _int_choices(widths, "widths")
+        self.resolutions = int_choices(resolutions, "resolutions")
+        self.widths = int_choices(widths, "widths")
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (min_layers, max_layers)) \
                 or not 0 <= min_layers <= max_layers:
             raise InvalidArgumentError(
                 f"mlp needs integers 0 <= min_layers <= max_layers, got {min_layers!r}, {max_layers!r}"
             )
         self.min_layers, self.max_layers = min_layers, max_layers
-        self.acts = _str_choices(acts, "acts", tuple(_ACTS))
+        self.acts = str_choices(acts, "acts", tuple(_ACTS))
 
     def _draw(self, pick: Picker) -> None:
         pick.categorical("resolution", self.resolutions)
@@ -104,7 +104,7 @@ class MLPSpace(Space):
 
     def _describe(self, config: dict[str, Any]) -> str:
         widths = [config[f"width_{i}"] for i in range(config["num_layers"])]
-        text = f"{self.name} r={config['resolution']} w={_list(widths)}"
+        text = f"{self.name} r={config['resolution']} w={list_text(widths)}"
         if widths:
             text += f" act={config['act']}" + (" bn" if config["norm"] else "")
         return text

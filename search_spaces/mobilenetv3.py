@@ -8,13 +8,13 @@ from typing import Any
 
 from torch import nn
 
-from ._base import Picker, _list, _positive_int, _str_choices
+from ._base import Picker, list_text, positive_int, str_choices
 from .efficientnet import (
     MBConvStages,
-    _block_string,
-    _describe_stages,
-    _exact_channels,
-    _stage_list,
+    block_string,
+    describe_stages,
+    exact_channels,
+    stage_list,
 )
 
 __all__ = ["MobileNetV3Space"]
@@ -62,8 +62,8 @@ class MobileNetV3Space(MBConvStages):
             name=name, widths=widths, kernels=kernels, expands=expands, max_repeats=max_repeats,
             min_stages=min_stages, max_stages=max_stages, stem_size=stem_size, num_features=num_features,
         )
-        self.acts = _str_choices(acts, "acts", _ACTS)
-        self.head_expand = _positive_int(head_expand, "head_expand")
+        self.acts = str_choices(acts, "acts", _ACTS)
+        self.head_expand = positive_int(head_expand, "head_expand")
 
     def _draw(self, pick: Picker) -> None:
         for i in range(pick.int("num_stages", self.min_stages, self.max_stages)):
@@ -80,8 +80,8 @@ class MobileNetV3Space(MBConvStages):
         from timm.models.mobilenetv3 import MobileNetV3
 
         n = config["num_stages"]
-        head = _positive_int(config["head_expand"], "the constant head_expand") * config[f"width_{n - 1}"]
-        arch = [[_block_string(config, i, relu=config[f"act_{i}"] == "relu")] for i in range(n)]
+        head = positive_int(config["head_expand"], "the constant head_expand") * config[f"width_{n - 1}"]
+        arch = [[block_string(config, i, relu=config[f"act_{i}"] == "relu")] for i in range(n)]
         arch.append([f"cn_r1_k1_s1_c{head}"])
         # the squeeze-excite of timm's _gen_mobilenet_v3
         se_layer = partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU,
@@ -89,12 +89,12 @@ class MobileNetV3Space(MBConvStages):
         return MobileNetV3(
             block_args=decode_arch_def(arch),  # decoded afresh: timm's builder consumes them
             num_classes=num_classes, in_chans=in_chans,
-            stem_size=_positive_int(config["stem_size"], "the constant stem_size"), fix_stem=True,
-            num_features=_positive_int(config["num_features"], "the constant num_features"),
-            round_chs_fn=_exact_channels, act_layer=get_act_layer("hard_swish"), se_layer=se_layer,
+            stem_size=positive_int(config["stem_size"], "the constant stem_size"), fix_stem=True,
+            num_features=positive_int(config["num_features"], "the constant num_features"),
+            round_chs_fn=exact_channels, act_layer=get_act_layer("hard_swish"), se_layer=se_layer,
         )
 
     def _describe(self, config: dict[str, Any]) -> str:
-        text = _describe_stages(config)
-        acts = ["re" if a == "relu" else "hs" for a in _stage_list(config, "act")]
-        return f"{self.name} {text} act={_list(acts)}"
+        text = describe_stages(config)
+        acts = ["re" if a == "relu" else "hs" for a in stage_list(config, "act")]
+        return f"{self.name} {text} act={list_text(acts)}"

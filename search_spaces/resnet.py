@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from ._base import Picker, Space, _int_choices, _int_range, _list, _str_choices
+from ._base import Picker, Space, int_choices, int_range, list_text, str_choices
 
 __all__ = ["NUM_STAGES", "ResNetSpace"]
 
@@ -43,10 +43,10 @@ class ResNetSpace(Space):
         blocks: Sequence[str] = ("basic", "bottleneck"),
     ) -> None:
         super().__init__(name=name)
-        self.widths = _int_choices(widths, "widths")
-        self.stem_widths = _int_choices(stem_widths, "stem_widths")
-        self.max_depth = _int_range(1, max_depth, "the blocks per stage")[1]
-        self.blocks = _str_choices(blocks, "blocks", ("basic", "bottleneck"))
+        self.widths = int_choices(widths, "widths")
+        self.stem_widths = int_choices(stem_widths, "stem_widths")
+        self.max_depth = int_range(1, max_depth, "the blocks per stage")[1]
+        self.blocks = str_choices(blocks, "blocks", ("basic", "bottleneck"))
 
     def _draw(self, pick: Picker) -> None:
         pick.categorical("block", self.blocks)
@@ -71,4 +71,4 @@ class ResNetSpace(Space):
     def _describe(self, config: dict[str, Any]) -> str:
         depths = [config[f"depth_{i}"] for i in range(NUM_STAGES)]
         widths = [config[f"width_{i}"] for i in range(NUM_STAGES)]
-        return f"{self.name} {config['block']} d={_list(depths)} w={_list(widths)} stem={config['stem_width']}"
+        return f"{self.name} {config['block']} d={list_text(depths)} w={list_text(widths)} stem={config['stem_width']}"

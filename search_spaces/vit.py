@@ -10,7 +10,7 @@ from torch import nn
 
 from nas_warmstart import InvalidArgumentError
 
-from ._base import Picker, Space, _int_choices, _int_range, _positive_int
+from ._base import Picker, Space, int_choices, int_range, positive_int
 
 __all__ = ["ViTSpace"]
 
@@ -56,10 +56,10 @@ class ViTSpace(Space):
         min_depth: int = 1, max_depth: int = 4, mlp_ratios: Sequence[float] = (2, 4),
     ) -> None:
         super().__init__(name=name)
-        self.img_size = _positive_int(img_size, "img_size")
-        self.patches = _int_choices(patches, "patches")
-        self.embed_dims = _int_choices(embed_dims, "embed_dims")
-        self.heads = _int_choices(heads, "heads")
+        self.img_size = positive_int(img_size, "img_size")
+        self.patches = int_choices(patches, "patches")
+        self.embed_dims = int_choices(embed_dims, "embed_dims")
+        self.heads = int_choices(heads, "heads")
         bad = [(d, h) for d in self.embed_dims for h in self.heads if d % h]
         if bad:
             raise InvalidArgumentError(
@@ -71,7 +71,7 @@ class ViTSpace(Space):
             raise InvalidArgumentError(
                 f"every patch must fit in img_size={self.img_size}, got patches {list(self.patches)}"
             )
-        self.min_depth, self.max_depth = _int_range(min_depth, max_depth, "the depth")
+        self.min_depth, self.max_depth = int_range(min_depth, max_depth, "the depth")
         self.mlp_ratios = _ratios(mlp_ratios)
 
     def _draw(self, pick: Picker) -> None:
@@ -85,7 +85,7 @@ class ViTSpace(Space):
     def _build(self, config: dict[str, Any], *, num_classes: int, in_chans: int) -> nn.Module:
         from timm.models.vision_transformer import VisionTransformer
 
-        img_size = _positive_int(config["img_size"], "the vit constant img_size")
+        img_size = positive_int(config["img_size"], "the vit constant img_size")
         if img_size < config["patch"]:
             raise InvalidArgumentError(
                 f"vit: img_size={img_size} is smaller than patch={config['patch']}; use an "

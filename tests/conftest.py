@@ -25,9 +25,9 @@ PAPER_MODELS = [
 def _paper_signature(name: str, layers: str):
     import timm
 
-    import nas_warmstart as nw
+    from nas_warmstart.dpiat import signature
 
-    return nw.signature(timm.create_model(name, pretrained=False, num_classes=100), layers=layers)
+    return signature(timm.create_model(name, pretrained=False, num_classes=100), layers=layers)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from torch import nn
 
 import nas_warmstart as nw
+from nas_warmstart import dpiat
 from nas_warmstart.integrations.optuna import OptunaArtifactPool
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,13 +114,13 @@ PAIRS = [
 ]
 PAIR_IDS = [f"{s}->{t}" + ("-f64src" if d == torch.float64 else "") for s, t, d in PAIRS]
 IDENTICAL = ["cnn", "mlp", "resnet10t"]
-METHODS = nw.list_transfer_methods()
-MATCHINGS = nw.list_matchings()
+METHODS = dpiat.list_transfer_methods()
+MATCHINGS = dpiat.list_matchings()
 
 
 def test_registries_list_what_they_hold():
-    assert METHODS and all(m in nw.TRANSFER_METHODS for m in METHODS)
-    assert MATCHINGS and all(m in nw.MATCHINGS for m in MATCHINGS)
+    assert METHODS and all(m in dpiat.TRANSFER_METHODS for m in METHODS)
+    assert MATCHINGS and all(m in dpiat.MATCHINGS for m in MATCHINGS)
     assert "clip" in METHODS and "dp" in MATCHINGS  # the defaults of transfer() and match()
 
 
@@ -168,7 +169,7 @@ def _transfer_checked(src: nn.Module, tgt: nn.Module, **kw: Any) -> nw.TransferR
     assert report.total == sum(p.numel() for p in params.values())
     assert report.written == sum(written[n] for n in params)
     assert report.coverage == pytest.approx(report.written / report.total, abs=0, rel=1e-12)
-    assert report.method == nw.TRANSFER_METHODS.name_of(kw.get("method", "clip"))
+    assert report.method == dpiat.TRANSFER_METHODS.name_of(kw.get("method", "clip"))
     assert report.matching == kw.get("matching", "dp")
     return report
 
@@ -250,8 +251,8 @@ MATCH_IDS = [f"{s}->{t}" for s, t in MATCH_PAIRS]
 @pytest.mark.parametrize("matching", MATCHINGS)
 def test_matching_contract(matching, source, target):
     src, tgt = _build(source, 0), _build(target, 1)
-    s_sig, t_sig = nw.signature(src), nw.signature(tgt)
-    result = nw.match(src, tgt, matching=matching, seed=7)
+    s_sig, t_sig = dpiat.signature(src), dpiat.signature(tgt)
+    result = dpiat.match(src, tgt, matching=matching, seed=7)
     assert result.method == matching
     # top-level pairs index the two top-level sequences; each target element at most once
     for j, i in result.top_pairs:
@@ -275,7 +276,7 @@ def test_matching_contract(matching, source, target):
         assert s.kind is not None and s.kind == t.kind, (s, t)
         assert s.matchable and t.matchable, (s, t)
     # deterministic: "random" for a given seed, the others always
-    again = nw.match(src, tgt, matching=matching, seed=7)
+    again = dpiat.match(src, tgt, matching=matching, seed=7)
     assert again.to_names() == result.to_names()
     assert again.top_pairs == result.top_pairs and again.score == result.score
 
@@ -283,15 +284,15 @@ def test_matching_contract(matching, source, target):
 @pytest.mark.skipif("random" not in MATCHINGS, reason="no 'random' matching registered")
 def test_random_matching_follows_its_seed():
     src, tgt = _build("resnet18-tiny", 0), _build("resnet10t", 1)
-    runs = {tuple(nw.match(src, tgt, matching="random", seed=s).to_names()) for s in range(4)}
+    runs = {tuple(dpiat.match(src, tgt, matching="random", seed=s).to_names()) for s in range(4)}
     assert len(runs) > 1  # the seed is used
 
 
 @pytest.mark.parametrize("arch", IDENTICAL)
 def test_dp_pairs_an_architecture_with_itself(arch):
     src, tgt = _build(arch, 0), _build(arch, 1)
-    sig = nw.signature(src)
-    result = nw.match(src, tgt, matching="dp")
+    sig = dpiat.signature(src)
+    result = dpiat.match(src, tgt, matching="dp")
     layers = [x.name for x in sig.layers_flat() if x.matchable]
     assert [(s.name, t.name) for s, t in result.matched()] == [(n, n) for n in layers]
     assert result.score == sig.num_matchable
@@ -471,15 +472,15 @@ def test_pool_contract(pool):
     assert all(r.entry == pool.get(r.name) for r in top)
     # target forms: module, signature, spec, spec dict, reference
     want = [(r.name, r.similarity) for r in pool.rank(target, k=None)]
-    for form in (nw.signature(target), TARGET, TARGET.to_dict(), TARGET.to_ref()):
+    for form in (dpiat.signature(target), TARGET, TARGET.to_dict(), TARGET.to_ref()):
         assert [(r.name, r.similarity) for r in pool.rank(form, k=None)] == want, form
     paper = [(r.name, r.similarity) for r in pool.rank(target, k=None, layers="paper")]
-    assert [(r.name, r.similarity) for r in pool.rank(nw.signature(target, layers="paper"), k=None, layers="paper")] == paper
+    assert [(r.name, r.similarity) for r in pool.rank(dpiat.signature(target, layers="paper"), k=None, layers="paper")] == paper
     for bad in ({"k": 0}, {"min_metric": {"accuracy": "high"}}):
         with pytest.raises(nw.InvalidArgumentError):
             pool.rank(target, **bad)
     with pytest.raises(nw.InvalidArgumentError):  # a signature of the other layers mode
-        pool.rank(nw.signature(target, layers="paper"))
+        pool.rank(dpiat.signature(target, layers="paper"))
     with pytest.raises(nw.NoMatchableLayersError):
         pool.rank(nn.Sequential(nn.ReLU()))
 
@@ -586,7 +587,7 @@ def test_pool_signature_of_an_entry(pool):
     models = _fill(pool)
     for layers in ("extended", "paper"):
         for name, model in models.items():
-            assert pool.signature(name, layers=layers).key == nw.signature(model, layers=layers).key
+            assert pool.signature(name, layers=layers).key == dpiat.signature(model, layers=layers).key
 
 
 @pytest.mark.parametrize("pool", ["LocalPool"], indirect=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import nas_warmstart as nw
+from nas_warmstart import dpiat
 from nas_warmstart.dpiat import dp as _dp
 from nas_warmstart.dpiat.signature import ArchSignature, LayerSig
 from tests._oracle import eq1, ref_dp_matrix, ref_match
@@ -90,7 +90,7 @@ def test_eq1_examples():
 @pytest.mark.parametrize(("src", "tgt"), [("tf_efficientnet_b2", "tf_efficientnet_b0"), ("mixnet_m", "rexnet_100")])
 def test_two_level_dp_equals_oracle_on_paper_models(paper_signature, src, tgt):
     s, t = paper_signature(src, "paper"), paper_signature(tgt, "paper")
-    got = nw.match(s, t, layers="paper")
+    got = dpiat.match(s, t, layers="paper")
     score, pairs, top = ref_match(s.elements, t.elements)
     assert got.score == score
     assert got.top_pairs == top
@@ -99,11 +99,11 @@ def test_two_level_dp_equals_oracle_on_paper_models(paper_signature, src, tgt):
 
 def test_block_cache_gives_identical_results(paper_signature):
     s, t = paper_signature("mnasnet_100", "paper"), paper_signature("semnasnet_100", "paper")
-    nw.clear_caches()
-    cold = nw.match(s, t, layers="paper")
-    warm = nw.match(s, t, layers="paper")
+    dpiat.clear_caches()
+    cold = dpiat.match(s, t, layers="paper")
+    warm = dpiat.match(s, t, layers="paper")
     assert cold.score == warm.score and cold.pairs == warm.pairs
-    assert nw.cache_info()["block_pairs"] > 0
+    assert dpiat.cache_info()["block_pairs"] > 0
 
 
 def test_repeated_identical_blocks_tie_heavy(paper_signature):
@@ -111,6 +111,6 @@ def test_repeated_identical_blocks_tie_heavy(paper_signature):
     src = ArchSignature((_layer("Conv2d", (8, 3, 3, 3)), blk, blk, blk, _layer("Linear", (10, 8))))
     tgt = ArchSignature((_layer("Conv2d", (8, 3, 3, 3)), blk, blk, _layer("Linear", (10, 8))))
     for a, b in ((src, tgt), (tgt, src)):
-        got = nw.match(a, b)
+        got = dpiat.match(a, b)
         score, pairs, top = ref_match(a.elements, b.elements)
         assert (got.score, got.top_pairs, got.pairs) == (score, top, pairs)

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, LocalPool
+from nas_warmstart import ArchSpec, LocalPool, dpiat
 from nas_warmstart.pool.index import looks_like_pool_index
 
 from .test_cli import one_error_line
@@ -325,7 +325,7 @@ def test_a_malformed_value_is_one_line_naming_entry_and_fix(pool, capsys, column
 
 def test_a_malformed_architecture_key_is_one_line(pool):
     _sql(pool, "UPDATE archs SET key = 'not json' WHERE digest = (SELECT digest_extended FROM entries WHERE name = 'a')")
-    nw.clear_caches()  # as in a fresh process: no similarity or key cached
+    dpiat.clear_caches()  # as in a fresh process: no similarity or key cached
     reopened = LocalPool(pool.path)
     with pytest.raises(nw.PoolEntryCorruptError, match=r"architecture key of 'a' is malformed.*reindex") as e:
         reopened.rank(TARGET)

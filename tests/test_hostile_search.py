@@ -378,7 +378,7 @@ _READ_ONLY_SEARCH = """
 import os, sys
 import nas_warmstart.cli.app as cli, nas_warmstart.cli.search as search, nas_warmstart.pool.local  # noqa: E401
 import nas_warmstart.integrations.optuna.study, sqlalchemy.dialects.sqlite, urllib.parse  # noqa: E401
-search._check_storage("sqlite:///warm-up.db")  # the lazy imports of the checks, while we may read them
+nas_warmstart.integrations.optuna.study.check_storage_url("sqlite:///warm-up.db")  # the lazy imports of the checks, while we may read them
 if os.geteuid() == 0:  # root may write anywhere: drop to nobody after the imports
     os.setgid(65534)
     os.setuid(65534)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, LocalPool
+from nas_warmstart import ArchSpec, LocalPool, dpiat
 
 from ._pool_workers import KILL_SCRIPT, add_many, add_same_name, tiny_spec
 
@@ -53,7 +53,7 @@ def test_spec_json_round_trip_and_parse():
     assert ArchSpec.parse(spec.to_ref()) == spec
     assert ArchSpec.parse("timm:resnet18", num_classes=7) == ArchSpec.timm("resnet18", num_classes=7)
     a, b = spec.build(), spec.build(device="meta")
-    assert nw.signature(a).key == nw.signature(b).key
+    assert dpiat.signature(a).key == dpiat.signature(b).key
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_add_load_round_trip_is_exact(tmp_path):
     assert len(again) == 1 and "r18-tiny" in again and again.names() == ["r18-tiny"]
     assert [e.name for e in again] == ["r18-tiny"]
     assert again.get("r18-tiny") == entry
-    assert again.signature("r18-tiny").key == nw.signature(model).key
+    assert again.signature("r18-tiny").key == dpiat.signature(model).key
     # pickled (to Ray trials, Tune callbacks, worker processes) it is its directory, reopened
     unpickled = pickle.loads(pickle.dumps(zoo))
     assert unpickled.path == zoo.path and unpickled.get("r18-tiny") == entry and not unpickled.read_only
@@ -355,7 +355,7 @@ def test_concurrent_duplicate_names_are_deterministic(tmp_path, policy, expected
 
 def test_threads_add_and_rank_concurrently(tmp_path):
     zoo = LocalPool(tmp_path)
-    target = nw.signature(tiny_spec(width=8).build(device="meta"))
+    target = dpiat.signature(tiny_spec(width=8).build(device="meta"))
     errors: list[BaseException] = []
 
     def writer(t: int) -> None:
@@ -417,11 +417,11 @@ TARGETS = [
 @pytest.mark.parametrize("layers", ["extended", "paper"])
 @pytest.mark.parametrize("target", TARGETS, ids=str)
 def test_rank_equals_brute_force_similarity(ranked_pool, target, layers):
-    t_sig = nw.signature(target.build(device="meta"), layers=layers)
+    t_sig = dpiat.signature(target.build(device="meta"), layers=layers)
     sigs = {name: ranked_pool.signature(name, layers=layers) for name in ranked_pool.names()}
-    nw.clear_caches()
+    dpiat.clear_caches()
     brute = sorted(((-nw.similarity(t_sig, s, layers=layers), n) for n, s in sigs.items()))
-    nw.clear_caches()
+    dpiat.clear_caches()
     got = ranked_pool.rank(t_sig, k=None, layers=layers)
     assert [(-r.similarity, r.name) for r in got] == brute  # same order and bit-identical values
     again = ranked_pool.rank(t_sig, k=None, layers=layers)  # from the similarity cache
@@ -433,7 +433,7 @@ def test_rank_filters_and_target_forms(ranked_pool):
     by_module = ranked_pool.rank(twin.build(), k=3)
     assert [r.name for r in by_module][:2] == ["r18-tiny", "r18-twin"]  # ties broken by name
     assert by_module[0].similarity == by_module[1].similarity == 1.0
-    for form in (twin, twin.to_dict(), twin.to_ref(), "zoo:r18-tiny", nw.signature(twin.build(device="meta"))):
+    for form in (twin, twin.to_dict(), twin.to_ref(), "zoo:r18-tiny", dpiat.signature(twin.build(device="meta"))):
         assert [r.name for r in ranked_pool.rank(form, k=3)] == [r.name for r in by_module]
     assert [r.name for r in ranked_pool.rank(twin, k=2, dataset="cifar10")] == ["r18-twin", "r50-tiny"]
     assert {r.name for r in ranked_pool.rank(twin, k=None, min_metric=0.88)} == {"r18-tiny", "r18-deep", "mnv3"}
@@ -452,7 +452,7 @@ def test_rank_bad_arguments(ranked_pool):
     with pytest.raises(nw.InvalidArgumentError, match="rank target must be"):
         ranked_pool.rank(42)
     with pytest.raises(nw.InvalidArgumentError, match="computed with layers='paper'"):
-        ranked_pool.rank(nw.signature(POOL[0][1].build(device="meta"), layers="paper"))
+        ranked_pool.rank(dpiat.signature(POOL[0][1].build(device="meta"), layers="paper"))
     with pytest.raises(nw.NoMatchableLayersError):
         ranked_pool.rank(torch.nn.Sequential(torch.nn.ReLU()))
 

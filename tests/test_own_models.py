@@ -17,7 +17,14 @@ from optuna.trial import TrialState
 from torch import nn
 
 import nas_warmstart as nw
-from nas_warmstart import ArchSpec, InvalidArgumentError, LocalPool, NoBuilderError, StoredNetwork
+from nas_warmstart import (
+    ArchSpec,
+    InvalidArgumentError,
+    LocalPool,
+    NoBuilderError,
+    StoredNetwork,
+    dpiat,
+)
 from nas_warmstart.data import load_dataset
 from nas_warmstart.guidance import GuidanceLoss
 from nas_warmstart.integrations.optuna import OptunaArtifactPool, WarmStarter
@@ -206,7 +213,7 @@ def test_a_stored_vit_keeps_what_the_position_embedding_rule_reads(tmp_path):
     r_live, r_pool = nw.transfer(source, t_live), nw.transfer(zoo.load_source("vit"), t_pool)
     assert any("Resized position embedding" in n for n in r_pool.notes)
     assert _same_state(t_live, t_pool) and _copied(r_live) == _copied(r_pool)
-    assert nw.signature(zoo.load_source("vit")) == nw.signature(source) == zoo.signature("vit")
+    assert dpiat.signature(zoo.load_source("vit")) == dpiat.signature(source) == zoo.signature("vit")
 
 
 def test_an_entry_whose_builder_is_not_registered_here_is_still_a_source(tmp_path, monkeypatch):
@@ -221,7 +228,7 @@ def test_an_entry_whose_builder_is_not_registered_here_is_still_a_source(tmp_pat
     twin.load_state_dict(target.state_dict())
     assert _copied(nw.transfer(zoo.load_source("mlp"), target)) == _copied(nw.transfer(source, twin))
     assert _same_state(target, twin)
-    assert zoo.signature("mlp") == nw.signature(source)
+    assert zoo.signature("mlp") == dpiat.signature(source)
     (tmp_path / "pool" / "index.sqlite").unlink()  # and a lost index is rebuilt from the files
     report = LocalPool.reindex(tmp_path / "pool")
     assert report.restored == ["mlp"] and not report.skipped

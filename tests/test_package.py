@@ -9,6 +9,7 @@ import warnings
 import pytest
 
 import nas_warmstart as nw
+from nas_warmstart import dpiat
 
 
 def test_import_does_not_pull_ray_or_plotting():
@@ -30,20 +31,20 @@ def test_errors_share_one_base():
 def test_registry_collision_warns_and_custom_matching_is_usable():
     from nas_warmstart.dpiat.matching import MATCHINGS, dp_matching
 
-    @nw.register_matching("dp_alias_for_test")
+    @dpiat.register_matching("dp_alias_for_test")
     def alias(source, target, *, seed=0):
         return dp_matching(source, target, seed=seed)
 
     try:
         with pytest.warns(nw.NasWarmstartWarning, match="already registered"):
-            nw.register_matching("dp_alias_for_test")(lambda s, t, *, seed=0: None)
+            dpiat.register_matching("dp_alias_for_test")(lambda s, t, *, seed=0: None)
         import torch.nn as nn
 
         m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
-        assert nw.match(m, m, matching=alias).score == 2.0
+        assert dpiat.match(m, m, matching=alias).score == 2.0
     finally:
         MATCHINGS._entries.pop("dp_alias_for_test", None)
-    assert "dp_alias_for_test" not in nw.list_matchings()
+    assert "dp_alias_for_test" not in dpiat.list_matchings()
 
 
 def test_no_warnings_on_normal_use():
@@ -68,20 +69,23 @@ def test_try_import_names_what_to_install(monkeypatch):
 
 
 def test_every_public_name_imports_from_where_it_did_before_the_stage_folders():
-    # The names importable before the package was split into one folder per stage.
+    # The names importable before the package was split into one folder per stage. The DPIAT
+    # parts moved from the top level to nas_warmstart.dpiat in release 0.2: at the top level
+    # they still work for one release, with a DeprecationWarning (tests/test_layout.py).
     import nas_warmstart.data as data
     import nas_warmstart.guidance as guidance
     import nas_warmstart.integrations.optuna as integration
 
     before = {
-        nw: "PAPER_LEAF_CLASSES ArchSignature ArchSpec CopiedTensor FitResult GuidanceLoss IncompatibleModelsError "
-            "InvalidArgumentError LayerPair LayerSig Matching LocalPool NasWarmstartError NasWarmstartWarning "
+        nw: "ArchSpec FitResult GuidanceLoss IncompatibleModelsError "
+            "InvalidArgumentError LocalPool NasWarmstartError NasWarmstartWarning "
             "NoBuilderError NoMatchableLayersError OptionalDependencyError Ranked SignatureError StoredNetwork "
-            "TransferReport UnsafeFileError UntouchedTensor WarmStart LocalPoolEntry PoolEntryCorruptError PoolEntryExistsError "
-            "PoolEntryNotFoundError PoolError __version__ cache_info clear_caches evaluate fit linear_cka "
-            "list_builders list_matchings list_transfer_methods match recalibrate_bn register_builder "
-            "register_matching register_transfer_method signature similarity similarity_matrix transfer "
-            "warm_start MATCHINGS TRANSFER_METHODS",
+            "TransferReport UnsafeFileError WarmStart LocalPoolEntry PoolEntryCorruptError PoolEntryExistsError "
+            "PoolEntryNotFoundError PoolError __version__ evaluate fit linear_cka "
+            "list_builders recalibrate_bn register_builder similarity similarity_matrix transfer warm_start",
+        dpiat: "PAPER_LEAF_CLASSES ArchSignature CopiedTensor LayerPair LayerSig Matching TransferReport "
+               "UntouchedTensor cache_info clear_caches list_matchings list_transfer_methods match "
+               "register_matching register_transfer_method signature MATCHINGS TRANSFER_METHODS",
         data: "DataSplits DatasetNotFoundError list_datasets load_dataset",
         guidance: "DISTANCES PAIRINGS Captured DistanceFn GuidanceLoss Pair PairingFn PairsSpec capture "
                   "default_layers dpiat_pairs linear_cka list_distances list_pairings paper_layers "
@@ -94,7 +98,25 @@ def test_every_public_name_imports_from_where_it_did_before_the_stage_folders():
         missing = [n for n in names.split() if not hasattr(module, n)]
         assert not missing, (module.__name__, missing)
     assert issubclass(nw.LocalPool, nw.Pool) and issubclass(integration.OptunaArtifactPool, nw.Pool)
-    assert nw.TransferContext.__name__ == "TransferContext" and callable(nw.TransferContext.copy)
+    assert dpiat.TransferContext.__name__ == "TransferContext" and callable(dpiat.TransferContext.copy)
+    assert set(dpiat.__all__) == set(before[dpiat].split()) | {"TransferContext"}
+    assert nw.TransferReport is dpiat.TransferReport  # transfer's result: at both places
+
+
+def test_rank_is_the_pools_rank_with_the_target_first(tmp_path):
+    from torch import nn
+
+    pool = nw.LocalPool(tmp_path / "pool")
+    for name, width, data in (("a", 4, "digits"), ("b", 8, "digits"), ("c", 16, "cifar")):
+        pool.add(name, nn.Sequential(nn.Linear(3, width), nn.ReLU(), nn.Linear(width, 2)), dataset=data)
+    target = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))
+    assert nw.rank(target, pool) == pool.rank(target)
+    got = nw.rank(target, pool, k=1, dataset="digits", exclude=["a"])
+    assert got == pool.rank(target, k=1, dataset="digits", exclude=["a"]) and [r.name for r in got] == ["b"]
+    with pytest.raises(nw.InvalidArgumentError, match=r"rank's pool must be a Pool .*got str .*LocalPool\(path\)"):
+        nw.rank(target, str(tmp_path / "pool"))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'datasett'"):  # no filter is invented
+        nw.rank(target, pool, datasett="digits")
 
 
 def test_the_whole_job_is_public():

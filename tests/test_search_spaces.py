@@ -16,7 +16,7 @@ from torch import nn
 
 import nas_warmstart as nw
 import search_spaces as ss
-from nas_warmstart import InvalidArgumentError
+from nas_warmstart import InvalidArgumentError, dpiat
 
 SPACES = ss.list_spaces()
 SEEDS = (0, 1, 2)
@@ -74,7 +74,7 @@ def test_space_contract(name: str, seed: int):
                 out = model(torch.randn(2, in_chans, size, size))
                 assert out.shape == (2, 10) and torch.isfinite(out).all(), size
         twin = space.build(cfg, num_classes=10, in_chans=in_chans)
-        assert nw.signature(twin).key == nw.signature(model).key
+        assert dpiat.signature(twin).key == dpiat.signature(model).key
         assert _shapes(twin) == _shapes(model)
         with torch.device("meta"):
             meta = space.build(cfg, num_classes=10, in_chans=in_chans)
@@ -84,7 +84,7 @@ def test_space_contract(name: str, seed: int):
 
     spec = nw.ArchSpec.space(name, cfg, num_classes=10, in_chans=1)
     rebuilt = nw.ArchSpec.from_json(spec.to_json()).build(device="meta")
-    assert nw.signature(rebuilt).key == nw.signature(space.build(cfg, num_classes=10, in_chans=1)).key
+    assert dpiat.signature(rebuilt).key == dpiat.signature(space.build(cfg, num_classes=10, in_chans=1)).key
 
     f32, f16 = space.flops(cfg, 32), space.flops(cfg, 16)
     assert f32 > 0

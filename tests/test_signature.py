@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import nas_warmstart as nw
+from nas_warmstart import dpiat
 from tests.conftest import PAPER_MODELS
 
 # (top-level length, blocks, matchable layers = D(X→X)) measured with the authors' code.
@@ -39,7 +40,7 @@ def test_efficientnet_block_contents(paper_signature):
 
 
 def test_resnet_downsample_comes_after_conv3(timm_model):
-    sig = nw.signature(timm_model("resnet50"))
+    sig = dpiat.signature(timm_model("resnet50"))
     block = sig.elements[4]
     assert [layer.name.split(".", 2)[-1] for layer in block] == [
         "conv1", "bn1", "act1", "conv2", "bn2", "drop_block", "act2", "aa", "conv3", "bn3",
@@ -65,30 +66,30 @@ def test_block_rule_on_hand_built_modules():
         nn.Flatten(),
         nn.Linear(4, 2),
     )
-    sig = nw.signature(model)
+    sig = dpiat.signature(model)
     kinds = [("B", len(e)) if isinstance(e, tuple) else e.cls for e in sig.elements]
     assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", ("B", 4), ("B", 4), "AdaptiveAvgPool2d", "Flatten", "Linear"]
     assert sig.num_matchable == 1 + 1 + 3 + 3 + 1
 
 
 def test_root_is_never_a_block_and_leaf_root_is_wrapped():
-    sig = nw.signature(nn.Sequential(nn.Conv2d(1, 2, 1), nn.Conv2d(2, 2, 1)))
+    sig = dpiat.signature(nn.Sequential(nn.Conv2d(1, 2, 1), nn.Conv2d(2, 2, 1)))
     assert len(sig) == 2 and sig.num_blocks == 0
-    leaf = nw.signature(nn.Linear(3, 2))
+    leaf = dpiat.signature(nn.Linear(3, 2))
     assert len(leaf) == 1 and leaf.elements[0].name == "" and leaf.elements[0].shape == (2, 3)
 
 
 def test_same_architecture_equal_signatures_and_json_roundtrip(timm_model):
-    a = nw.signature(timm_model("efficientnet_b0", seed=0))
-    b = nw.signature(timm_model("efficientnet_b0", seed=1))
+    a = dpiat.signature(timm_model("efficientnet_b0", seed=0))
+    b = dpiat.signature(timm_model("efficientnet_b0", seed=1))
     assert a == b and hash(a) == hash(b)
-    back = nw.ArchSignature.from_json(a.to_json())
+    back = dpiat.ArchSignature.from_json(a.to_json())
     assert back == a and back.key == a.key
 
 
 def test_extended_mode_adds_vit_parameters(timm_model):
     vit = timm_model("vit_tiny_patch16_224", img_size=32, depth=2)
-    paper, ext = nw.signature(vit, layers="paper"), nw.signature(vit)
+    paper, ext = dpiat.signature(vit, layers="paper"), dpiat.signature(vit)
     assert ext.num_matchable > paper.num_matchable
     kinds = {layer.kind for layer in ext.layers_flat()}
     assert {"LayerNorm", "Params:VisionTransformer"} <= kinds
@@ -103,18 +104,18 @@ def test_paper_and_extended_agree_on_paper_models(paper_signature, name):
 
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(nw.InvalidArgumentError, match="torch.nn.Module"):
-        nw.signature("resnet18")  # type: ignore[arg-type]
+        dpiat.signature("resnet18")  # type: ignore[arg-type]
     with pytest.raises(nw.InvalidArgumentError, match="layers must be one of"):
-        nw.signature(nn.Linear(2, 2), layers="all")  # type: ignore[arg-type]
+        dpiat.signature(nn.Linear(2, 2), layers="all")  # type: ignore[arg-type]
     with pytest.raises(nw.InvalidArgumentError, match="forward pass"):
-        nw.signature(nn.Sequential(nn.LazyLinear(3), nn.Linear(3, 2)))
+        dpiat.signature(nn.Sequential(nn.LazyLinear(3), nn.Linear(3, 2)))
     with pytest.raises(nw.SignatureError, match="not an architecture signature"):
-        nw.ArchSignature.from_json('{"a": 1}')
+        dpiat.ArchSignature.from_json('{"a": 1}')
     with pytest.raises(nw.SignatureError, match="does not parse"):
-        nw.ArchSignature.from_json("{")
+        dpiat.ArchSignature.from_json("{")
 
 
 def test_signature_needs_no_forward_pass():
     with torch.device("meta"):
         model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 2))
-    assert nw.signature(model).num_matchable == 3
+    assert dpiat.signature(model).num_matchable == 3

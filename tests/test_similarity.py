@@ -10,6 +10,7 @@ import pytest
 from torch import nn
 
 import nas_warmstart as nw
+from nas_warmstart import dpiat
 from tests._oracle import ref_similarity
 from tests.conftest import PAPER_MODELS
 
@@ -51,12 +52,12 @@ SPEC_D = {
 
 @pytest.mark.parametrize(("src", "tgt"), sorted(SPEC_D))
 def test_one_way_scores(paper_signature, src, tgt):
-    got = nw.match(paper_signature(src, "paper"), paper_signature(tgt, "paper"), layers="paper").score
+    got = dpiat.match(paper_signature(src, "paper"), paper_signature(tgt, "paper"), layers="paper").score
     assert round(got, 3) == SPEC_D[(src, tgt)]
 
 
 def test_b0_to_b2_top_level_pairs(paper_signature):
-    m = nw.match(paper_signature("tf_efficientnet_b0", "paper"), paper_signature("tf_efficientnet_b2", "paper"), layers="paper")
+    m = dpiat.match(paper_signature("tf_efficientnet_b0", "paper"), paper_signature("tf_efficientnet_b2", "paper"), layers="paper")
     reused: dict[int, list[int]] = {}
     for j, i in m.top_pairs:
         if j is not None and i is not None:
@@ -73,16 +74,16 @@ def test_b0_to_b2_top_level_pairs(paper_signature):
 )
 def test_surplus_source_blocks_are_skipped(paper_signature, src, tgt, skipped):
     s = paper_signature(src, "paper")
-    m = nw.match(s, paper_signature(tgt, "paper"), layers="paper")
+    m = dpiat.match(s, paper_signature(tgt, "paper"), layers="paper")
     used = {j for j, i in m.top_pairs if j is not None and i is not None}
     unused_blocks = {j for j, e in enumerate(s.elements) if isinstance(e, tuple)} - used
     assert skipped <= unused_blocks
 
 
 def test_similarity_properties(timm_model):
-    a = nw.signature(timm_model("resnet18"))
-    b = nw.signature(timm_model("resnet34"))
-    c = nw.signature(timm_model("mobilenetv2_050"))
+    a = dpiat.signature(timm_model("resnet18"))
+    b = dpiat.signature(timm_model("resnet34"))
+    c = dpiat.signature(timm_model("mobilenetv2_050"))
     assert nw.similarity(a, a) == 1.0
     assert nw.similarity(a, b) == nw.similarity(b, a)
     assert 0 < nw.similarity(a, c) < nw.similarity(a, b) < 1
@@ -93,7 +94,7 @@ def test_similarity_properties(timm_model):
 
 def test_modules_and_signatures_are_interchangeable(timm_model):
     m1, m2 = timm_model("resnet18"), timm_model("efficientnet_b0")
-    assert nw.similarity(m1, m2) == nw.similarity(nw.signature(m1), nw.signature(m2))
+    assert nw.similarity(m1, m2) == nw.similarity(dpiat.signature(m1), dpiat.signature(m2))
 
 
 def test_no_matchable_layer_is_a_clear_error():
@@ -106,7 +107,7 @@ def test_disjoint_layer_types_give_zero():
 
 
 def test_mode_mismatch_and_wrong_types(timm_model):
-    sig = nw.signature(timm_model("resnet18"), layers="paper")
+    sig = dpiat.signature(timm_model("resnet18"), layers="paper")
     with pytest.raises(nw.InvalidArgumentError, match="layers='paper'"):
         nw.similarity(sig, sig)
     with pytest.raises(nw.InvalidArgumentError, match="must be a torch.nn.Module or an ArchSignature"):
@@ -117,29 +118,29 @@ def test_mode_mismatch_and_wrong_types(timm_model):
 def test_ablation_matchings_run(paper_signature):
     s, t = paper_signature("tf_efficientnet_b2", "paper"), paper_signature("tf_efficientnet_b0", "paper")
     for name in ("bipartite", "nbipartite"):
-        m = nw.match(s, t, matching=name, layers="paper")
+        m = dpiat.match(s, t, matching=name, layers="paper")
         assert 0 < m.score <= 1
         pairs = m.matched()
         assert pairs and all(a.kind == b.kind for a, b in pairs)
         # one-to-one at the top level
         assert len({j for j, _ in m.top_pairs}) == len(m.top_pairs)
-    r1 = nw.match(s, t, matching="random", layers="paper", seed=3)
-    r2 = nw.match(s, t, matching="random", layers="paper", seed=3)
+    r1 = dpiat.match(s, t, matching="random", layers="paper", seed=3)
+    r2 = dpiat.match(s, t, matching="random", layers="paper", seed=3)
     assert r1.to_names() == r2.to_names()
     assert all(a.kind == b.kind for a, b in r1.matched())
-    assert sorted(nw.list_matchings()) == ["bipartite", "dp", "nbipartite", "random"]
+    assert sorted(dpiat.list_matchings()) == ["bipartite", "dp", "nbipartite", "random"]
     with pytest.raises(nw.InvalidArgumentError, match="unknown matching 'hungarian'"):
-        nw.match(s, t, matching="hungarian", layers="paper")
+        dpiat.match(s, t, matching="hungarian", layers="paper")
 
 
 @pytest.mark.parametrize("name", PAPER_MODELS)
 def test_self_score_is_number_of_layers(paper_signature, name):
     # similarity() uses num_matchable as D(X→X); the DP must agree exactly.
     sig = paper_signature(name, "paper")
-    assert nw.match(sig, sig, layers="paper").score == sig.num_matchable
+    assert dpiat.match(sig, sig, layers="paper").score == sig.num_matchable
 
 
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "convnext_atto", "resnet18"])
 def test_self_score_extended(timm_model, name):
-    sig = nw.signature(timm_model(name, num_classes=10))
-    assert nw.match(sig, sig).score == sig.num_matchable
+    sig = dpiat.signature(timm_model(name, num_classes=10))
+    assert dpiat.match(sig, sig).score == sig.num_matchable

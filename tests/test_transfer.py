@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import nas_warmstart as nw
+from nas_warmstart import dpiat
 from nas_warmstart.dpiat.transfer import clip_plan
 from tests._oracle import authors_transfer, crop_copy
 
@@ -67,7 +68,7 @@ def test_parity_with_authors_pipeline(timm_model, src_name, tgt_name):
     ours = timm_model(tgt_name, seed=1, num_classes=100)
     theirs = timm_model(tgt_name, seed=1, num_classes=100)
     nw.transfer(src, ours, bn_stats=False, layers="paper")
-    authors_transfer(src, theirs, nw.signature(src, layers="paper"), nw.signature(theirs, layers="paper"))
+    authors_transfer(src, theirs, dpiat.signature(src, layers="paper"), dpiat.signature(theirs, layers="paper"))
     a, b = ours.state_dict(), theirs.state_dict()
     assert a.keys() == b.keys()
     for k in a:
@@ -155,7 +156,7 @@ def test_vit_pos_embed_is_resampled_not_cropped(timm_model):
 
 
 def test_methods_registry_and_ablations():
-    assert nw.list_transfer_methods() == ["clip", "clip_norm", "full", "magnitude"]
+    assert dpiat.list_transfer_methods() == ["clip", "clip_norm", "full", "magnitude"]
     torch.manual_seed(0)
     src, tgt = nn.Sequential(nn.Conv2d(4, 6, 3)), nn.Sequential(nn.Conv2d(2, 9, 5))
     # full: every target element overwritten; the centre window holds the source
@@ -191,7 +192,7 @@ def test_report_lists_copies_and_untouched(timm_model):
 def test_errors_are_clear():
     lin = nn.Sequential(nn.Linear(4, 2))
     with pytest.raises(nw.InvalidArgumentError, match="transfer\\(\\) needs torch.nn.Module"):
-        nw.transfer(nw.signature(lin), lin)  # type: ignore[arg-type]
+        nw.transfer(dpiat.signature(lin), lin)  # type: ignore[arg-type]
     with pytest.raises(nw.NoMatchableLayersError, match="source"):
         nw.transfer(nn.Sequential(nn.ReLU()), lin)
     with pytest.raises(nw.InvalidArgumentError, match="unknown transfer method 'crop'"):
@@ -226,11 +227,11 @@ def test_unmatched_top_level_blocks_are_expanded_into_layers():
 
     src = ArchSpec.timm("convnext_atto", num_classes=10, in_chans=1, depths=[1, 1, 2, 1], dims=[24, 48, 96, 192]).build()
     tgt = ArchSpec.timm("resnet34", num_classes=10, in_chans=1, layers=[2, 3, 3, 2], channels=[16, 32, 64, 96]).build()
-    m = nw.match(src, tgt)
+    m = dpiat.match(src, tgt)
     pairs = list(m.layer_pairs())
     assert all(not isinstance(x, tuple) for p in pairs for x in p)
     t_names = [t.name for _, t in pairs if t is not None]
-    assert sorted(t_names) == sorted(x.name for x in nw.signature(tgt).layers_flat())  # each once
+    assert sorted(t_names) == sorted(x.name for x in dpiat.signature(tgt).layers_flat())  # each once
     report = nw.transfer(src, tgt)
     assert 0 < report.coverage < 1 and report.untouched
 

@@ -43,7 +43,7 @@ def _close_names(model: nn.Module, name: str) -> list[str]:
     return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
 
 
-def _get_module(model: nn.Module, name: str, *, role: str) -> nn.Module:
+def get_module(model: nn.Module, name: str, *, role: str) -> nn.Module:
     """``model.get_submodule(name)`` with an error that suggests close names."""
     if not isinstance(name, str):
         raise InvalidArgumentError(
@@ -61,7 +61,7 @@ def _get_module(model: nn.Module, name: str, *, role: str) -> nn.Module:
         ) from None
 
 
-def _as_name_list(names: str | Sequence[str]) -> list[str]:
+def as_name_list(names: str | Sequence[str]) -> list[str]:
     if isinstance(names, str):
         return [names]
     out: list[str] = []
@@ -71,14 +71,14 @@ def _as_name_list(names: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _first_tensor(name: str, output: Any) -> Tensor:
+def first_tensor(name: str, output: Any) -> Tensor:
     """The tensor to record from a module output (tuple element 0, PackedSequence padded)."""
     if isinstance(output, PackedSequence):
         return pad_packed_sequence(output, batch_first=True)[0]
     if isinstance(output, tuple | list):
         if not output:
             raise InvalidArgumentError(f"module {name!r} returned an empty {type(output).__name__}")
-        return _first_tensor(name, output[0])
+        return first_tensor(name, output[0])
     if isinstance(output, Tensor):
         return output
     raise InvalidArgumentError(
@@ -112,7 +112,7 @@ def forward_hooks(model: nn.Module, hooks: Mapping[str, ForwardHook], *, role: s
     handles = []
     try:
         for name, hook in hooks.items():
-            handles.append(_get_module(model, name, role=role).register_forward_hook(hook))
+            handles.append(get_module(model, name, role=role).register_forward_hook(hook))
         yield
     finally:
         for h in handles:
@@ -148,12 +148,12 @@ def capture(
     """
     if not isinstance(model, nn.Module):
         raise InvalidArgumentError(f"capture() needs a torch.nn.Module, got {type(model).__name__}")
-    name_list = _as_name_list(names)
+    name_list = as_name_list(names)
     result = Captured(names=tuple(name_list))
 
     def make_hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            t = _first_tensor(name, output)
+            t = first_tensor(name, output)
             result.outputs[name] = t.detach() if detach else t
             result.calls[name] = result.calls.get(name, 0) + 1
 

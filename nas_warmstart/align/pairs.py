@@ -11,7 +11,7 @@ from .._errors import InvalidArgumentError
 from .._registry import Registry
 from ..dpiat.matching import MatchingFn, match
 from ..dpiat.signature import LayersMode
-from .capture import _get_module, default_layers, paper_layers
+from .capture import default_layers, get_module, paper_layers
 
 __all__ = ["PAIRINGS", "Pair", "PairingFn", "PairsSpec", "dpiat_pairs", "list_pairings", "register_pairing",
            "resolve_pairs", "uniform_pairs"]
@@ -73,7 +73,7 @@ def dpiat_pairs(
 ) -> list[Pair]:
     """Pairs from the DPIAT layer matching (ours: the guidance paper pairs uniformly).
 
-    The guide is matched to the target with :func:`nas_warmstart.match`; the pairs kept are
+    The guide is matched to the target with :func:`nas_warmstart.dpiat.match`; the pairs kept are
     the matched layers that are conv/linear modules on both sides (the hook points of
     :func:`default_layers`, so each side's last conv/linear, the classifier, is excluded).
     Each target layer appears at most once, but DPIAT may reuse a guide layer for several
@@ -82,8 +82,8 @@ def dpiat_pairs(
     Args:
         guide: the frozen network (the matching's source).
         target: the trained network.
-        matching: a registered matching name or callable; see :func:`nas_warmstart.match`.
-        layers: which layers the matching considers; see :func:`nas_warmstart.signature`.
+        matching: a registered matching name or callable; see :func:`nas_warmstart.dpiat.match`.
+        layers: which layers the matching considers; see :func:`nas_warmstart.dpiat.signature`.
 
     Returns:
         ``(guide name, target name)`` pairs ordered by the target module's position in
@@ -176,7 +176,7 @@ def resolve_pairs(guide: nn.Module, target: nn.Module, pairs: PairsSpec) -> list
             "(guide name, target name) pairs"
         )
     for g, t in resolved:
-        _get_module(guide, g, role="guide")
-        _get_module(target, t, role="target")
+        get_module(guide, g, role="guide")
+        get_module(target, t, role="target")
     return resolved
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import (
-    _ON_CLI,
+    ON_CLI,
     NasWarmstartError,
     NasWarmstartWarning,
     one_line,
@@ -25,24 +25,24 @@ if TYPE_CHECKING:
     pass
 
 from .common import (
-    _REF_HELP,
     EXIT_FAILURE,
     EXIT_USAGE,
-    _Parser,
+    REF_HELP,
+    CommandParser,
 )
-from .convert import _cmd_convert
-from .models import _cmd_matrix, _cmd_rank, _cmd_similarity, _cmd_transfer
+from .convert import cmd_convert
+from .models import cmd_matrix, cmd_rank, cmd_similarity, cmd_transfer
 from .pool import (
-    _cmd_pool_add,
-    _cmd_pool_check,
-    _cmd_pool_list,
-    _cmd_pool_reindex,
-    _cmd_pool_remove,
-    _cmd_pool_show,
-    _metric_arg,
+    cmd_pool_add,
+    cmd_pool_check,
+    cmd_pool_list,
+    cmd_pool_reindex,
+    cmd_pool_remove,
+    cmd_pool_show,
+    metric_arg,
 )
-from .run import _cmd_report, _cmd_run
-from .search import _cmd_search
+from .run import cmd_report, cmd_run
+from .search import cmd_search
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,11 +77,11 @@ class _PoolDir(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _parser() -> _Parser:
-    p = _Parser(prog="nas-warmstart", description="Warm-start architecture search from a pool of trained networks.")
+def _parser() -> CommandParser:
+    p = CommandParser(prog="nas-warmstart", description="Warm-start architecture search from a pool of trained networks.")
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     def common(sp: argparse.ArgumentParser, *, zoo_required: bool = False) -> None:
         # not argparse-required: the hidden --zoo alias must satisfy it too (checked in _main)
@@ -96,23 +96,23 @@ def _parser() -> _Parser:
         sp.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     s = sub.add_parser("similarity", help="DPIAT similarity of two architectures")
-    s.add_argument("a", help=_REF_HELP)
+    s.add_argument("a", help=REF_HELP)
     s.add_argument("b", help="model reference")
     common(s)
-    s.set_defaults(func=_cmd_similarity)
+    s.set_defaults(func=cmd_similarity)
 
     r = sub.add_parser("rank", help="the pool entries most similar to TARGET")
-    r.add_argument("target", help=_REF_HELP)
+    r.add_argument("target", help=REF_HELP)
     r.add_argument("-k", type=int, default=5, help="how many entries to show (default: 5)")
     r.add_argument("--dataset", help="only entries trained on this data set")
     r.add_argument("--min-metric", type=float, help="only entries with METRIC >= this")
     r.add_argument("--metric", default="accuracy", help="metric shown and used by --min-metric (default: accuracy)")
     r.add_argument("--exclude", action="append", metavar="NAME", help="leave this entry out (repeatable)")
     common(r, zoo_required=True)
-    r.set_defaults(func=_cmd_rank)
+    r.set_defaults(func=cmd_rank)
 
     t = sub.add_parser("transfer", help="transfer parameters from SOURCE into a fresh TARGET")
-    t.add_argument("source", help=_REF_HELP + " (a pool: source brings its trained weights)")
+    t.add_argument("source", help=REF_HELP + " (a pool: source brings its trained weights)")
     t.add_argument("target", help="model reference (a pool: target is built fresh from its spec)")
     t.add_argument("--out", required=True, help="where to write the target's weights (.safetensors)")
     t.add_argument("--source-weights", help="local weights file for a timm:/space: source")
@@ -124,18 +124,18 @@ def _parser() -> _Parser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--show", type=int, default=10, help="copied tensors to list")
     common(t)
-    t.set_defaults(func=_cmd_transfer)
+    t.set_defaults(func=cmd_transfer)
 
     m = sub.add_parser("matrix", help="pairwise similarity of several models (table, heatmap, CSV)")
     m.add_argument("models", nargs="+", metavar="MODEL", help="two or more model references")
     m.add_argument("--png", metavar="FILE", help="draw an annotated heatmap (needs matplotlib)")
     m.add_argument("--csv", metavar="FILE", help="write the matrix with a header row and row labels")
     common(m)
-    m.set_defaults(func=_cmd_matrix)
+    m.set_defaults(func=cmd_matrix)
 
     # `zoo`, the group's name before release 0.2, still works for one release (a warning in _main)
     z = sub.add_parser("pool", aliases=["zoo"], help="manage a pool of trained networks")
-    zsub = z.add_subparsers(dest="pool_command", required=True, parser_class=_Parser)
+    zsub = z.add_subparsers(dest="pool_command", required=True, parser_class=CommandParser)
 
     za = zsub.add_parser("add", help="add a timm architecture (with local weights) to a pool, creating it")
     za.add_argument("dir", help="pool directory (created if missing)")
@@ -143,44 +143,44 @@ def _parser() -> _Parser:
     za.add_argument("--name", help="entry name (default: the timm model name)")
     za.add_argument("--checkpoint", metavar="FILE", help=".safetensors (or weights-only PyTorch) file; default: random init")
     za.add_argument("--dataset", help="what it was trained on")
-    za.add_argument("--metric", type=_metric_arg, action="append", metavar="KEY=VALUE",
+    za.add_argument("--metric", type=metric_arg, action="append", metavar="KEY=VALUE",
                     help="a metric, e.g. accuracy=0.93 (repeatable; numbers are stored as numbers)")
     za.add_argument("--if-exists", choices=("error", "replace", "rename", "skip"), default="error")
     za.add_argument("--num-classes", type=int, default=1000, help="classifier size (default: 1000)")
     za.add_argument("--in-chans", type=int, default=3, help="input channels (default: 3)")
     za.add_argument("--json", action="store_true", help="print the entry as JSON")
-    za.set_defaults(func=_cmd_pool_add)
+    za.set_defaults(func=cmd_pool_add)
 
     zl = zsub.add_parser("list", help="list the entries of a pool")
     zl.add_argument("dir")
     zl.add_argument("--dataset", help="only entries trained on this data set")
     zl.add_argument("--wide", action="store_true", help="every column in full (default: fit 100 columns)")
     zl.add_argument("--json", action="store_true", help="print a JSON list")
-    zl.set_defaults(func=_cmd_pool_list)
+    zl.set_defaults(func=cmd_pool_list)
 
     zs = zsub.add_parser("show", help="all fields of one entry")
     zs.add_argument("dir")
     zs.add_argument("name")
     zs.add_argument("--json", action="store_true")
-    zs.set_defaults(func=_cmd_pool_show)
+    zs.set_defaults(func=cmd_pool_show)
 
     zr = zsub.add_parser("remove", help="remove entries and their weights")
     zr.add_argument("dir")
     zr.add_argument("names", nargs="+", metavar="NAME")
     zr.add_argument("--json", action="store_true")
-    zr.set_defaults(func=_cmd_pool_remove)
+    zr.set_defaults(func=cmd_pool_remove)
 
     zc = zsub.add_parser("check", help="integrity report (exit 1 if entries have missing/damaged weights)")
     zc.add_argument("dir")
     zc.add_argument("--full", action="store_true", help="verify every file's SHA-256 (reads all weights)")
     zc.add_argument("--gc", action="store_true", help="delete unreferenced files older than an hour")
     zc.add_argument("--json", action="store_true")
-    zc.set_defaults(func=_cmd_pool_check)
+    zc.set_defaults(func=cmd_pool_check)
 
     zx = zsub.add_parser("reindex", help="rebuild a lost or damaged index from the weight files' own metadata")
     zx.add_argument("dir")
     zx.add_argument("--json", action="store_true")
-    zx.set_defaults(func=_cmd_pool_reindex)
+    zx.set_defaults(func=cmd_pool_reindex)
 
     se = sub.add_parser("search", help="run (or continue) a warm-started search over a search space (Optuna or Ray Tune)")
     se.add_argument("space", help="search space: convnet, efficientnet, mlp, mobilenetv3, resnet or vit")
@@ -218,7 +218,7 @@ def _parser() -> _Parser:
                                "(default: ./nas-warmstart-ray)")
     ray_opts.add_argument("--resume", action="store_true", help="continue the experiment (Tuner.restore)")
     se.add_argument("--json", action="store_true")
-    se.set_defaults(func=_cmd_search)
+    se.set_defaults(func=cmd_search)
 
     cv = sub.add_parser("convert", help="convert a trained pool entry into another architecture (Network of Theseus)")
     cv.add_argument("--guide", required=True, metavar="pool:ENTRY", help="the trained network: a pool entry (pool:<entry>)")
@@ -259,7 +259,7 @@ def _parser() -> _Parser:
                          "spread over the workers")
     cl.add_argument("--address", metavar="HOST:PORT",
                     help="join this Ray cluster (auto: the one this node belongs to; default: start a local one)")
-    cv.set_defaults(func=_cmd_convert)
+    cv.set_defaults(func=cmd_convert)
 
     ru = sub.add_parser("run", help="the whole job: seed the pool, search, pick the winner, convert, export, report")
     ru.add_argument("space", help="search space: convnet, efficientnet, mlp, mobilenetv3, resnet or vit")
@@ -296,7 +296,7 @@ def _parser() -> _Parser:
     ru.add_argument("--seed", type=int, default=0, help="sampler, initialisation and conversion seed (default: 0)")
     ru.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
     ru.add_argument("--json", action="store_true", help="print JSON instead of text")
-    ru.set_defaults(func=_cmd_run)
+    ru.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="write report.html and report.md of an existing study")
     rp.add_argument("--storage", required=True, help="the study's Optuna storage URL, e.g. sqlite:///OUT/study.db")
@@ -306,7 +306,7 @@ def _parser() -> _Parser:
                                                    "stored in the study is shown, never opened: the study may be "
                                                    "someone else's)")
     rp.add_argument("--json", action="store_true")
-    rp.set_defaults(func=_cmd_report)
+    rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="the whole job on the embedded digits data: seed, search warm vs cold, "
                                      "convert, export, report (a few minutes on 2 CPU cores)")
@@ -392,11 +392,11 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    token = _ON_CLI.set(True)  # error hints name flags and commands, not Python calls
+    token = ON_CLI.set(True)  # error hints name flags and commands, not Python calls
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
     finally:
-        _ON_CLI.reset(token)
+        ON_CLI.reset(token)
 
 
 def _main(argv: list[str]) -> int:

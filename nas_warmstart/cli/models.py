@@ -19,24 +19,23 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+from ..search.rows import count_text
 from .common import (
-    _BAR_MIN,
-    _bar,
-    _count,
-    _labels,
-    _num,
-    _open_pool,
-    _Refs,
-    _table,
-    _writing,
+    BAR_MIN,
+    model_refs,
+    num_text,
+    open_pool,
+    print_table,
+    progress_bar,
+    writable_path,
     write_file,
 )
 
 
-def _cmd_similarity(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_similarity(args: argparse.Namespace) -> dict[str, Any]:
     from ..dpiat.similarity import similarity
 
-    refs = _Refs(args)
+    refs = model_refs(args)
     a, b = refs.signature(args.a), refs.signature(args.b)
     t0 = time.perf_counter()
     value = similarity(a, b, layers=args.layers)
@@ -46,14 +45,14 @@ def _cmd_similarity(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
     from safetensors.torch import save
 
     from ..dpiat.transfer import transfer
     from ..pool.weights_io import load_checkpoint, load_into
 
-    refs = _Refs(args)
-    out_path = _writing(args.out)
+    refs = model_refs(args)
+    out_path = writable_path(args.out)
     if args.source_weights and refs.split(args.source)[0] == "zoo":
         raise InvalidArgumentError(
             "--source-weights applies to timm:/space: sources; a zoo: source brings its trained weights"
@@ -88,9 +87,9 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
     return {**report.to_dict(), "out": args.out}
 
 
-def _cmd_rank(args: argparse.Namespace) -> list[dict[str, Any]]:
-    refs = _Refs(args)
-    zoo = _open_pool(args.pool)
+def cmd_rank(args: argparse.Namespace) -> list[dict[str, Any]]:
+    refs = model_refs(args)
+    zoo = open_pool(args.pool)
     kind, rest = refs.split(args.target)
     target: Any = f"zoo:{rest}" if kind == "zoo" else refs.signature(args.target)
     ranked = zoo.rank(
@@ -102,29 +101,29 @@ def _cmd_rank(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"no pool entry matches (pool {args.pool!r}, {len(zoo)} entries)")
         rows = [
             (i, r.name, f"{r.similarity:.4f}", r.entry.dataset or "-",
-             _num(r.entry.metrics.get(args.metric, "-")), _count(r.entry.num_params))
+             num_text(r.entry.metrics.get(args.metric, "-")), count_text(r.entry.num_params))
             for i, r in enumerate(ranked, 1)
         ]
         if rows:
-            _table(("rank", "name", "similarity", "dataset", args.metric, "params"), rows, right=(0, 2, 4, 5))
+            print_table(("rank", "name", "similarity", "dataset", args.metric, "params"), rows, right=(0, 2, 4, 5))
     return [r.to_dict() for r in ranked]
 
 
-def _cmd_matrix(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_matrix(args: argparse.Namespace) -> dict[str, Any]:
     from ..dpiat.similarity import similarity, similarity_matrix
 
     if len(args.models) < 2:
         raise InvalidArgumentError(f"matrix needs at least two model references, got {len(args.models)}")
     if args.png:
         _need_matplotlib()
-    refs = _Refs(args)
-    labels = _labels(args.models, refs)
-    png = _writing(args.png) if args.png else None
-    csv_path = _writing(args.csv) if args.csv else None
-    sigs = [refs.signature(r) for r in _bar(args.models, "building", "model")]
+    refs = model_refs(args)
+    labels = refs.labels(args.models)
+    png = writable_path(args.png) if args.png else None
+    csv_path = writable_path(args.csv) if args.csv else None
+    sigs = [refs.signature(r) for r in progress_bar(args.models, "building", "model")]
     n = len(sigs)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    for i, j in _bar(pairs, "similarity", "pair") if n >= _BAR_MIN else ():
+    for i, j in progress_bar(pairs, "similarity", "pair") if n >= BAR_MIN else ():
         similarity(sigs[i], sigs[j], layers=args.layers)  # memoised: the matrix below reuses it
     m = similarity_matrix(sigs, layers=args.layers)
     if csv_path is not None:
@@ -137,7 +136,7 @@ def _cmd_matrix(args: argparse.Namespace) -> dict[str, Any]:
     if png is not None:
         _heatmap(m, labels, png, layers=args.layers)
     if not args.json:
-        _table(("", *labels), ([label, *(f"{v:.4f}" for v in row)] for label, row in zip(labels, m.tolist(), strict=True)),
+        print_table(("", *labels), ([label, *(f"{v:.4f}" for v in row)] for label, row in zip(labels, m.tolist(), strict=True)),
                right=tuple(range(1, n + 1)))
         for p in (csv_path, png):
             if p is not None:

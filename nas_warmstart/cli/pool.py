@@ -15,19 +15,18 @@ if TYPE_CHECKING:
 
     pass
 
+from ..search.rows import clip_text, count_text
 from .common import (
     EXIT_FAILURE,
-    _clip,
-    _count,
-    _date,
-    _metric_text,
-    _num,
-    _open_pool,
-    _table,
+    date_text,
+    metric_text,
+    num_text,
+    open_pool,
+    print_table,
 )
 
 
-def _metric_arg(text: str) -> tuple[str, Any]:
+def metric_arg(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--metric takes key=value (e.g. accuracy=0.93), got {text!r}")
@@ -39,7 +38,7 @@ def _metric_arg(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _cmd_pool_add(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_pool_add(args: argparse.Namespace) -> dict[str, Any]:
     from ..pool.base import check_name
     from ..pool.local import LocalPool
     from ..pool.spec import ArchSpec
@@ -64,7 +63,7 @@ def _cmd_pool_add(args: argparse.Namespace) -> dict[str, Any]:
     )
     if not args.json:
         weights = f"weights from {args.checkpoint}" if args.checkpoint else "random initialisation"
-        print(f"added {entry.name}: {entry.spec} ({_count(entry.num_params)} params, {weights}) to {args.dir}")
+        print(f"added {entry.name}: {entry.spec} ({count_text(entry.num_params)} params, {weights}) to {args.dir}")
     return entry.to_dict()
 
 
@@ -72,32 +71,32 @@ def _arch_text(spec: Any) -> str:
     return "(no builder)" if spec is None else str(spec)
 
 
-def _cmd_pool_list(args: argparse.Namespace) -> list[dict[str, Any]]:
-    zoo = _open_pool(args.dir)
+def cmd_pool_list(args: argparse.Namespace) -> list[dict[str, Any]]:
+    zoo = open_pool(args.dir)
     entries = [e for e in zoo if args.dataset is None or e.dataset == args.dataset]
     if not args.json:
         if not entries:
             print(f"no entries in {args.dir}" + (f" with dataset {args.dataset!r}" if args.dataset else ""))
         elif args.wide:
-            _table(
+            print_table(
                 ("name", "architecture", "dataset", "metrics", "params", "created"),
-                [(e.name, _arch_text(e.spec), e.dataset or "-", _metric_text(e.metrics), _count(e.num_params), _date(e.created))
+                [(e.name, _arch_text(e.spec), e.dataset or "-", metric_text(e.metrics), count_text(e.num_params), date_text(e.created))
                  for e in entries],
                 right=(4,),
             )
         else:  # fits 100 columns: long names, architectures and metrics are clipped
-            _table(
+            print_table(
                 ("name", "architecture", "dataset", "accuracy", "params", "created"),
-                [(_clip(e.name, 22), _clip(_arch_text(e.spec), 32), _clip(e.dataset or "-", 10),
-                  _num(e.metrics.get("accuracy", "-")), _count(e.num_params), _date(e.created)[:10])
+                [(clip_text(e.name, 22), clip_text(_arch_text(e.spec), 32), clip_text(e.dataset or "-", 10),
+                  num_text(e.metrics.get("accuracy", "-")), count_text(e.num_params), date_text(e.created)[:10])
                  for e in entries],
                 right=(3, 4),
             )
     return [e.to_dict() for e in entries]
 
 
-def _cmd_pool_show(args: argparse.Namespace) -> dict[str, Any]:
-    zoo = _open_pool(args.dir)
+def cmd_pool_show(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = open_pool(args.dir)
     e = zoo.get(args.name)
     out = {
         **e.to_dict(), "uid": e.uid, "digest_paper": e.digest_paper,
@@ -116,12 +115,12 @@ def _cmd_pool_show(args: argparse.Namespace) -> dict[str, Any]:
             ("architecture", arch),
             ("reference", out["ref"] or "-"),
             ("dataset", e.dataset or "-"),
-            ("metrics", _metric_text(e.metrics)),
+            ("metrics", metric_text(e.metrics)),
             ("params", f"{e.num_params:,}"),
             ("parent", e.parent or "-"),
             ("provenance", json.dumps(e.provenance) if e.provenance else "-"),
-            ("created", _date(e.created)),
-            ("updated", _date(e.updated)),
+            ("created", date_text(e.created)),
+            ("updated", date_text(e.updated)),
             ("weights", f"{e.path} ({e.nbytes:,} bytes, sha256 {e.sha256})"),
             ("digest", e.digest),
             ("signature", out["signature"]),
@@ -131,8 +130,8 @@ def _cmd_pool_show(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _cmd_pool_remove(args: argparse.Namespace) -> dict[str, Any]:
-    zoo = _open_pool(args.dir, write=True)
+def cmd_pool_remove(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = open_pool(args.dir, write=True)
     for name in args.names:  # all or nothing: check every name before removing any
         if name not in zoo:  # (a malformed entry can still be removed: that is the fix)
             zoo.get(name)  # raises, with close names
@@ -143,8 +142,8 @@ def _cmd_pool_remove(args: argparse.Namespace) -> dict[str, Any]:
     return {"removed": removed}
 
 
-def _cmd_pool_check(args: argparse.Namespace) -> dict[str, Any]:
-    zoo = _open_pool(args.dir, write=args.gc)
+def cmd_pool_check(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = open_pool(args.dir, write=args.gc)
     report = zoo.check(full=args.full)
     out: dict[str, Any] = {"path": args.dir, "entries": len(zoo), **report}
     if args.gc:
@@ -177,7 +176,7 @@ def _cmd_pool_check(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _cmd_pool_reindex(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_pool_reindex(args: argparse.Namespace) -> dict[str, Any]:
     from ..pool.local import LocalPool
 
     report = LocalPool.reindex(Path(args.dir))

@@ -33,7 +33,7 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from ..pipeline import RunInterrupted, run, silent
 
     config = _config(args)
@@ -53,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
             "winner": result.winner, "files": files}
 
 
-def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     """Rebuild the report of any existing study (a `run`'s, a `search`'s or your own).
 
     The study may be someone else's: what it stores is read as data (search/records.py) and a
@@ -61,13 +61,13 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     """
     import optuna
 
-    from ..pipeline._run import write_record
+    from ..integrations.optuna import check_storage_url
+    from ..pipeline import write_record
     from ..report import summary_lines
     from ..search.records import cold_study_name, record_of_study
-    from .common import _open_pool
-    from .search import _check_storage
+    from .common import open_pool
 
-    _check_storage(args.storage, pool=args.pool)
+    check_storage_url(args.storage, pool=args.pool)
     if args.storage.startswith("sqlite:///") and not Path(args.storage[len("sqlite:///"):]).is_file():
         raise InvalidArgumentError(f"--storage {args.storage!r}: no such database file; give the study's storage URL")
     names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]
@@ -88,7 +88,7 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     cold_name = cold_study_name(study)
     cold = (optuna.load_study(study_name=cold_name, storage=args.storage)
             if cold_name in names and cold_name != args.study else None)
-    zoo = _open_pool(args.pool) if args.pool is not None else None
+    zoo = open_pool(args.pool) if args.pool is not None else None
     record = record_of_study(study, args.storage, cold=cold, zoo=zoo)
     out.mkdir(parents=True, exist_ok=True)
     files = write_record(record, out)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .._device import device_of
 from .._errors import InvalidArgumentError, NasWarmstartError
-from ..align.capture import _first_tensor, capture
+from ..align.capture import capture, first_tensor
 
 __all__ = ["DistillationLoss", "parse_kd"]
 
@@ -53,7 +53,7 @@ class DistillationLoss:
             raise NasWarmstartError("DistillationLoss was called without a target forward inside capture()")
         self.guide.eval()
         with torch.no_grad():
-            g = _first_tensor("", self.guide(x.to(device_of(self.guide, x.device))))
+            g = first_tensor("", self.guide(x.to(device_of(self.guide, x.device))))
         t = self.temperature
         kl = F.kl_div(F.log_softmax(s.float() / t, -1), F.log_softmax(g.float().to(s.device) / t, -1),
                       reduction="batchmean", log_target=True)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import IncompatibleModelsError, InvalidArgumentError
-from ..align.capture import _get_module
+from ..align.capture import get_module
 from .inputs import as_splits, check_models, probe_batch
 from .tracing import eval_mode, is_cut, output_shape, record_outputs, truncated_output
 
@@ -318,9 +318,9 @@ def make_plan(guide: nn.Module, target: nn.Module, x: Tensor,
             raise InvalidArgumentError("plan is an empty list; give at least one (guide, target) pair or 'auto'")
         for g, t in pairs:
             if g:
-                _get_module(guide, g, role="guide")
+                get_module(guide, g, role="guide")
             if t:
-                _get_module(target, t, role="target")
+                get_module(target, t, role="target")
         rule = "explicit"
     for role, model, names in (("guide", guide, [g for g, _ in pairs]), ("target", target, [t for _, t in pairs])):
         _check_order(role, model, names, x)

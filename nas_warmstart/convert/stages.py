@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .._dist import Workers
 from .._errors import IncompatibleModelsError, InvalidArgumentError, NasWarmstartError
-from ..align.capture import _first_tensor
+from ..align.capture import first_tensor
 from ..align.cka import DistanceFn
 from ..training.data import DataSplits
 from ..training.fit import evaluate, recalibrate_bn
@@ -255,7 +255,7 @@ class StageRunner:
         linears: dict[str, nn.Module] = {n: m for n, m in self.target.named_modules() if type(m) is nn.Linear}
         self.target.eval()
         with record_outputs(self.target, list(linears)) as calls:
-            y = _first_tensor("", self.target(x))
+            y = first_tensor("", self.target(x))
         last = [n for n, t in calls if t.data_ptr() == y.data_ptr() and t.shape == y.shape]
         if not last or self.plan.stages[-1].target_shape != (y.shape[-1],):
             return False

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import InvalidArgumentError
-from ..align.capture import _first_tensor, forward_hooks
+from ..align.capture import first_tensor, forward_hooks
 
 __all__ = ["Stop", "eval_forward", "eval_mode", "forward_outputs", "is_cut", "output_shape", "record_outputs",
            "truncated_output"]
@@ -49,7 +49,7 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
 def eval_forward(model: nn.Module, x: Tensor) -> Tensor:
     """The model's output tensor on ``x``, in eval mode and without gradients (modes restored)."""
     with eval_mode(model), torch.no_grad():
-        return _first_tensor("", model(x))
+        return first_tensor("", model(x))
 
 
 @contextlib.contextmanager
@@ -61,7 +61,7 @@ def record_outputs(model: nn.Module, names: Sequence[str]) -> Iterator[list[tupl
     def make(name: str) -> Any:
         def hook(_m: nn.Module, _a: Any, out: Any) -> None:
             with contextlib.suppress(InvalidArgumentError):
-                calls.append((name, _first_tensor(name, out)))
+                calls.append((name, first_tensor(name, out)))
 
         return hook
 
@@ -90,7 +90,7 @@ def forward_outputs(model: nn.Module, x: Tensor, names: Sequence[str], *, stop_a
 
     def make(name: str) -> Any:
         def hook(_m: nn.Module, _a: Any, o: Any) -> Any:
-            t = _first_tensor(name, o)
+            t = first_tensor(name, o)
             if name in names:
                 out[name] = t
             if name == stop_at:
@@ -106,7 +106,7 @@ def forward_outputs(model: nn.Module, x: Tensor, names: Sequence[str], *, stop_a
         try:
             y = model(x)
             if "" in names:
-                out[""] = _first_tensor("", y)
+                out[""] = first_tensor("", y)
         except Stop:
             pass
     return out
@@ -119,11 +119,11 @@ def truncated_output(model: nn.Module, name: str, x: Tensor) -> Tensor:
         InvalidArgumentError: the module did not run.
     """
     if not name:
-        return _first_tensor("", model(x))
+        return first_tensor("", model(x))
     box: list[Tensor] = []
 
     def hook(_m: nn.Module, _a: Any, out: Any) -> None:
-        box.append(_first_tensor(name, out))
+        box.append(first_tensor(name, out))
         raise Stop
 
     with forward_hooks(model, {name: hook}), contextlib.suppress(Stop):
@@ -155,7 +155,7 @@ def is_cut(model: nn.Module, name: str, x: Tensor) -> bool:
 
     xi = x.detach().clone().requires_grad_(True)
     with forward_hooks(model, {name: hook}), eval_mode(model), torch.enable_grad():
-        y = _first_tensor("", model(xi))
+        y = first_tensor("", model(xi))
         if not y.requires_grad:
             return True
         (g,) = torch.autograd.grad(y.float().sum(), xi, allow_unused=True)

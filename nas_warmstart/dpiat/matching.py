@@ -127,7 +127,7 @@ def match(
         target: the network to initialise (module or signature).
         matching: a registered name (``"dp"``, ``"bipartite"``, ``"nbipartite"``,
             ``"random"``) or a callable with the same signature as the registered ones.
-        layers: which layers can match; see :func:`nas_warmstart.signature`.
+        layers: which layers can match; see :func:`nas_warmstart.dpiat.signature`.
         seed: seed of the ``"random"`` matching (ignored by the others).
 
     Returns:

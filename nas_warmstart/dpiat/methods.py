@@ -4,7 +4,7 @@ A method receives the source and target layer modules, their signatures and the
 :class:`TransferContext` of the running transfer, copies ``weight`` and ``bias`` with
 :meth:`TransferContext.copy` (which checks devices, casts and records every copy), and returns
 the weight's plan so that BatchNorm statistics can follow its channel selection. Register your
-own with ``@nas_warmstart.register_transfer_method(name)``; ``docs/dpiat.md`` describes the four
+own with ``@nas_warmstart.dpiat.register_transfer_method(name)``; ``docs/dpiat.md`` describes the four
 built in.
 
 The source may be a :class:`~nas_warmstart.StoredNetwork` (a pool entry without a builder): its
@@ -38,8 +38,8 @@ __all__ = [
 DimMap = tuple[slice | torch.Tensor, slice]
 Plan = list[DimMap]
 
-_PAPER_KINDS = {c.__name__ for c in PAPER_LEAF_CLASSES}
-_BN_KINDS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d"}
+PAPER_KINDS = {c.__name__ for c in PAPER_LEAF_CLASSES}
+BN_KINDS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d"}
 
 
 @dataclass
@@ -66,7 +66,7 @@ class TransferContext:
         ``plan`` holds one ``(source index, target slice)`` per dimension (:func:`clip_plan`
         makes the centre-crop one); values are cast to the target's dtype and device (noted).
         """
-        _apply(src, tgt, plan, self, src_name=src_name, tgt_name=tgt_name, rule=rule)
+        apply_method(src, tgt, plan, self, src_name=src_name, tgt_name=tgt_name, rule=rule)
 
     def note(self, text: str) -> None:
         """Add a remark to the report (once)."""
@@ -122,7 +122,7 @@ def _source_view(src: torch.Tensor, plan: Plan) -> torch.Tensor:
     return view
 
 
-def _apply(
+def apply_method(
     src: torch.Tensor,
     tgt: torch.Tensor,
     plan: Plan,
@@ -199,11 +199,11 @@ def _copy_wb(
     sw, tw = _tensor(src, "weight"), _tensor(tgt, "weight")
     if sw is not None and tw is not None:
         plan = weight_plan(sw, tw)
-        _apply(sw, tw, plan, ctx, src_name=_qual(s.name, "weight"), tgt_name=_qual(t.name, "weight"), rule=rule)
+        apply_method(sw, tw, plan, ctx, src_name=_qual(s.name, "weight"), tgt_name=_qual(t.name, "weight"), rule=rule)
     sb, tb = _tensor(src, "bias"), _tensor(tgt, "bias")
     if sb is not None and tb is not None:
         bplan = bias_plan(sb, tb, plan or [])
-        _apply(sb, tb, bplan, ctx, src_name=_qual(s.name, "bias"), tgt_name=_qual(t.name, "bias"), rule=rule)
+        apply_method(sb, tb, bplan, ctx, src_name=_qual(s.name, "bias"), tgt_name=_qual(t.name, "bias"), rule=rule)
     return plan
 
 
@@ -347,15 +347,15 @@ def _transfer_pos_embed(
         resampled = grid.permute(0, 2, 3, 1).reshape(1, ht * ht, -1)
     # Target slices are relative to the sub-tensors below; the report names them.
     if min(ps, pt):
-        _apply(src[:, :min(ps, pt)], tgt[:, :min(ps, pt)], [(slice(0, 1), slice(0, 1)), (slice(0, min(ps, pt)), slice(0, min(ps, pt))), *d], ctx,
+        apply_method(src[:, :min(ps, pt)], tgt[:, :min(ps, pt)], [(slice(0, 1), slice(0, 1)), (slice(0, min(ps, pt)), slice(0, min(ps, pt))), *d], ctx,
                src_name=f"{s_name}[prefix]", tgt_name=t_name, rule="clip")
-    _apply(resampled, tgt[:, pt:], [(slice(0, 1), slice(0, 1)), (slice(0, ht * ht), slice(0, ht * ht)), *d], ctx,
+    apply_method(resampled, tgt[:, pt:], [(slice(0, 1), slice(0, 1)), (slice(0, ht * ht), slice(0, ht * ht)), *d], ctx,
            src_name=f"{s_name}[grid {hs}x{hs}->{ht}x{ht}]", tgt_name=t_name, rule="resample")
     ctx.notes.append(f"Resized position embedding {t_name}: {hs}x{hs} to {ht}x{ht} (bicubic)")
     return True
 
 
-def _transfer_extra(src: nn.Module, tgt: nn.Module, s: LayerSig, t: LayerSig, ctx: TransferContext) -> None:
+def transfer_extra(src: nn.Module, tgt: nn.Module, s: LayerSig, t: LayerSig, ctx: TransferContext) -> None:
     """Layers the paper ignores: clip every parameter the two modules both own by name."""
     for name in t.params:
         if name not in s.params:
@@ -372,22 +372,22 @@ def _transfer_extra(src: nn.Module, tgt: nn.Module, s: LayerSig, t: LayerSig, ct
             and _transfer_pos_embed(a, b, src, tgt, sq, tq, ctx)
         ):
             continue
-        _apply(a, b, clip_plan(tuple(a.shape), tuple(b.shape)), ctx, src_name=sq, tgt_name=tq, rule="clip")
+        apply_method(a, b, clip_plan(tuple(a.shape), tuple(b.shape)), ctx, src_name=sq, tgt_name=tq, rule="clip")
 
 
-def _copy_bn_stats(src: nn.Module, tgt: nn.Module, s: LayerSig, t: LayerSig, plan: Plan | None, ctx: TransferContext) -> None:
+def copy_bn_stats(src: nn.Module, tgt: nn.Module, s: LayerSig, t: LayerSig, plan: Plan | None, ctx: TransferContext) -> None:
     for name in ("running_mean", "running_var"):
         a, b = _tensor(src, name), _tensor(tgt, name)
         if a is None or b is None:
             continue
         p = plan[:1] if plan else clip_plan(tuple(a.shape), tuple(b.shape))
-        _apply(a, b, p, ctx, src_name=_qual(s.name, name), tgt_name=_qual(t.name, name), rule="bn_stats")
+        apply_method(a, b, p, ctx, src_name=_qual(s.name, name), tgt_name=_qual(t.name, name), rule="bn_stats")
     a, b = _tensor(src, "num_batches_tracked"), _tensor(tgt, "num_batches_tracked")
     if a is not None and b is not None:
         b.copy_(a.to(b.device))
 
 
-def _state_shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
+def state_shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in m.state_dict(keep_vars=True).items()}
 
 

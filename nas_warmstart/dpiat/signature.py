@@ -210,12 +210,12 @@ class ArchSignature:
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
             raise SignatureError(
                 f"not an architecture signature: expected a dict with format {_FORMAT!r}; "
-                "create one with nas_warmstart.signature(model).to_json()"
+                "create one with nas_warmstart.dpiat.signature(model).to_json()"
             )
         if d.get("version") != _VERSION:
             raise SignatureError(
                 f"signature version {d.get('version')!r} is not supported (this release reads "
-                f"version {_VERSION}); recompute it with nas_warmstart.signature(model)"
+                f"version {_VERSION}); recompute it with nas_warmstart.dpiat.signature(model)"
             )
         elements: list[Element] = []
         for e in d.get("elements", []):

@@ -51,7 +51,7 @@ def similarity(
 
     Args:
         a, b: modules or signatures (order does not matter).
-        layers: which layers count; see :func:`nas_warmstart.signature`.
+        layers: which layers count; see :func:`nas_warmstart.dpiat.signature`.
     """
     sa = as_signature(a, layers=layers, role="first model")
     sb = as_signature(b, layers=layers, role="second model")

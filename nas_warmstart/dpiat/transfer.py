@@ -32,17 +32,17 @@ from .._errors import (
 )
 from .matching import MATCHINGS, Matching, MatchingFn, as_signature, match
 from .methods import (
-    _BN_KINDS,
-    _PAPER_KINDS,
+    BN_KINDS,
+    PAPER_KINDS,
     TRANSFER_METHODS,
     TransferContext,
     TransferMethod,
-    _apply,
-    _copy_bn_stats,
-    _state_shapes,
-    _transfer_extra,
+    apply_method,
     clip_plan,
+    copy_bn_stats,
     register_transfer_method,
+    state_shapes,
+    transfer_extra,
 )
 from .report import (
     LOW_COVERAGE,
@@ -155,19 +155,19 @@ def transfer(
                 unmatched_layers.add(t.name)
                 continue
             s_mod, t_mod = source.get_submodule(s.name), target.get_submodule(t.name)
-            if t.kind in _PAPER_KINDS:
+            if t.kind in PAPER_KINDS:
                 plan = method_fn(s_mod, t_mod, s, t, ctx)
-                if bn_stats and t.kind in _BN_KINDS:
-                    _copy_bn_stats(s_mod, t_mod, s, t, plan, ctx)
+                if bn_stats and t.kind in BN_KINDS:
+                    copy_bn_stats(s_mod, t_mod, s, t, plan, ctx)
             else:
-                _transfer_extra(s_mod, t_mod, s, t, ctx)
+                transfer_extra(s_mod, t_mod, s, t, ctx)
 
         identical = (
             bn_stats
             and matching_name == "dp"
             and method_name == "clip"
             and s_sig.key == t_sig.key
-            and _state_shapes(source) == _state_shapes(target)
+            and state_shapes(source) == state_shapes(target)
         )
         if identical:
             src_state = source.state_dict(keep_vars=True)
@@ -176,7 +176,7 @@ def transfer(
                     value.copy_(src_state[name].to(value.device, value.dtype))
                 elif ctx.written.get(name, 0) < value.numel():
                     plan = [(slice(0, n), slice(0, n)) for n in value.shape]
-                    _apply(src_state[name], value, plan, ctx, src_name=name, tgt_name=name, rule="identical")
+                    apply_method(src_state[name], value, plan, ctx, src_name=name, tgt_name=name, rule="identical")
 
     params = dict(target.named_parameters())
     total = sum(p.numel() for p in params.values())
@@ -198,7 +198,7 @@ def transfer(
             )
         elif owner in unmatched_layers:
             reason = f"no source layer matched by {matching_name!r}"
-        elif n.rpartition(".")[2] not in ("weight", "bias") and layer.kind in _PAPER_KINDS:
+        elif n.rpartition(".")[2] not in ("weight", "bias") and layer.kind in PAPER_KINDS:
             reason = "only weight and bias of matched layers are transferred"
         else:
             reason = f"no source layer matched by {matching_name!r}"

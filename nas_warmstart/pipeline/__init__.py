@@ -18,7 +18,7 @@ from __future__ import annotations
 from ._backends import OptunaBackend, RayBackend, SearchBackend, silent
 from ._config import RunConfig
 from ._result import RunResult
-from ._run import RunInterrupted, run, split_refs
+from ._run import RunInterrupted, run, split_refs, write_record
 
 __all__ = ["OptunaBackend", "RayBackend", "RunConfig", "RunInterrupted", "RunResult", "SearchBackend", "run",
-           "silent", "split_refs"]
+           "silent", "split_refs", "write_record"]

@@ -5,7 +5,8 @@ trials as the report's plain trial records (:data:`~nas_warmstart.search.records
 everything after that (the winner, conversion, export, the record) is the pipeline's, the same
 for both. Registering a trial's network in the pool, and dropping the entries of trials that
 did not finish (a Ctrl-C, a killed run), happen inside :meth:`SearchBackend.search`, and
-nowhere else in the pipeline.
+nowhere else in the pipeline: through :mod:`nas_warmstart.integrations.optuna.registration`
+for Optuna, inside the Tune trainable for Ray.
 
 :class:`OptunaBackend` runs trials in this process; :class:`RayBackend` runs Ray Tune
 experiments kept under ``OUT/ray`` and imports ray only when it runs (``import nas_warmstart``
@@ -64,7 +65,7 @@ class SearchBackend(Protocol):
         trial's record, in trial order. ``cold``: from random init, nothing registered."""
 
 
-def _atomic_json(path: Path, value: Any) -> None:
+def atomic_json(path: Path, value: Any) -> None:
     from .._files import write_atomic
 
     write_atomic(path, (json.dumps(value, indent=1, default=str) + "\n").encode())
@@ -147,8 +148,7 @@ class OptunaBackend:
 
     def search(self, config: RunConfig, study_name: str, *, cold: bool, label: str,
                echo: Echo) -> list[TrialRecord]:
-        from ..cli.search import _TrialRows, drop_unfinished_entries
-        from ..integrations.optuna import PoolCallback, make_objective
+        from ..integrations.optuna import TrialRows, make_objective, optimize_with_pool
         from ..integrations.optuna.stale import close_stale_trials
 
         if cold:
@@ -170,14 +170,8 @@ class OptunaBackend:
             echo(f"\n{label}: study {study.study_name!r}, {done} of {config.trials} trials done{more}"
                  + ("" if todo > 0 else ", nothing to run"))
         if todo > 0:
-            rows = _TrialRows(objective, objective.objectives, quiet=quiet, emit=echo)
-            before = len(study.trials)
-            try:
-                study.optimize(_Interruptible(objective), n_trials=todo,
-                               callbacks=[rows, *([PoolCallback(pool)] if pool is not None else [])])
-            except KeyboardInterrupt:
-                drop_unfinished_entries(study, before, pool)
-                raise
+            rows = TrialRows(objective, objective.objectives, quiet=quiet, emit=echo)
+            optimize_with_pool(study, _Interruptible(objective), n_trials=todo, pool=pool, rows=rows)
         return trial_records(study)
 
 
@@ -206,7 +200,7 @@ class RayBackend:
                                        "over (the Tune experiments and the pool stay)") from None
 
     def save_facts(self, facts: dict[str, Any]) -> None:
-        _atomic_json(self.path, json.loads(json.dumps(facts, default=str)))
+        atomic_json(self.path, json.loads(json.dumps(facts, default=str)))
 
     def study_id(self) -> str | None:
         return None

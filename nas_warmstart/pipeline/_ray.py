@@ -1,14 +1,14 @@
 """The Ray back end's searches: Ray Tune experiments kept under ``OUT/ray``.
 
-Each experiment (warm-started, and ``<study>-cold``) runs through the ``search --backend ray``
-code; a rerun restores it (``Tuner.restore``: unfinished trials go on from their last
-checkpoint, finished ones are kept). The trials' Tune results become trial records here.
-ray is imported only inside these functions.
+Each experiment (warm-started, and ``<study>-cold``) runs through
+:func:`~nas_warmstart.integrations.ray.search.run_tune_search`, the library under
+``search --backend ray``; a rerun restores it (``Tuner.restore``: unfinished trials go on from
+their last checkpoint, finished ones are kept). The trials' Tune results become trial records
+here. ray is imported only inside these functions.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -31,36 +31,36 @@ def ray_search(config: RunConfig, name: str, *, cold: bool, label: str, echo: Ca
     """Run (or restore) experiment ``name``; returns its trial records, in trial order."""
     from ray import tune
 
-    from ..cli.search_ray import _check_storage_path, _cmd_search_ray
     from ..integrations.ray import experiment_path
-
-    storage_path = _check_storage_path(storage_path)
-    exists = tune.Tuner.can_restore(experiment_path(storage_path, name))
+    from ..integrations.ray.checks import check_storage_path
+    from ..integrations.ray.search import TuneSearchSettings, run_tune_search
     from ._backends import silent
 
+    storage_path = check_storage_path(storage_path)
+    exists = tune.Tuner.can_restore(experiment_path(storage_path, name))
     quiet = echo is silent  # `run --json`
     if not quiet:
         echo(f"\n{label}: experiment {name!r}" + (" (continuing it)" if exists else ""))
-    # the `search --backend ray` command's settings (argv only words its Ctrl-C hint, unused here)
-    sub = argparse.Namespace(
+    settings = TuneSearchSettings(
         space=config.space, dataset=config.dataset, root=config.data_root, trials=config.trials,
-        epochs=config.epochs, objectives=",".join(config.objectives), n_jobs=None, cpus_per_trial=None,
-        gpus_per_trial=None, guidance=config.guidance, storage=None, storage_path=storage_path, study_name=name,
-        address=None, verbose=config.verbose, resume=exists, cold=cold, pool=config.pool, seed=config.seed,
-        device=config.device, max_concurrent=None, no_pruning=not config.pruning, json=quiet, argv=[],
-        emit=echo,
+        epochs=config.epochs, objectives=config.objectives, guidance=config.guidance, storage_path=storage_path,
+        name=name, verbose=config.verbose, resume=exists, cold=cold, pool=config.pool, seed=config.seed,
+        device=config.device, pruning=config.pruning, quiet=quiet, emit=echo,
     )
     handler = signal.getsignal(signal.SIGINT)
     try:
         with warnings.catch_warnings():
             # OptunaSearch re-reports a restored trial's last step to its study; Optuna warns and ignores it
             warnings.filterwarnings("ignore", message="The reported value is ignored")
-            _cmd_search_ray(sub)
+            result = run_tune_search(settings)
     finally:
         # Ray leaves its own SIGINT handling behind after shutdown: a Ctrl-C in a later stage
         # (the conversion) would be swallowed and the run would go on to the end
         signal.signal(signal.SIGINT, handler if callable(handler) else signal.default_int_handler)
-    metrics: list[dict[str, Any]] = sub.tune_metrics
+    if not quiet:
+        for line in result.summary_lines():
+            echo(line)
+    metrics = result.metrics
     if len(metrics) < config.trials and exists and not quiet:
         echo(f"note: experiment {name!r} was created with {len(metrics)} trials; a Tune experiment keeps its "
              "trial count, so --trials does not grow it (give another --study-name for a larger search)")

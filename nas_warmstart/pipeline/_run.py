@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InvalidArgumentError, NasWarmstartError
 from ..search.records import TrialRecord, make_record
 from ..search.records import describe_spec as _describe
-from ._backends import OptunaBackend, RayBackend, SearchBackend, _atomic_json, silent
+from ._backends import OptunaBackend, RayBackend, SearchBackend, atomic_json, silent
 from ._config import RunConfig
 from ._result import RunResult
 
@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from ..pool.spec import ArchSpec
     from ..training.data import DataSplits
 
-__all__ = ["COLD_SUFFIX", "CONVERT_DIR", "RUN_FILE", "SEED_PREFIX", "RunInterrupted", "run", "silent", "split_refs"]
+__all__ = ["COLD_SUFFIX", "CONVERT_DIR", "RUN_FILE", "SEED_PREFIX", "RunInterrupted", "run", "silent", "split_refs",
+           "write_record"]
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +91,15 @@ def split_refs(text: str) -> list[str]:
 def _seed_refs(config: RunConfig, data: DataSplits) -> list[tuple[str, ArchSpec, Path | None]]:
     """``(entry name, spec, checkpoint or None)`` per ``seed_pool`` reference, checked."""
     from .._errors import one_line
-    from ..cli.common import _Refs
     from ..pool.base import check_name
+    from ..pool.refs import ModelRefs
     from ..pool.spec import ArchSpec
 
     out: list[tuple[str, ArchSpec, Path | None]] = []
     for text in split_refs(",".join(config.seed_pool)):
         ref, sep, file = text.rpartition("@") if re.search(r"@[^\]}]*$", text) else (text, "", "")
         ckpt = Path(file).expanduser() if sep else None
-        kind, _ = _Refs.split(ref)
+        kind, _ = ModelRefs.split(ref)
         if kind == "zoo":
             raise InvalidArgumentError(
                 f"--seed-pool {text!r}: a pool entry is in the pool already; give architectures to train "
@@ -126,7 +127,7 @@ def _seed_refs(config: RunConfig, data: DataSplits) -> list[tuple[str, ArchSpec,
 
 
 def _check_paths(config: RunConfig) -> None:
-    from ..cli.common import check_pool_writable
+    from ..pool.refs import check_pool_writable
 
     out = Path(config.out)
     if out.exists() and not out.is_dir():
@@ -147,7 +148,7 @@ def _check_paths(config: RunConfig) -> None:
 def _check_guide(config: RunConfig, seeds: list[tuple[str, ArchSpec, Path | None]]) -> None:
     """``guide="pool:ENTRY"`` names an entry that can guide a conversion, checked before the search."""
     from .._errors import NoBuilderError, PoolEntryNotFoundError
-    from ..cli.common import _open_pool
+    from ..pool.refs import open_pool
 
     if not config.convert or config.guide in (None, "best"):
         return
@@ -158,7 +159,7 @@ def _check_guide(config: RunConfig, seeds: list[tuple[str, ArchSpec, Path | None
         raise PoolEntryNotFoundError(
             f"--guide {config.guide!r}: the pool {config.pool!r} does not exist yet, so it has no entry {name!r}; "
             "give --guide best, or an entry of --seed-pool (pool:seed-<name>)")
-    zoo = _open_pool(config.pool, write=True)  # the run writes it anyway; a writer leaves no -wal/-shm behind
+    zoo = open_pool(config.pool, write=True)  # the run writes it anyway; a writer leaves no -wal/-shm behind
     try:
         entry = zoo.get(name)  # unknown names: a clear error with close matches
     finally:
@@ -387,7 +388,7 @@ def write_record(record: dict[str, Any], out: Path) -> dict[str, Path]:
     from ..report import write_report
 
     files = write_report(record, out)
-    _atomic_json(out / RUN_FILE, record)
+    atomic_json(out / RUN_FILE, record)
     return {**files, "run": out / RUN_FILE}
 
 
@@ -430,15 +431,14 @@ def run(config: RunConfig, *, echo: Echo | None = None, progress: bool | None = 
                 "under --out (OUT/ray) and its facts in OUT/state.json")
     import optuna
 
-    from ..cli.search import _check_storage
-    from ..integrations.optuna import make_objective
+    from ..integrations.optuna import check_storage_url, make_objective
 
     if not config.verbose:  # the rows say what happened; Optuna's own lines repeat them
         optuna.logging.set_verbosity(optuna.logging.ERROR)
     out = Path(config.out)
     storage = "" if ray else config.storage or f"sqlite:///{out / 'study.db'}"
     if config.storage is not None:
-        _check_storage(storage, pool=config.pool)
+        check_storage_url(storage, pool=config.pool)
     objectives = config.objectives
     if config.device is not None:
         resolve_device(config.device)

@@ -40,7 +40,7 @@ from .weights_io import check_finite, state_for_saving
 
 __all__ = [
     "Candidate", "IfExists", "NewEntry", "Pool", "PoolEntry", "Ranked", "check_name", "meets",
-    "parse_thresholds", "plain_json",
+    "parse_thresholds", "plain_json", "rank",
 ]
 
 IfExists = Literal["error", "replace", "rename", "skip"]
@@ -414,7 +414,7 @@ class Pool(abc.ABC, Generic[E]):
         Ties are broken by name so the order is deterministic.
 
         Args:
-            target: a module, an :class:`~nas_warmstart.ArchSignature`, an
+            target: a module, an :class:`~nas_warmstart.dpiat.ArchSignature`, an
                 :class:`~nas_warmstart.ArchSpec` / spec dict, or a reference:
                 ``"timm:<name>"``, ``"space:<name>:<json>"``, ``"pool:<entry>"`` (also
                 ``"zoo:<entry>"``).
@@ -424,7 +424,7 @@ class Pool(abc.ABC, Generic[E]):
                 several thresholds (``{"accuracy": 0.9, "epochs": 4}``).
             metric: the metric a plain number in ``min_metric`` refers to.
             exclude: entry names to leave out (e.g. the candidate itself).
-            layers: similarity variant (see :func:`nas_warmstart.signature`).
+            layers: similarity variant (see :func:`nas_warmstart.dpiat.signature`).
         """
         if k is not None:
             positive_int("k", k, none_ok=True)
@@ -467,3 +467,32 @@ class Pool(abc.ABC, Generic[E]):
                           f"({names}); the first: {bad[0]}", NasWarmstartWarning, stacklevel=2)
         return out
 
+
+def rank(target: Any, pool: Pool[E], *, k: int | None = 5, **filters: Any) -> list[Ranked[E]]:
+    """The ``k`` entries of ``pool`` most similar to ``target``, best first: ``pool.rank(target, k=k, **filters)``.
+
+    The same call as :meth:`Pool.rank`, with the target first as in :func:`nas_warmstart.similarity`
+    and :func:`nas_warmstart.warm_start`; it adds nothing to it.
+
+    Args:
+        target: a module, an ``ArchSignature``, an :class:`~nas_warmstart.ArchSpec` or spec
+            dict, or a reference (``"timm:<name>"``, ``"space:<name>:<json>"``, ``"pool:<entry>"``).
+        pool: any :class:`Pool` (:class:`~nas_warmstart.LocalPool`, ``OptunaArtifactPool``,
+            ``RayPool``).
+        k: how many to return (None: all).
+        **filters: :meth:`Pool.rank`'s filters: ``dataset``, ``min_metric``, ``metric``,
+            ``exclude``, ``layers``.
+
+    Raises:
+        InvalidArgumentError: ``pool`` is not a pool (e.g. a path: open it with ``LocalPool(path)``).
+
+    Example:
+        >>> nw.rank(candidate, LocalPool("pool/"), k=3, dataset="digits")   # doctest: +SKIP
+        [Ranked(name='r18-digits', similarity=0.93, entry=...), ...]
+    """
+    if not isinstance(pool, Pool):
+        raise InvalidArgumentError(
+            f"rank's pool must be a Pool (LocalPool, OptunaArtifactPool, RayPool), got "
+            f"{type(pool).__name__} {pool!r:.80}; open a pool directory with LocalPool(path)"
+        )
+    return pool.rank(target, k=k, **filters)

@@ -19,19 +19,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._errors import PoolError, fix
-from .weights_io import MISSING, regular_file_problem
+from .weights_io import regular_file_problem
 
 log = logging.getLogger(__name__)
 
-_FORMAT = "nas-warmstart/model-zoo"
-_VERSION = 1
+INDEX_FORMAT = "nas-warmstart/model-zoo"
+INDEX_VERSION = 1
 #: SQLite's header field for "which program's file is this" ("NASW"); pools made before it
 #: was set hold 0 and are recognised by their meta table instead.
 APPLICATION_ID = 0x4E415357
 #: The tables of a pool index (SQLite's own sqlite_* tables aside).
 _TABLES = frozenset({"meta", "entries", "archs"})
 
-_SCHEMA = f"""
+INDEX_SCHEMA = f"""
 PRAGMA application_id = {APPLICATION_ID};
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS archs (
     PRIMARY KEY (digest, layers)
 );
 """
-_ENTRY_COLS = (
+ENTRY_COLS = (
     "name, uid, spec, dataset, metrics, parent, provenance, created, updated, num_params, "
     "nbytes, sha256, digest_extended, digest_paper"
 )
@@ -165,7 +165,7 @@ class PoolIndex:
             conn.execute("SELECT COUNT(*) FROM entries").fetchone()
             conn.execute("SELECT COUNT(*) FROM archs").fetchone()
             return
-        stored = _count_weight_files(self.weights)
+        stored = count_weight_files(self.weights)
         if stored or self.read_only:
             raise PoolError(
                 f"the pool index {str(self.path)!r} holds no pool tables"
@@ -173,10 +173,10 @@ class PoolIndex:
                 + f"; {self.reindex_fix()} (nothing was changed)"
             )
         with self.write() as c:
-            c.executescript_in_txn(_SCHEMA)
+            c.executescript_in_txn(INDEX_SCHEMA)
             row = c.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
             if row is None:
-                c.execute("INSERT INTO meta VALUES ('format', ?)", (json.dumps({"format": _FORMAT, "version": _VERSION}),))
+                c.execute("INSERT INTO meta VALUES ('format', ?)", (json.dumps({"format": INDEX_FORMAT, "version": INDEX_VERSION}),))
             else:
                 self._check_format(row[0])
 
@@ -216,10 +216,10 @@ class PoolIndex:
                 f"the pool index {str(self.path)!r} holds a malformed format record ({text!r:.80}); "
                 f"{self.reindex_fix()}"
             )
-        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+        if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
             raise PoolError(
                 f"{self.path} holds a pool of format {meta!r:.120}; this release reads "
-                f"{_FORMAT} version {_VERSION}"
+                f"{INDEX_FORMAT} version {INDEX_VERSION}"
             )
 
     def close(self) -> None:
@@ -233,26 +233,25 @@ class PoolIndex:
 
 def _readable_rows(index: Path) -> dict[str, dict[str, Any]]:
     """The old index's rows by uid, when it can still be read (else nothing)."""
-    if not index.is_file() or _index_file_problem(index) is not None:
+    if not index.is_file() or index_file_problem(index) is not None:
         return {}
     try:
         uri = "file:" + urllib.parse.quote(str(index.resolve())) + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True)
         try:
-            rows = conn.execute(f"SELECT {_ENTRY_COLS} FROM entries").fetchall()
+            rows = conn.execute(f"SELECT {ENTRY_COLS} FROM entries").fetchall()
         finally:
             conn.close()
     except sqlite3.Error:
         return {}
-    cols = [c.strip() for c in _ENTRY_COLS.split(",")]
+    cols = [c.strip() for c in ENTRY_COLS.split(",")]
     return {r[1]: dict(zip(cols, r, strict=True)) for r in rows}
 
 
 
-_MISSING = MISSING
 
 
-def _file_problem(path: Path, nbytes: int) -> str | None:
+def file_problem(path: Path, nbytes: int) -> str | None:
     """Why ``path`` is not a sound weights file of ``nbytes`` bytes (never followed or opened)."""
     return regular_file_problem(path, nbytes)
 
@@ -280,23 +279,23 @@ def looks_like_pool_index(path: str | os.PathLike[str]) -> bool:
     except sqlite3.Error:
         return False
     try:
-        return row is not None and json.loads(row[0]).get("format") == _FORMAT
+        return row is not None and json.loads(row[0]).get("format") == INDEX_FORMAT
     except (TypeError, ValueError, AttributeError):
         return False
 
 
-_EMPTY = "is empty (0 bytes)"
+EMPTY_FILE = "is empty (0 bytes)"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def _count_weight_files(weights: Path) -> int:
+def count_weight_files(weights: Path) -> int:
     try:
         return sum(1 for _ in weights.glob("*.safetensors"))
     except OSError:
         return 0
 
 
-def _index_file_problem(index: Path) -> str | None:
+def index_file_problem(index: Path) -> str | None:
     """Why ``index`` cannot be a pool index, read from its bytes (None: it looks sound).
 
     SQLite's 100-byte header holds the page size and, when its "version-valid-for" number
@@ -311,7 +310,7 @@ def _index_file_problem(index: Path) -> str | None:
     except OSError as e:
         return f"cannot be read ({e.strerror or e})"
     if size == 0:
-        return _EMPTY
+        return EMPTY_FILE
     if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
         return "is not an SQLite database (garbage or another kind of file)"
     page = int.from_bytes(head[16:18], "big")

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import InvalidArgumentError, PoolEntryCorruptError, PoolError, fix
 from ..dpiat import batch as _rank
-from . import reindex as _reindex
 from .base import check_name
-from .index import _ENTRY_COLS, _MISSING, _file_problem
-from .weights_io import check_finite
+from .index import ENTRY_COLS, file_problem
+from .reindex_scan import file_record
+from .weights_io import MISSING, check_finite
 
 if TYPE_CHECKING:
     from .local import LocalPool, LocalPoolEntry
@@ -41,7 +41,7 @@ def check(zoo: LocalPool, *, full: bool = False) -> dict[str, list[str]]:
     entries = [r.entry for r in rows if r.entry is not None]
     out["malformed"] += _arch_problems(zoo, entries)
     for e in entries:
-        problem = _file_problem(e.path, e.nbytes)
+        problem = file_problem(e.path, e.nbytes)
         if problem is None and full:
             try:
                 data = zoo._read_verified(e)
@@ -54,7 +54,7 @@ def check(zoo: LocalPool, *, full: bool = False) -> dict[str, list[str]]:
                     check_finite(state, what=e.name)
                 except InvalidArgumentError:
                     out["nonfinite"].append(e.name)
-        if problem == _MISSING:
+        if problem == MISSING:
             out["missing"].append(e.name)
         elif problem is not None:
             out["damaged"].append(e.name)
@@ -99,7 +99,7 @@ def gc(zoo: LocalPool, *, older_than: float = 3600.0) -> list[str]:
 # ------------------------------------------------------------------------------ reading rows as untrusted
 
 _CHECK_KEYS = ("missing", "damaged", "nonfinite", "malformed", "unindexed", "orphans", "partial")
-_COLS = tuple(c.strip() for c in _ENTRY_COLS.split(","))
+_COLS = tuple(c.strip() for c in ENTRY_COLS.split(","))
 # Text is fetched as bytes and decoded here: sqlite3 fails a whole statement on one value that
 # is not UTF-8, and one malformed row must not hide the others.
 _SAFE_COLS = ", ".join(f"typeof({c}), CASE WHEN typeof({c}) = 'text' THEN CAST({c} AS BLOB) ELSE {c} END"
@@ -213,7 +213,7 @@ def _claim(zoo: LocalPool, path: Path) -> Literal["row", "record"] | None:
     (an entry the index lacks or cannot use), or nobody (a leftover; the rule is in ``gc``)."""
     if zoo._conn().execute("SELECT 1 FROM entries WHERE uid = ?", (path.stem,)).fetchone() is not None:
         return "row"
-    rec = _reindex.file_record(path)
+    rec = file_record(path)
     if rec is None:
         return None  # not a pool's file (or not a regular file): nothing to restore from it
     created = rec.get("created")
@@ -225,12 +225,12 @@ def _claim(zoo: LocalPool, path: Path) -> Literal["row", "record"] | None:
         family = re.compile(re.escape(name) + r"(-[0-9]+)?")
         versions = [r.entry for r in read_rows(zoo, "WHERE name = ? OR name GLOB ?", (name, f"{name}-[0-9]*"))
                     if r.entry is not None and family.fullmatch(r.entry.name)]
-        same = any(e.created == created and _file_problem(e.path, e.nbytes) is None for e in versions)
+        same = any(e.created == created and file_problem(e.path, e.nbytes) is None for e in versions)
         return None if same else "record"
     rows = read_rows(zoo, "WHERE name = ?", (name,))
     if not rows or rows[0].entry is None:
         return "record"  # no row, or a malformed one: this file may be all that is left of it
     entry = rows[0].entry
-    if _file_problem(entry.path, entry.nbytes) is not None:
+    if file_problem(entry.path, entry.nbytes) is not None:
         return "record"  # the row's own file is missing or damaged: keep every other version
     return None  # an older version (superseded), or a newer write that never committed

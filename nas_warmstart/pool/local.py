@@ -1,22 +1,16 @@
-"""The pool of trained networks: an SQLite index (WAL) plus one safetensors file per network.
+"""The pool of trained networks in a directory: an SQLite index (WAL) plus one safetensors file per network.
 
-Written by many trials at once (threads, processes, Ray workers on one filesystem), so every
-write follows one protocol:
+:class:`LocalPool` is the :class:`~nas_warmstart.Pool` that searches, the command line and the
+integrations use by default. It is safe for many writers at once and trusts nothing it reads;
+the module that owns each half states its rules:
 
-1. the weights are serialised in memory, hashed, written to ``tmp/<uid>.part``, fsynced and
-   renamed to ``weights/<uid>.safetensors`` (a fresh uid per write, never the entry's name);
-2. only then is the index row inserted, in an ``IMMEDIATE`` transaction.
-
-A process killed anywhere leaves at most a file no index row references (``check()`` lists it:
-a ``tmp/`` part, which ``gc()`` removes, or a complete weights file, ``unindexed``, which
-``reindex()`` turns into its entry) and never an index row whose weights are incomplete.
-
-The directory may have been written by someone else, so nothing stored is trusted: every row
-value is checked where it is read (:mod:`.rows`), a stored uid can only name a file directly in
-``weights/``, weights files are opened without following links or blocking and read only up to
-their recorded size, and the index must be this package's own SQLite file (see
-``docs/security.md``). Loading never unpickles: pool files are safetensors, verified against
-the stored SHA-256 before use.
+* :mod:`.local_write`: the write protocol (file first, then the index row in one transaction)
+  and why a process killed anywhere loses nothing;
+* :mod:`.local_read`: verified reads (regular files only, size and SHA-256 checked, never
+  unpickled) and the ranking keys;
+* :mod:`.rows`: every index value checked where it is read, and :class:`LocalPoolEntry`;
+* :mod:`.index` (the SQLite file), :mod:`.integrity` (``check``, ``gc``) and :mod:`.reindex`
+  (rebuilding a lost index from the files' own records).
 
 Layout of a pool directory::
 
@@ -28,17 +22,12 @@ Layout of a pool directory::
 from __future__ import annotations
 
 import difflib
-import gc
-import hashlib
 import json
-import logging
 import os
 import stat
 import time
-import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,115 +38,39 @@ from .._errors import (
     InvalidArgumentError,
     NasWarmstartWarning,
     NoBuilderError,
-    PoolEntryCorruptError,
-    PoolEntryExistsError,
     PoolEntryNotFoundError,
     PoolError,
     SignatureError,
     fix,
 )
-from ..dpiat import batch as _rank
-from ..dpiat.signature import LAYER_MODES as _MODES
 from ..dpiat.signature import ArchSignature, LayersMode, signature
 from . import integrity as _integrity
+from . import local_read as _read
+from . import local_write as _write
 from . import reindex as _reindex
 from .base import Candidate, IfExists, NewEntry, Pool, Ranked, check_name, plain_json
 from .index import (
-    _EMPTY,
-    _ENTRY_COLS,
-    _FORMAT,
-    _VERSION,
+    EMPTY_FILE,
+    ENTRY_COLS,
     PoolIndex,
-    _count_weight_files,
-    _file_problem,
-    _index_file_problem,
+    count_weight_files,
+    file_problem,
+    index_file_problem,
 )
 from .reindex import ReindexReport
-from .rows import is_uid, parse_row, row_problem
-from .spec import ArchSpec, as_optional_spec, spec_json
-from .stored import (
-    build_loaded,
-    check_spec_rebuilds,
-    describe_source,
-    no_builder_fix,
-    read_description,
-    source_from,
-)
-from .weights_io import (
-    RECORD_META_KEY,
-    fsync_dir,
-    load_checkpoint,
-    load_into,
-    read_regular_file,
-    safetensors_header,
-    weights_bytes,
-)
+from .rows import LocalPoolEntry, is_uid, parse_row, row_problem
+from .spec import ArchSpec
+from .stored import build_loaded, source_from
+from .weights_io import load_checkpoint, load_into
 
 __all__ = ["LocalPool", "LocalPoolEntry", "Ranked", "ReindexReport"]
 
-log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class LocalPoolEntry:
-    """One trained network in a pool (its weights stay on disk until :meth:`LocalPool.load`).
-
-    Attributes:
-        name: unique name in the pool.
-        spec: how to rebuild the module; None for an entry added without one (a transfer
-            source only: rank and transfer work from its stored signature and tensors, ``load``
-            raises :class:`~nas_warmstart.NoBuilderError`).
-        dataset: what it was trained on (free text, e.g. ``"digits"``), or None.
-        metrics: JSON metrics, e.g. ``{"accuracy": 0.93, "epochs": 4}``.
-        parent: the pool entry it was warm-started from, if any.
-        provenance: details of that warm start (similarity, coverage, ...).
-        created, updated: UNIX timestamps.
-        num_params: parameter elements.
-        nbytes, sha256: size and hash of the weights file.
-        digest: architecture digest (``layers="extended"``); equal digests mean equal structure.
-        uid: id of this version's weights file.
-        path: the weights file.
-    """
-
-    name: str
-    spec: ArchSpec | None
-    dataset: str | None
-    metrics: dict[str, Any]
-    parent: str | None
-    provenance: dict[str, Any]
-    created: float
-    updated: float
-    num_params: int
-    nbytes: int
-    sha256: str
-    digest: str
-    digest_paper: str
-    uid: str
-    path: Path = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "spec": self.spec.to_dict() if self.spec is not None else None,
-            "dataset": self.dataset,
-            "metrics": self.metrics,
-            "parent": self.parent,
-            "provenance": self.provenance,
-            "created": self.created,
-            "updated": self.updated,
-            "num_params": self.num_params,
-            "nbytes": self.nbytes,
-            "sha256": self.sha256,
-            "digest": self.digest,
-            "digest_paper": self.digest_paper,
-            "uid": self.uid,
-            "path": str(self.path),
-        }
 
 class LocalPool(Pool["LocalPoolEntry"]):
     """A pool of trained networks that searches rank, load from and add to.
 
-    Safe for concurrent use by threads and processes on one filesystem (see the module notes;
-    SQLite's WAL mode needs a local filesystem, so on NFS pass ``journal_mode="delete"``).
+    Safe for concurrent use by threads and processes on one filesystem (the write protocol is
+    in :mod:`nas_warmstart.pool.local_write`; SQLite's WAL mode needs a local filesystem, so on NFS pass ``journal_mode="delete"``).
 
     Args:
         path: the pool directory (created if missing).
@@ -211,7 +124,7 @@ class LocalPool(Pool["LocalPoolEntry"]):
         self._keys_cache: dict[tuple[str, str], tuple[Any, ...]] = {}  # (digest, layers) -> key
         self._num_matchable: dict[tuple[str, str], int] = {}
         if not index.exists():
-            stored = _count_weight_files(self._weights)
+            stored = count_weight_files(self._weights)
             if stored:
                 raise PoolError(
                     f"{str(self.path)!r} holds {stored} weight file{'s' if stored > 1 else ''} but no "
@@ -224,10 +137,10 @@ class LocalPool(Pool["LocalPoolEntry"]):
                 )
             self.path.mkdir(parents=True, exist_ok=True)
         else:
-            problem = _index_file_problem(index)
-            stored = _count_weight_files(self._weights) if problem is not None else 0
+            problem = index_file_problem(index)
+            stored = count_weight_files(self._weights) if problem is not None else 0
             # An empty index with no weights is a pool whose creation was interrupted: start it.
-            if problem is not None and not (problem == _EMPTY and not stored and create and not self.read_only):
+            if problem is not None and not (problem == EMPTY_FILE and not stored and create and not self.read_only):
                 raise PoolError(
                     f"the pool index {str(index)!r} {problem}"
                     + (f" while {stored} weight files are stored beside it" if stored else "")
@@ -283,9 +196,7 @@ class LocalPool(Pool["LocalPoolEntry"]):
         return LocalPoolEntry(**v, path=self._weights / f"{v['uid']}.safetensors")
 
     def _corrupt_fix(self, name: str) -> str:
-        return ("remove it with " + fix(f"zoo.remove({name!r})", f"`nas-warmstart pool remove {self.path} {name}`")
-                + ", or rebuild the index from the weight files' own records with "
-                + fix(f"LocalPool.reindex({str(self.path)!r})", f"`nas-warmstart pool reindex {self.path}`"))
+        return _read.corrupt_fix(self, name)
 
     def _weights_file(self, uid: Any) -> Path | None:
         """The weights file of a stored uid; None when the uid is not a file id of this pool
@@ -328,7 +239,7 @@ class LocalPool(Pool["LocalPoolEntry"]):
         Raises:
             PoolEntryNotFoundError: no such entry (the message suggests close names).
         """
-        row = self._conn().execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE name = ?", (name,)).fetchone()
+        row = self._conn().execute(f"SELECT {ENTRY_COLS} FROM entries WHERE name = ?", (name,)).fetchone()
         if row is None:
             close = difflib.get_close_matches(str(name), self.names(), n=3)
             raise PoolEntryNotFoundError(
@@ -349,59 +260,14 @@ class LocalPool(Pool["LocalPoolEntry"]):
                 return signature(entry.spec.build(device="meta"), layers=layers)
             except NoBuilderError:
                 pass
-        desc = read_description(self._header(entry, self._read_verified(entry)))
-        if desc is None:
-            raise NoBuilderError(
-                f"pool entry {name!r} has no builder here and its weights file holds no stored "
-                f"signature (written by an older release); {no_builder_fix(name)}"
-            )
-        try:
-            return ArchSignature.from_dict(desc["signatures"][layers])
-        except (KeyError, TypeError, ValueError, SignatureError) as e:
-            raise self._corrupt_file(entry, f"its stored signature is malformed ({type(e).__name__}: {e})") from None
-
-    def _corrupt_file(self, entry: LocalPoolEntry, what: str) -> PoolEntryCorruptError:
-        return PoolEntryCorruptError(
-            f"pool entry {entry.name!r}: weights file {entry.path} matches its recorded SHA-256 but "
-            f"{' '.join(what.split())[:300]}; {self._remove_fix(entry.name)}", entry=entry.name)
+        return _read.stored_signature(self, entry, layers)
 
     def _header(self, entry: LocalPoolEntry, data: bytes) -> dict[str, str]:
         """The safetensors metadata of an entry's verified bytes (a malformed header: one error)."""
-        try:
-            return safetensors_header(data)[0]
-        except ValueError as e:
-            raise self._corrupt_file(entry, f"is {e}") from None
+        return _read.header(self, entry, data)
 
     def _read_verified(self, entry: LocalPoolEntry) -> bytes:
-        try:
-            data = read_regular_file(entry.path, entry.nbytes)
-        except FileNotFoundError:
-            raise PoolError(
-                f"pool entry {entry.name!r}: its weights file {entry.path} is missing; "
-                f"{self._remove_fix(entry.name)}"
-            ) from None
-        except ValueError as e:  # a link, FIFO, device, or another size than recorded
-            raise PoolError(
-                f"pool entry {entry.name!r}: {e} ({entry.path}); nothing was read; "
-                f"{self._remove_fix(entry.name)}"
-            ) from None
-        except OSError as e:
-            raise PoolError(
-                f"pool entry {entry.name!r}: its weights file {entry.path} cannot be read "
-                f"({e.strerror or e}); check the pool directory's permissions"
-            ) from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != entry.sha256:
-            raise PoolError(
-                f"pool entry {entry.name!r}: weights file {entry.path} is corrupt (SHA-256 "
-                f"{digest[:12]}…, expected {entry.sha256[:12]}…); {self._remove_fix(entry.name)}"
-            )
-        return data
-
-    def _remove_fix(self, name: str) -> str:
-        return "remove the entry with " + fix(
-            f"zoo.remove({name!r})", f"`nas-warmstart pool remove {self.path} {name}`"
-        ) + " and add it again"
+        return _read.read_verified(self, entry)
 
     def load_state_dict(self, name: str) -> dict[str, torch.Tensor]:
         """The entry's weights, verified against the stored size and SHA-256.
@@ -413,24 +279,7 @@ class LocalPool(Pool["LocalPoolEntry"]):
         return self._load_entry(name)[1]
 
     def _load_entry(self, name: str) -> tuple[LocalPoolEntry, dict[str, torch.Tensor], bytes]:
-        from safetensors import SafetensorError
-        from safetensors.torch import load as load_bytes
-
-        entry = self.get(name)
-        try:
-            data = self._read_verified(entry)
-        except PoolError:
-            # Replaced (new uid) by another writer between our read of the row and the file?
-            fresh = self.get(name)
-            if fresh.uid == entry.uid:
-                raise
-            entry, data = fresh, self._read_verified(fresh)
-        self._header(entry, data)  # a header safetensors' own reader would choke on: one clear error
-        try:
-            state = load_bytes(data)
-        except (SafetensorError, ValueError, RuntimeError) as e:
-            raise self._corrupt_file(entry, f"safetensors cannot read it ({type(e).__name__}: {e})") from None
-        return entry, state, data
+        return _read.load_entry(self, name)
 
     def load(self, name: str, *, device: str | torch.device = "cpu") -> nn.Module:
         """Rebuild the entry's module from its spec and load its weights (strict).
@@ -460,7 +309,7 @@ class LocalPool(Pool["LocalPoolEntry"]):
         try:
             return source_from(entry.name, entry.spec, state, self._header(entry, data), device=device)
         except (KeyError, TypeError, SignatureError) as e:  # a malformed stored description
-            raise self._corrupt_file(entry, f"its stored description is malformed ({type(e).__name__}: {e})") from None
+            raise _read.corrupt_file(self, entry, f"its stored description is malformed ({type(e).__name__}: {e})") from None
 
     # ------------------------------------------------------------------ writing
 
@@ -469,42 +318,7 @@ class LocalPool(Pool["LocalPoolEntry"]):
         self._check_writable()
 
     def _store(self, new: NewEntry, existing: LocalPoolEntry | None, **options: Any) -> LocalPoolEntry:
-        # if_exists is applied inside the index transaction (_insert), race-free
-        name, spec, sigs, keys, digests = new.name, new.spec, new.signatures, new.keys, new.digests
-        now = time.time()
-        # The file describes itself (everything but its own hash), so a lost index loses
-        # nothing: reindex() rebuilds the rows from these records.
-        record = {"format": _FORMAT, "version": _VERSION, "name": name,
-                  "spec": spec.to_dict() if spec is not None else None,
-                  "dataset": new.dataset, "metrics": new.metrics, "parent": new.parent,
-                  "provenance": new.provenance, "created": now, "if_exists": new.if_exists,
-                  "num_params": new.num_params}
-        data = weights_bytes(new.state, record, new.description)
-        uid = uuid.uuid4().hex
-        final = self._weights / f"{uid}.safetensors"
-        self._write_weights(data, self._tmp / f"{uid}.part", final)
-        try:
-            stored, old_uid = self._insert(
-                name, new.if_exists,
-                (uid, spec_json(spec), new.dataset, json.dumps(new.metrics), new.parent,
-                 json.dumps(new.provenance), now, now, new.num_params, len(data),
-                 hashlib.sha256(data).hexdigest(), digests["extended"], digests["paper"]),
-                [(digests[m], m, sigs[m].num_matchable, _rank.key_to_json(keys[m])) for m in _MODES],
-            )
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
-        if stored is None:  # "skip" lost a race to another writer: keep theirs
-            final.unlink(missing_ok=True)
-            return self.get(name)
-        if old_uid is not None:
-            self._unlink_weights(old_uid)
-        for m in _MODES:
-            self._keys_cache[(digests[m], m)] = keys[m]
-            self._num_matchable[(digests[m], m)] = sigs[m].num_matchable
-        log.info("pool %s: added %s (%s, %d params)", self.path, stored,
-                 spec if spec is not None else "no builder: a transfer source only", new.num_params)
-        return self.get(stored)
+        return _write.store(self, new)
 
     def set_spec(self, name: str, spec: ArchSpec | str | Mapping[str, Any] | None) -> LocalPoolEntry:
         """Give an entry a (new) spec, e.g. a builder for an entry added without one.
@@ -518,78 +332,17 @@ class LocalPool(Pool["LocalPoolEntry"]):
             InvalidArgumentError: the spec does not fit the stored tensors.
             NoBuilderError: a builder spec whose builder is not registered here.
         """
-        self._check_writable()
-        new_spec = as_optional_spec(spec)
-        entry, state, data = self._load_entry(name)
-        if new_spec is not None:
-            check_spec_rebuilds(new_spec, state, what=f"pool entry {name!r}")
-        meta = self._header(entry, data)
-        record = json.loads(meta.get(RECORD_META_KEY) or "{}")
-        record["spec"] = new_spec.to_dict() if new_spec is not None else None
-        desc = read_description(meta)
-        if desc is None:  # a file from before stored signatures: describe it from the rebuild
-            assert new_spec is not None
-            desc = describe_source(build_loaded(name, new_spec, state, device="cpu"))
-        new = weights_bytes(state, record, desc)
-        uid = uuid.uuid4().hex
-        final = self._weights / f"{uid}.safetensors"
-        self._write_weights(new, self._tmp / f"{uid}.part", final)
-        try:
-            with self._write() as c:
-                row = c.execute("SELECT uid FROM entries WHERE name = ?", (name,)).fetchone()
-                if row is None or row[0] != entry.uid:
-                    raise PoolError(
-                        f"pool entry {name!r} was replaced or removed by another writer while its "
-                        "spec was being set; nothing was changed, try again"
-                    )
-                c.execute("UPDATE entries SET uid = ?, spec = ?, nbytes = ?, sha256 = ?, updated = ? "
-                          "WHERE name = ?", (uid, spec_json(new_spec), len(new),
-                                             hashlib.sha256(new).hexdigest(), time.time(), name))
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
-        self._unlink_weights(entry.uid)
-        return self.get(name)
-
-    def _write_weights(self, data: bytes, tmp: Path, final: Path) -> None:
-        """Write-then-rename: ``final`` appears only with all of ``data`` durable on disk."""
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(self._weights)
+        return _write.set_spec(self, name, spec)
 
     def _insert(
         self, name: str, if_exists: IfExists, values: tuple[Any, ...], archs: list[tuple[Any, ...]]
     ) -> tuple[str | None, str | None]:
-        """Insert the index row in one transaction; returns (stored name or None, replaced uid)."""
-        with self._write() as c:
-            old = c.execute("SELECT uid FROM entries WHERE name = ?", (name,)).fetchone()
-            old_uid = None
-            if old is not None:
-                if if_exists == "error":
-                    raise PoolEntryExistsError(
-                        f"the pool already has an entry {name!r}; pick another name or pass "
-                        "if_exists='replace', 'rename' or 'skip'"
-                    )
-                if if_exists == "skip":
-                    return None, None
-                if if_exists == "replace":
-                    old_uid = old[0]
-                    c.execute("DELETE FROM entries WHERE name = ?", (name,))
-                else:  # rename: the smallest free numeric suffix, decided inside the transaction
-                    k = 2
-                    while c.execute("SELECT 1 FROM entries WHERE name = ?", (f"{name}-{k}",)).fetchone():
-                        k += 1
-                    name = check_name(f"{name}-{k}")
-            c.executemany("INSERT OR IGNORE INTO archs VALUES (?, ?, ?, ?)", archs)
-            c.execute(f"INSERT INTO entries ({_ENTRY_COLS}) VALUES ({', '.join('?' * 14)})", (name, *values))
-        return name, old_uid
+        """Step 2 of the write protocol (see :mod:`.local_write`): the index row, in one transaction.
+
+        A method, called through the pool, so that the crash tests can stop a child process
+        right between the rename of the weights file and this transaction.
+        """
+        return _write.insert_row(self, name, if_exists, values, archs)
 
     def add_timm(
         self,
@@ -652,17 +405,8 @@ class LocalPool(Pool["LocalPoolEntry"]):
             if missing_ok:
                 return False
             self.get(name)  # raises with suggestions
-        self._unlink_weights(row[0])
+        _write.unlink_weights(self, row[0])
         return True
-
-    def _unlink_weights(self, uid: Any) -> None:
-        """Delete the weights file of a stored uid: only ever a file directly in ``weights/``."""
-        path = self._weights_file(uid)
-        if path is None:
-            log.warning("pool %s: a removed row named no weights file of this pool (uid %r); no file "
-                        "was deleted", self.path, uid)
-            return
-        path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ integrity
 
@@ -750,7 +494,7 @@ class LocalPool(Pool["LocalPoolEntry"]):
     # ------------------------------------------------------------------ ranking
 
     def _candidates(self, dataset: str | None) -> list[Candidate]:
-        sql = f"SELECT {_ENTRY_COLS} FROM entries"
+        sql = f"SELECT {ENTRY_COLS} FROM entries"
         args: tuple[Any, ...] = ()
         if dataset is not None:
             sql, args = sql + " WHERE dataset = ?", (dataset,)
@@ -765,7 +509,7 @@ class LocalPool(Pool["LocalPoolEntry"]):
             if isinstance(c.ref, LocalPoolEntry):  # a "pool:<entry>" target, not a row
                 out.append(c)
                 continue
-            problem = row_problem(c.ref) or _file_problem(self._weights / f"{c.ref[1]}.safetensors", c.ref[10])
+            problem = row_problem(c.ref) or file_problem(self._weights / f"{c.ref[1]}.safetensors", c.ref[10])
             if problem is not None:
                 damaged.append(f"{c.name} ({problem})")
             else:
@@ -789,51 +533,8 @@ class LocalPool(Pool["LocalPoolEntry"]):
 
     def _keys(self, digests: list[str], layers: LayersMode, by_digest: Mapping[str, Candidate]
               ) -> tuple[list[tuple[Any, ...]], list[int]]:
-        keys = self._load_keys(digests, layers)
+        keys = _read.load_keys(self, digests, layers)
         return [keys[d] for d in digests], [self._num_matchable[(d, layers)] for d in digests]
-
-    def _load_keys(self, digests: Sequence[str], layers: LayersMode) -> dict[str, tuple[Any, ...]]:
-        out: dict[str, tuple[Any, ...]] = {}
-        todo = []
-        for d in digests:
-            k = self._keys_cache.get((d, layers))
-            if k is None:
-                todo.append(d)
-            else:
-                out[d] = k
-        conn = self._conn()
-        # Parsing thousands of keys allocates many small tuples, which would trigger full
-        # garbage-collection passes (~0.3 s at 1,000 entries, measured); none of it is garbage.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for i in range(0, len(todo), 500):
-                part = todo[i : i + 500]
-                q = (f"SELECT digest, key, num_matchable FROM archs WHERE layers = ? AND digest IN "
-                     f"({', '.join('?' * len(part))})")
-                for d, text, nm in conn.execute(q, (layers, *part)):
-                    try:
-                        key = _rank.key_from_json(text)
-                        nm = int(nm)
-                    except (TypeError, ValueError, IndexError, KeyError, RecursionError) as e:
-                        users = [r[0] for r in conn.execute(
-                            "SELECT name FROM entries WHERE digest_extended = ? OR digest_paper = ?", (d, d))]
-                        raise PoolEntryCorruptError(
-                            f"the pool {str(self.path)!r}: the stored architecture key of "
-                            f"{', '.join(map(repr, users[:3])) or 'an entry'} is malformed "
-                            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
-                            + self._corrupt_fix(users[0] if users else "NAME").split(", or ", 1)[1],
-                            entry=users[0] if users else None) from None
-                    self._keys_cache[(d, layers)] = key
-                    self._num_matchable[(d, layers)] = int(nm)
-                    out[d] = key
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        missing = [d for d in todo if d not in out]
-        if missing:  # pragma: no cover - the schema inserts archs with entries
-            raise PoolError(f"pool index is inconsistent: no architecture rows for {missing[:3]}")
-        return out
 
 
 def _special_file(path: Path) -> str | None:

@@ -7,6 +7,8 @@ type they must have, numbers are finite and in range, and a spec passes :class:`
 own rules (timm arguments on an allow-list). A row that breaks one raises
 :class:`~nas_warmstart.PoolEntryCorruptError` naming the entry, the column and the fix; it
 never reaches a function that loads files or imports code.
+
+:class:`LocalPoolEntry` is what a row becomes once every value has passed (:func:`parse_row`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .._errors import InvalidArgumentError, NasWarmstartError, PoolEntryCorruptError
 from .base import check_name
 from .spec import ArchSpec
 
-__all__ = ["COLUMNS", "UID_RE", "is_uid", "parse_row", "row_problem"]
+__all__ = ["COLUMNS", "UID_RE", "LocalPoolEntry", "is_uid", "parse_row", "row_problem"]
 
 #: A weights file id: ``uuid4().hex``. Nothing else may become part of a path.
 UID_RE = re.compile(r"[0-9a-f]{32}")
@@ -30,6 +34,63 @@ _DIGEST_RE = re.compile(r"[0-9a-f]{1,128}")
 #: Columns of ``entries`` in the order of ``index._ENTRY_COLS``.
 COLUMNS = ("name", "uid", "spec", "dataset", "metrics", "parent", "provenance", "created", "updated",
            "num_params", "nbytes", "sha256", "digest_extended", "digest_paper")
+
+
+@dataclass(frozen=True)
+class LocalPoolEntry:
+    """One trained network in a pool (its weights stay on disk until :meth:`LocalPool.load`).
+
+    Attributes:
+        name: unique name in the pool.
+        spec: how to rebuild the module; None for an entry added without one (a transfer
+            source only: rank and transfer work from its stored signature and tensors, ``load``
+            raises :class:`~nas_warmstart.NoBuilderError`).
+        dataset: what it was trained on (free text, e.g. ``"digits"``), or None.
+        metrics: JSON metrics, e.g. ``{"accuracy": 0.93, "epochs": 4}``.
+        parent: the pool entry it was warm-started from, if any.
+        provenance: details of that warm start (similarity, coverage, ...).
+        created, updated: UNIX timestamps.
+        num_params: parameter elements.
+        nbytes, sha256: size and hash of the weights file.
+        digest: architecture digest (``layers="extended"``); equal digests mean equal structure.
+        uid: id of this version's weights file.
+        path: the weights file.
+    """
+
+    name: str
+    spec: ArchSpec | None
+    dataset: str | None
+    metrics: dict[str, Any]
+    parent: str | None
+    provenance: dict[str, Any]
+    created: float
+    updated: float
+    num_params: int
+    nbytes: int
+    sha256: str
+    digest: str
+    digest_paper: str
+    uid: str
+    path: Path = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "spec": self.spec.to_dict() if self.spec is not None else None,
+            "dataset": self.dataset,
+            "metrics": self.metrics,
+            "parent": self.parent,
+            "provenance": self.provenance,
+            "created": self.created,
+            "updated": self.updated,
+            "num_params": self.num_params,
+            "nbytes": self.nbytes,
+            "sha256": self.sha256,
+            "digest": self.digest,
+            "digest_paper": self.digest_paper,
+            "uid": self.uid,
+            "path": str(self.path),
+        }
 
 
 class _Bad(Exception):

@@ -292,7 +292,7 @@ class ArchSpec:
 
         Args:
             device: where to allocate parameters; ``"meta"`` builds the structure only (fast,
-                no memory), which is enough for :func:`nas_warmstart.signature`.
+                no memory), which is enough for :func:`nas_warmstart.dpiat.signature`.
         """
         if self.kind == "builder":
             from .builders import get_builder

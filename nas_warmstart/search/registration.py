@@ -8,6 +8,11 @@ taken is replaced only when the entry there says (in its provenance) that it is 
 trial's (an earlier attempt of it); otherwise the next candidate name is tried. The trial then
 records the name it got, and everything that later looks for the trial's entry reads that
 record instead of recomputing the name.
+
+Both back ends register through :func:`add_unique` (the Optuna ``WarmStarter``, the Ray
+trainable and ``RegisterCheckpoints``). Removing the entry of a trial that did not complete is
+the Optuna side's alone (Ray trials register as their last step), and happens in one module:
+``nas_warmstart.integrations.optuna.registration``.
 """
 
 from __future__ import annotations

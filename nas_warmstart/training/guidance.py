@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from .._args import check_int
 from .._device import device_of
 from .._errors import InvalidArgumentError, NasWarmstartError
-from ..align.capture import Captured, _as_name_list, capture
+from ..align.capture import Captured, as_name_list, capture
 from ..align.cka import DISTANCES, DistanceFn
 from ..align.pairs import Pair, PairsSpec, resolve_pairs
 
@@ -142,8 +142,8 @@ class GuidanceLoss:
         self.guide.eval()
         self.guide.requires_grad_(False)
         self.pairs: list[Pair] = resolve_pairs(guide, target, pairs)
-        self._guide_names = _as_name_list([g for g, _ in self.pairs])
-        self._target_names = _as_name_list([t for _, t in self.pairs])
+        self._guide_names = as_name_list([g for g, _ in self.pairs])
+        self._target_names = as_name_list([t for _, t in self.pairs])
         self._captured: Captured | None = None
         self._last_terms: dict[Pair, Tensor] = {}
         logger.info(

@@ -18,9 +18,12 @@ Three ways in, from least to most ready-made:
   share an RDB or Journal storage and the artifact store share one pool.
 
 Plus :class:`PoolCallback` (``study.optimize(callbacks=[...])``: removes pool entries of trials
-that did not complete), :func:`enqueue_pool` (seed a study with the architectures of a pool;
-their trials start as exact copies of the trained entries) and :func:`open_study` (create or
-continue a study from several workers started at the same moment).
+that did not complete), :func:`optimize_with_pool` (``study.optimize`` with it and a
+:class:`TrialRows` printer, dropping unfinished trials' entries on a Ctrl-C; see
+:mod:`.registration` for where entries are registered and forgotten), :func:`enqueue_pool`
+(seed a study with the architectures of a pool; their trials start as exact copies of the
+trained entries), :func:`open_study` (create or continue a study from several workers started
+at the same moment) and :func:`check_storage_url` (refuse a storage URL that cannot work).
 
 User attributes written on every trial that went through a :class:`WarmStarter`:
 ``warm_started`` (bool), ``warm_start_source`` (pool entry or None), ``warm_start_similarity``,
@@ -40,9 +43,11 @@ from __future__ import annotations
 
 from nas_warmstart.search.metrics import measure_latency
 
-from .callbacks import PoolCallback, enqueue_pool
+from .callbacks import enqueue_pool
 from .objective import SearchObjective, make_objective
 from .pool import ArtifactEntry, OptunaArtifactPool
+from .registration import PoolCallback, optimize_with_pool
+from .rows import TrialRows
 from .starter import (
     DUPLICATE_ATTR,
     ENTRY_ATTR,
@@ -51,7 +56,7 @@ from .starter import (
     WarmStarter,
     trial_entry_name,
 )
-from .study import open_study
+from .study import check_storage_url, open_study
 
 __all__ = [
     "DUPLICATE_ATTR",
@@ -62,10 +67,13 @@ __all__ = [
     "OptunaArtifactPool",
     "PoolCallback",
     "SearchObjective",
+    "TrialRows",
     "WarmStarter",
+    "check_storage_url",
     "enqueue_pool",
     "make_objective",
     "measure_latency",
     "open_study",
+    "optimize_with_pool",
     "trial_entry_name",
 ]

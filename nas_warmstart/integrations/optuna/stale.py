@@ -15,7 +15,8 @@ in the pool. Which RUNNING trials a new process may close depends on who else ma
   release, your own worker) is left alone.
 
 Closing a trial marks it ``user_attrs["interrupted"]`` and FAIL, and removes the pool entry
-it recorded, if that entry is still its own (see ``forget_trial_entry``).
+it recorded, if that entry is still its own (see
+:func:`~nas_warmstart.integrations.optuna.registration.forget_trial_entry`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .callbacks import forget_trial_entry
+from .registration import PoolCallback, forget_trial_entry
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ def heartbeat_storage(url: str, pool: Any) -> optuna.storages.RDBStorage:
     pool entry removed. Build it only once the schema exists (``open_study`` with the URL first):
     the constructor sets the schema up without ``open_study``'s retries."""
     import inspect
-
-    from .callbacks import PoolCallback
 
     # Optuna 4.x calls it failed_trial_callback; later releases renamed it
     params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters

@@ -1,4 +1,5 @@
-"""open_study: create or continue a study from several workers started at the same moment."""
+"""open_study: create or continue a study from several workers started at the same moment;
+check_storage_url: refuse a storage URL that cannot work, before anything is created."""
 
 from __future__ import annotations
 
@@ -62,6 +63,49 @@ def check_not_pool(url: str, *, pool: str | os.PathLike[str] | None = None) -> N
                 f"{flag} {url!r} lies inside the pool folder {str(pool)!r}; keep the study database "
                 "outside the pool, e.g. sqlite:///search.db (nothing was written)"
             )
+
+
+def check_storage_url(url: str, *, pool: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an Optuna storage URL that cannot work, or that points into the pool, before
+    anything is created: not a database URL, a database Optuna cannot use, a driver that is not
+    installed, an SQLite file in a missing folder, a directory, or a file that is not SQLite
+    (then :func:`check_not_pool`). Nothing is opened for writing.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    flag = fix("storage", "--storage")
+    example = "e.g. sqlite:///search.db (a file here), postgresql://user@host/db or mysql://user@host/db"
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise InvalidArgumentError(f"{flag} {url!r} is not a database URL; use {example}") from None
+    backend = u.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql"):
+        raise InvalidArgumentError(f"{flag} {url!r} names no database Optuna can use ({backend!r}); use {example}")
+    try:
+        u.get_dialect().import_dbapi()
+    except Exception as e:  # a missing driver surfaces as ImportError or SQLAlchemy's own errors
+        raise InvalidArgumentError(
+            f"{flag} {url!r} needs a {backend} driver that is not installed ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); install the module it names, e.g. "
+            "pip install 'psycopg[binary]' for postgresql:// or pymysql for mysql+pymysql://"
+        ) from None
+    if backend == "sqlite" and u.database not in (None, "", ":memory:"):
+        db = Path(u.database).expanduser()
+        if not db.parent.resolve().is_dir():
+            raise InvalidArgumentError(
+                f"{flag} {url!r}: the folder {str(db.parent)!r} does not exist; create it or give "
+                "another path (sqlite:///FILE is relative to the current directory, sqlite:////abs/FILE absolute)"
+            )
+        if db.is_dir():
+            raise InvalidArgumentError(f"{flag} {url!r} names a directory; give a database file, e.g. sqlite:///search.db")
+        if db.is_file() and db.stat().st_size:
+            with open(db, "rb") as f:
+                if not f.read(16).startswith(b"SQLite format 3"):
+                    raise InvalidArgumentError(f"{flag} {url!r}: {str(db)!r} is not an SQLite database; give another file")
+    check_not_pool(url, pool=pool)
+
 
 def open_study(
     *,

@@ -10,6 +10,9 @@ every trial starts from the most similar trained network of a pool, whatever its
   a restore. :func:`define_by_run` gives the space to ``OptunaSearch``.
 * :func:`make_tuner` / :func:`restore_tuner`: a ready experiment (OptunaSearch + ASHA,
   resources per trial, storage path, retries) and its continuation.
+* :func:`run_tune_search` (:class:`TuneSearchSettings` -> :class:`TuneSearchResult`): the
+  whole search of ``nas-warmstart search --backend ray``: every setting checked before Ray
+  starts, Ray started and shut down, a row printed per finished trial, resumable.
 * :class:`RayPool`: a :class:`~nas_warmstart.LocalPool` owned by a named, detached actor on
   one node; trials rank, load and register through it, so no node but that one needs the
   pool directory.
@@ -27,6 +30,12 @@ try_import("ray.tune", extra="ray", purpose="nas_warmstart.integrations.ray")
 from .callbacks import RegisterCheckpoints  # noqa: E402
 from .convert import convert_distributed  # noqa: E402
 from .pool import DEFAULT_NAMESPACE, RayPool  # noqa: E402
+from .search import (  # noqa: E402
+    TuneSearchInterrupted,
+    TuneSearchResult,
+    TuneSearchSettings,
+    run_tune_search,
+)
 from .trainable import (  # noqa: E402
     CHECKPOINT_META,
     CHECKPOINT_STATE,
@@ -42,6 +51,7 @@ from .tuner import experiment_path, make_tuner, restore_tuner  # noqa: E402
 
 __all__ = [
     "CHECKPOINT_META", "CHECKPOINT_STATE", "CHECKPOINT_WEIGHTS", "DEFAULT_NAMESPACE", "LoadedCheckpoint",
-    "RayPool", "RegisterCheckpoints", "convert_distributed", "define_by_run", "experiment_path", "load_checkpoint",
-    "make_trainable", "make_tuner", "restore_tuner", "save_checkpoint", "trial_entry_name",
+    "RayPool", "RegisterCheckpoints", "TuneSearchInterrupted", "TuneSearchResult", "TuneSearchSettings",
+    "convert_distributed", "define_by_run", "experiment_path", "load_checkpoint", "make_trainable", "make_tuner",
+    "restore_tuner", "run_tune_search", "save_checkpoint", "trial_entry_name",
 ]
