@@ -58,7 +58,8 @@ for a, b in itertools.permutations(MODELS, 2):
             h.update(v.detach().contiguous().cpu().numpy().tobytes())
         out["transfer"][f"{a}->{b}:{sorted(kw.items())}"] = [h.hexdigest(), repr(r.similarity), repr(r.coverage), len(r.copied)]
 if sys.argv[2]:
-    zoo = nw.LocalPool(sys.argv[2], read_only=True)
+    pool_class = nw.LocalPool if "LocalPool" in nw.__all__ else nw.ModelZoo  # ModelZoo before release 0.2
+    zoo = pool_class(sys.argv[2], read_only=True)
     for t in TARGETS:
         for layers in ("extended", "paper"):
             for kw in ({}, {"min_metric": 0.5}, {"dataset": "digits"}):
