@@ -30,14 +30,17 @@ def main(epochs: int = 4) -> None:
     data = load_dataset("digits")
     torch.manual_seed(0)
     guide = ArchSpec.timm("resnet18", num_classes=10, in_chans=1, layers=[1, 1, 1, 1], channels=[16, 32, 64, 128]).build()
-    nw.fit(guide, data, epochs=4, batch_size=32)
+    # progress=print: a bar in a terminal, else one line per epoch (each takes seconds)
+    print("training the guide (a small ResNet) for 4 epochs")
+    nw.fit(guide, data, epochs=4, batch_size=32, progress=print)
     print(f"guide (small ResNet): test accuracy {nw.evaluate(guide, data)['accuracy']:.3f}")
 
     for guided in (False, True):
         torch.manual_seed(1)
         mlp = deep_mlp()
         loss = nw.GuidanceLoss(guide, mlp, pairs="uniform") if guided else None
-        nw.fit(mlp, data, epochs=epochs, batch_size=32, guidance=loss)
+        print(f"training the deep MLP {'with' if guided else 'without'} guidance for {epochs} epoch(s)")
+        nw.fit(mlp, data, epochs=epochs, batch_size=32, guidance=loss, progress=print)
         acc = nw.evaluate(mlp, data)["accuracy"]
         print(f"deep MLP {'guided  ' if guided else 'unguided'}: test accuracy {acc:.3f} after {epochs} epochs")
 

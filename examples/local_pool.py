@@ -28,6 +28,7 @@ def main(path: str | None = None) -> None:
     for i, spec in enumerate(SEEDS):
         zoo.add(f"{spec.name}-{i}", spec.build(), spec=spec, dataset="digits",
                 metrics={"accuracy": 0.5 + 0.1 * i}, if_exists="skip")
+        print(f"[{i + 1}/{len(SEEDS)}] {spec.name}-{i} is in the pool", flush=True)  # seconds per network
     print(zoo)
 
     candidate_spec = ArchSpec.timm("resnet34", num_classes=10)

@@ -20,6 +20,13 @@ from nas_warmstart import LocalPool
 from nas_warmstart.integrations.optuna import PoolCallback, make_objective
 
 
+def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One line per finished trial while the study runs (each takes seconds)."""
+    done = (f"val accuracy {trial.values[0]:.4f}, latency {trial.values[1]:.3f} ms" if trial.values
+            else trial.state.name.lower())
+    print(f"trial {trial.number} finished: {done}", flush=True)
+
+
 def main(n_trials: int = 16, space: str = "resnet") -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pool = LocalPool("multiobjective-pool")
@@ -29,7 +36,7 @@ def main(n_trials: int = 16, space: str = "resnet") -> None:
         storage="sqlite:///multiobjective.db", study_name=f"accuracy-vs-latency-{space}", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=0),
     )
-    study.optimize(objective, n_trials=n_trials, callbacks=[PoolCallback(pool)])
+    study.optimize(objective, n_trials=n_trials, callbacks=[PoolCallback(pool), progress])
 
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     print(f"Pareto front ({len(front)} of {len(study.trials)} trials):")

@@ -74,11 +74,18 @@ def objective(trial: optuna.Trial) -> float:
     return accuracy
 
 
+def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One line per finished trial while the study runs."""
+    value = f"val accuracy {trial.value:.3f}" if trial.value is not None else trial.state.name.lower()
+    print(f"trial {trial.number} finished: {value}", flush=True)
+
+
 if __name__ == "__main__":
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", storage="sqlite:///own_model.db",
                                 study_name="own-model", load_if_exists=True)
-    study.optimize(objective, n_trials=int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    study.optimize(objective, n_trials=int(sys.argv[1]) if len(sys.argv) > 1 else 10, callbacks=[progress])
+    print("every trial of the study:")
     for t in study.trials:
         a = t.user_attrs
         if t.state != optuna.trial.TrialState.COMPLETE:

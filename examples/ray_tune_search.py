@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 import optuna
 import ray
@@ -52,6 +53,15 @@ def my_trainable(config: dict) -> None:
                     checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
 
 
+class PrintTrials(tune.Callback):
+    """One line per finished trial, on the driver, while the experiment runs (Tune's tables are off)."""
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        r = trial.last_result
+        print(f"  finished {trial.trial_id}: accuracy {r.get('accuracy', float('nan')):.3f} "
+              f"after {r.get('training_iteration', 0)} epoch(s)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("trials", type=int, nargs="?", default=8, help="trials of part 2 (default: 8)")
@@ -70,7 +80,7 @@ def main() -> None:
         param_space={"width": tune.grid_search(WIDTHS[:2]), "pool": pool},  # the pool pickles as a handle
         tune_config=tune.TuneConfig(max_concurrent_trials=1),
         run_config=tune.RunConfig(name="own-trainable", storage_path=str(results), verbose=0,
-                                  callbacks=[register]),
+                                  callbacks=[register, PrintTrials()]),
     ).fit()
     for trial_id, name in register.registered.items():
         entry = pool.get(name)
@@ -79,7 +89,7 @@ def main() -> None:
 
     print(f"part 2: the ready-made search over the mlp space, {args.trials} trials")
     tuner = make_tuner("mlp", "digits", pool, trials=args.trials, epochs=2, max_concurrent=2,
-                       storage_path=results, name="mlp-search")
+                       storage_path=results, name="mlp-search", callbacks=[PrintTrials()])
     grid = tuner.fit()
     for r in sorted(grid, key=lambda r: r.metrics.get("trial_id", "")):
         m = r.metrics

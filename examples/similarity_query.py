@@ -17,7 +17,10 @@ POOL = ["resnet18", "resnet50", "mobilenetv2_100", "efficientnet_b0", "efficient
 
 def main(candidate: str = "efficientnet_b1") -> None:
     target = dpiat.signature(timm.create_model(candidate, pretrained=False, num_classes=10))
-    pool = {n: dpiat.signature(timm.create_model(n, pretrained=False, num_classes=10)) for n in POOL}
+    pool: dict[str, dpiat.ArchSignature] = {}
+    for i, name in enumerate(POOL, 1):  # building a model takes a second or two: say so
+        pool[name] = dpiat.signature(timm.create_model(name, pretrained=False, num_classes=10))
+        print(f"[{i}/{len(POOL)}] built {name}", flush=True)
     ranked = sorted(((nw.similarity(sig, target), name) for name, sig in pool.items()), reverse=True)
     print(f"closest to {candidate}:")
     for score, name in ranked:

@@ -9,7 +9,9 @@ Model references, accepted wherever a command takes a model:
   its trained weights.
 
 Tables are for people, ``--json`` prints JSON for scripts. Bad arguments print one line on
-stderr and exit 2. Progress bars go to stderr and stay quiet when it is not a terminal.
+stderr and exit 2. Progress: a bar on stderr when it is a terminal; otherwise the long commands
+(``run``, ``demo``, ``convert``) print one line per step (an epoch, a conversion stage) among
+their other lines, and ``--json`` prints nothing but the JSON.
 """
 from __future__ import annotations
 
@@ -75,7 +77,8 @@ def metric_text(metrics: dict[str, Any]) -> str:
 
 
 def progress_bar(items: Sequence[Any], desc: str, unit: str) -> Iterable[Any]:
-    from tqdm import tqdm
+    """``items`` with a bar on a terminal's stderr (from ``BAR_MIN`` items on). Never lines: these
+    loops take seconds, and their commands' output (tables, ``--json``) owns stdout."""
+    from .._progress import iterate
 
-    # disable=None: quiet when stderr is not a terminal (pipes, CI logs).
-    return tqdm(items, desc=desc, unit=unit, leave=False, disable=None if len(items) >= BAR_MIN else True)
+    return iterate(items, desc=desc, unit=unit, progress=None if len(items) >= BAR_MIN else False)

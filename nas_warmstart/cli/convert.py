@@ -99,8 +99,9 @@ def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     _check_cluster_flags(args, job.schedule)
     converter = None if args.workers is None else functools.partial(_convert_on_cluster, args)
     try:
+        # progress: a bar on a terminal's stderr, else a line per stage on stdout; none with --json
         result = run_convert_job(job, echo=_drop if args.json else _print, show_plan=not args.json,
-                                 converter=converter)
+                                 converter=converter, progress=False if args.json else None)
     except ConvertInterrupted:
         args.interrupt_hint = (
             f"continue the conversion with: nas-warmstart {shlex.join(args.argv)}" if args.checkpoint_dir or args.workers

@@ -13,7 +13,6 @@ import inspect
 import logging
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from .._args import check_int
 from .._device import device_of, resolve_device
 from .._dist import Workers
 from .._errors import InvalidArgumentError, NasWarmstartError, NoMatchableLayersError
+from .._progress import Progress, ProgressArg, ProgressTo, progress_to
 from ..align.cka import DISTANCES, SAME_SHAPE_DISTANCES, DistanceFn
 from ..dpiat.transfer import transfer
 from ..training.data import DataSplits
@@ -44,20 +44,12 @@ __all__ = ["convert", "convert_on_worker", "convert_options", "preflight"]
 log = logging.getLogger(__name__)
 
 
-def _latency_ms(model: nn.Module, x: Tensor, runs: int = 15) -> float:
-    model.eval()
-    times = []
-    with torch.no_grad():
-        for i in range(runs + 3):
-            if x.device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(x)
-            if x.device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= 3:
-                times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
+def _latency_ms(model: nn.Module, x: Tensor) -> float:
+    """Median forward time of ``x`` in ms, measured as the run's winner card measures it (one thread,
+    after warm-up; see :func:`nas_warmstart.search.metrics.latency_stats`), so the two agree."""
+    from ..search.metrics import latency_stats
+
+    return latency_stats(model, x).median_ms
 
 
 def convert(
@@ -80,7 +72,7 @@ def convert(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
-    progress: bool | None = None,
+    progress: ProgressArg = None,
 ) -> ConversionResult:
     """Convert a trained ``guide`` into the ``target`` architecture, part by part.
 
@@ -127,7 +119,9 @@ def convert(
         device: where to run (default: where the target's parameters are).
         seed: seeds every stage's shuffling and initialisation: the same seed gives the same
             result on CPU, resumed or not.
-        progress: progress bars (None: only on a terminal).
+        progress: progress bars on stderr: None when stderr is a terminal, True/False
+            always/never; a callable (e.g. ``print``): a bar on a terminal, else one line per
+            stage and per fine-tuning epoch through it.
 
     Returns:
         A :class:`ConversionResult`; ``result.summary()`` prints the stage table.
@@ -146,11 +140,12 @@ def _convert(guide: nn.Module, target: nn.Module, data: Any, *, plan: str | Sequ
              kd: float | tuple[float, float], lr: float, finetune_lr: float, batch_size: int, warm_start: bool,
              bn_images: int, callback: Callable[[StageRecord], bool | None] | None,
              checkpoint_dir: str | os.PathLike[str] | None, device: str | torch.device | None, seed: int,
-             progress: bool | None, parallel: WorkerRole | None = None) -> ConversionResult:
+             progress: ProgressArg, parallel: WorkerRole | None = None) -> ConversionResult:
     sched, dist_fn, dist_name, same_shape, kd_weight, kd_temp = _check_args(
         guide, target, schedule=schedule, distance=distance, steps_per_stage=steps_per_stage,
         finetune_epochs=finetune_epochs, batch_size=batch_size, bn_images=bn_images, seed=seed, lr=lr,
         finetune_lr=finetune_lr, kd=kd)
+    to = progress_to(progress)
     splits = as_splits(data, guide)
     dev = resolve_device(device) if device is not None else device_of(target, torch.device("cpu"))
     before = {k: v.detach().clone() for k, v in guide.state_dict().items()}
@@ -164,9 +159,11 @@ def _convert(guide: nn.Module, target: nn.Module, data: Any, *, plan: str | Sequ
     w = parallel.workers if parallel is not None else Workers(device=dev)
     owners = (assign_parts(the_plan, target, x, w.world)
               if parallel is not None and parallel.mode == "parts" and w.parallel else None)
+    if not w.main:  # the first worker shows the group's progress
+        to = ProgressTo(bar=False)
     run = StageRunner(g, target, splits, the_plan, schedule=sched, distance=dist_fn, same_shape=same_shape,
                       batch_size=batch_size, lr=float(lr), bn_images=bn_images, seed=seed, dev=dev,
-                      progress=progress if w.main else False, workers=w, owners=owners)
+                      progress=to.bar, workers=w, owners=owners)
     stage_list = run.stages(steps)
     settings: dict[str, Any] = {
         "schedule": schedule_name(schedule), "distance": dist_name, "plan": [list(p) for p in the_plan.pairs],
@@ -209,11 +206,8 @@ def _convert(guide: nn.Module, target: nn.Module, data: Any, *, plan: str | Sequ
         if parallel is not None and parallel.on_checkpoint is not None:
             parallel.on_checkpoint(ckpt)
 
-    from tqdm import tqdm
-
-    bar = tqdm(stage_list, desc="convert", unit="stage",
-               disable=(None if progress is None else not progress) if w.main else True)
-    for i, stage in enumerate(bar, 1):
+    bar = Progress(len(stage_list), desc="convert", unit="stage", progress=to, initial=state["done"])
+    for i, stage in enumerate(stage_list, 1):
         if i <= state["done"]:
             continue
         rec = run.run_stage(i, stage)
@@ -221,7 +215,7 @@ def _convert(guide: nn.Module, target: nn.Module, data: Any, *, plan: str | Sequ
         state["done"] = i
         state["stages"] = [r.to_dict() for r in records]
         save(f"stage_{i}.safetensors")
-        bar.set_postfix(hybrid_acc=f"{rec.hybrid_accuracy:.3f}")
+        bar.step(_stage_line(rec, len(stage_list)), hybrid_acc=f"{rec.hybrid_accuracy:.3f}")
         log.info("convert: stage %d %s part %d: loss %.4f -> %.4f, hybrid val acc %.4f", i, stage.kind, stage.part,
                  rec.loss_first, rec.loss_last, rec.hybrid_accuracy)
         if w.any(w.main and callback is not None and bool(callback(rec))):  # the first worker's callback decides
@@ -231,8 +225,7 @@ def _convert(guide: nn.Module, target: nn.Module, data: Any, *, plan: str | Sequ
     history = list(state["history"])
     if status == "ok" and finetune_epochs > 0 and state["finetune_epochs_done"] < finetune_epochs:
         status, history = _finetune(run, target, g, splits, state, save, ckpt, settings, callback,
-                                    progress if w.main else False, kd_weight, kd_temp, finetune_epochs,
-                                    float(finetune_lr))
+                                    to, kd_weight, kd_temp, finetune_epochs, float(finetune_lr))
     target.eval()
     guide_acc = evaluate(g, splits, split="test", device=dev)["accuracy"]
     acc = evaluate(target, splits, split="test", device=dev)["accuracy"]
@@ -251,13 +244,15 @@ def _convert(guide: nn.Module, target: nn.Module, data: Any, *, plan: str | Sequ
 
 def _finetune(run: StageRunner, target: nn.Module, guide: nn.Module, splits: DataSplits, state: dict[str, Any],
               save: Callable[[str], None], ckpt: Path | None, settings: dict[str, Any],
-              callback: Callable[[StageRecord], bool | None] | None, progress: bool | None,
+              callback: Callable[[StageRecord], bool | None] | None, progress: ProgressTo,
               kd_weight: float, kd_temp: float, epochs: int, lr: float) -> tuple[str, list[dict[str, float]]]:
     term = DistillationLoss(guide, target, weight=kd_weight, temperature=kd_temp) if kd_weight > 0 else None
     resume = None
     if ckpt is not None and state["finetune_epochs_done"] > 0:
         resume = FitState.load(ckpt / "finetune.state")
     t_epoch = [time.perf_counter()]
+    # the fine-tuning's own bar (or lines) in the conversion's words; fit() draws none
+    bar = Progress(epochs, desc="fine-tune", unit="epoch", progress=progress, initial=state["finetune_epochs_done"])
 
     def on_state(fs: FitState) -> None:
         if ckpt is None:
@@ -276,14 +271,29 @@ def _finetune(run: StageRunner, target: nn.Module, guide: nn.Module, splits: Dat
                           hybrid_accuracy=m["val_accuracy"], target_accuracy=m["val_accuracy"],
                           seconds=now - t_epoch[0])
         t_epoch[0] = now
+        bar.step(f"convert: fine-tuning epoch {epoch}/{epochs} done: train loss {m['train_loss']:.3f}, "
+                 f"val accuracy {m['val_accuracy']:.4f}", at=epoch,
+                 val_acc=f"{m['val_accuracy']:.3f}", loss=f"{m['train_loss']:.3f}")
         return bool(callback(rec)) if callback is not None and run.w.main else False
 
-    res = fit(target, splits, epochs=epochs, lr=lr, batch_size=run.batch_size, guidance=term,
-              callback=cb, seed=run.seed + 7, device=run.dev, bn_images=max(run.bn_images, 2), progress=progress,
-              resume=resume, on_state=on_state, _workers=run.w)
+    try:
+        res = fit(target, splits, epochs=epochs, lr=lr, batch_size=run.batch_size, guidance=term,
+                  callback=cb, seed=run.seed + 7, device=run.dev, bn_images=max(run.bn_images, 2), progress=False,
+                  resume=resume, on_state=on_state, _workers=run.w)
+    finally:
+        bar.close()
     if res.status == "diverged":
         raise NasWarmstartError(f"fine-tuning diverged ({res.reason}); lower finetune_lr (now {lr:g})")
     return ("stopped" if res.status == "stopped" else "ok"), res.history
+
+
+def _stage_line(rec: StageRecord, total: int) -> str:
+    """A finished stage as one progress line (the stage table's numbers, without its time)."""
+    parts = f"{rec.guide or '(output)'} -> {rec.target or '(output)'}"
+    scores = [f"{name} val accuracy {v:.4f}" for name, v in (("hybrid", rec.hybrid_accuracy),
+                                                              ("target", rec.target_accuracy)) if math.isfinite(v)]
+    return (f"convert: stage {rec.index}/{total} done ({rec.kind}, {parts}): loss {rec.loss_first:.3f} -> "
+            f"{rec.loss_last:.3f}" + "".join(f", {t}" for t in scores))
 
 
 def _check_args(guide: nn.Module, target: nn.Module, *, schedule: str | Schedule, distance: str | DistanceFn | None,

@@ -39,6 +39,7 @@ from .._errors import (
     PoolError,
 )
 from .._files import check_writable_folder, writable_path, write_file
+from .._progress import ProgressTo
 
 if TYPE_CHECKING:
     from torch import nn
@@ -277,15 +278,25 @@ def _record(result: ConversionResult, *, guide: LocalPoolEntry, spec: ArchSpec, 
     })
 
 
-def _write_out(out: Path, state: dict[str, Any], spec: ArchSpec, record: dict[str, Any]) -> list[Path]:
-    """``model.safetensors``, ``spec.json`` and ``conversion.json`` in ``out``, each whole or not at all."""
+def _write_out(out: Path, state: dict[str, Any], spec: ArchSpec, record: dict[str, Any],
+               data: DataSplits) -> list[Path]:
+    """``model.safetensors``, ``spec.json`` and ``conversion.json`` in ``out``, each whole or not at all.
+
+    ``spec.json`` is an export's (``nas_warmstart.export``): the spec plus the input size, the
+    channels, the classes and the data set's preprocessing, so the files can be deployed alone.
+    """
     from safetensors.torch import save
+
+    from ..export._layout import spec_record
 
     out.mkdir(exist_ok=True)
     paths = [out / WEIGHTS_FILE, out / SPEC_FILE, out / RECORD_FILE]
     meta = {"guide": record["guide"]["entry"], "target_spec": spec.to_dict()}
+    pre = data.preprocessing.to_dict() if data.preprocessing is not None else None
+    spec_file = spec_record(spec, image_size=data.image_size, in_chans=data.in_chans,
+                            num_classes=data.num_classes, preprocessing=pre)
     write_file(paths[0], save(state, metadata={"nas_warmstart": json.dumps(meta)}))
-    write_file(paths[1], (json.dumps(spec.to_dict(), indent=1) + "\n").encode())
+    write_file(paths[1], (json.dumps(spec_file, indent=1) + "\n").encode())
     write_file(paths[2], (json.dumps(record, indent=1) + "\n").encode())
     return paths
 
@@ -312,7 +323,7 @@ def _echo_plan(guide: nn.Module, target: nn.Module, data: DataSplits, say: Echo)
 
 
 def run_convert_job(job: ConvertJob, *, echo: Echo | None = None, show_plan: bool = True,
-                    converter: Converter | None = None) -> ConvertJobResult:
+                    converter: Converter | None = None, progress: bool | None = None) -> ConvertJobResult:
     """Convert the pool entry ``job.guide`` into ``job.target`` and register the result.
 
     The new entry's parent is the guide; its metrics are the conversion's (``accuracy`` and
@@ -328,6 +339,9 @@ def run_convert_job(job: ConvertJob, *, echo: Echo | None = None, show_plan: boo
         converter: runs the conversion (e.g. on Ray Train workers); default:
             :func:`~nas_warmstart.convert.convert` in this process, on ``job.device``, with
             ``job.checkpoint_dir``.
+        progress: progress bars on stderr (None: when stderr is a terminal); where none is
+            drawn, ``echo`` gets one line per stage and per fine-tuning epoch instead (in this
+            process; a ``converter`` reports its own way).
 
     Raises:
         InvalidArgumentError: a setting that cannot work (checked before anything is trained).
@@ -380,14 +394,15 @@ def run_convert_job(job: ConvertJob, *, echo: Echo | None = None, show_plan: boo
             resolve_device(job.device)
         spec = _target_spec(job.target, data)
         _check_guide_fits(guide_entry, data)
-        return _convert_and_register(job, zoo, guide_entry, spec, data, out, say, show_plan, converter)
+        return _convert_and_register(job, zoo, guide_entry, spec, data, out, say, show_plan, converter,
+                                     ProgressTo(bar=progress, echo=say))
     finally:
         zoo.close()
 
 
 def _convert_and_register(job: ConvertJob, zoo: LocalPool, guide_entry: LocalPoolEntry, spec: ArchSpec,
                           data: DataSplits, out: Path | None, say: Echo, show_plan: bool,
-                          converter: Converter | None) -> ConvertJobResult:
+                          converter: Converter | None, progress: ProgressTo) -> ConvertJobResult:
     """The checks that need the pool and the data done: claim the checkpoint, convert, register."""
     import torch
 
@@ -399,7 +414,7 @@ def _convert_and_register(job: ConvertJob, zoo: LocalPool, guide_entry: LocalPoo
     claim = _checkpoint_claim(ckpt, facts) if ckpt is not None else None
     done = _registered(claim, zoo, job.name)
     if done is not None:  # the same job again, after it finished: nothing to convert or add
-        return _report_registered(job, zoo, done, spec, out, say)
+        return _report_registered(job, zoo, done, spec, data, out, say)
     if_exists: IfExists
     if job.name is not None:
         name, if_exists = check_name(job.name), "error"
@@ -421,7 +436,7 @@ def _convert_and_register(job: ConvertJob, zoo: LocalPool, guide_entry: LocalPoo
         _claim_checkpoint(ckpt, facts)
     try:
         return _convert(job, zoo, guide_entry, guide, target, spec, data, out, name, if_exists, say,
-                        show_plan, converter)
+                        show_plan, converter, progress)
     except ConvertInterrupted:
         raise
     except KeyboardInterrupt as e:
@@ -430,7 +445,7 @@ def _convert_and_register(job: ConvertJob, zoo: LocalPool, guide_entry: LocalPoo
 
 def _convert(job: ConvertJob, zoo: LocalPool, guide_entry: LocalPoolEntry, guide: nn.Module, target: nn.Module,
              spec: ArchSpec, data: DataSplits, out: Path | None, name: str, if_exists: IfExists, say: Echo,
-             show_plan: bool, converter: Converter | None) -> ConvertJobResult:
+             show_plan: bool, converter: Converter | None, progress: ProgressTo) -> ConvertJobResult:
     from ..pool.weights_io import state_for_saving
 
     # the package's public name, looked up per call (as the command always did)
@@ -440,7 +455,8 @@ def _convert(job: ConvertJob, zoo: LocalPool, guide_entry: LocalPoolEntry, guide
         _echo_plan(guide, target, data, say)
     settings = job.settings()
     if converter is None:
-        result = convert(guide, target, data, checkpoint_dir=job.checkpoint_dir, device=job.device, **settings)
+        result = convert(guide, target, data, checkpoint_dir=job.checkpoint_dir, device=job.device,
+                         progress=progress, **settings)
     else:
         result = converter(guide, target, data, settings)
     model = result.model.cpu()
@@ -463,7 +479,7 @@ def _convert(job: ConvertJob, zoo: LocalPool, guide_entry: LocalPoolEntry, guide
         claim = {**json.loads((ckpt / COMMAND_FILE).read_text()),
                  "registered": {"entry": entry.name, "sha256": entry.sha256, "record": record}}
         write_file(ckpt / COMMAND_FILE, (json.dumps(claim, indent=1) + "\n").encode())
-    written = _write_out(out, state_for_saving(model), spec, record) if out is not None else []
+    written = _write_out(out, state_for_saving(model), spec, record, data) if out is not None else []
     say(f"\nregistered {entry.name} in the pool {job.pool} (parent {guide_entry.name}, test accuracy "
         f"{100 * result.accuracy:.2f}%)")
     for p in written:
@@ -472,11 +488,11 @@ def _convert(job: ConvertJob, zoo: LocalPool, guide_entry: LocalPoolEntry, guide
 
 
 def _report_registered(job: ConvertJob, zoo: LocalPool, done: tuple[LocalPoolEntry, dict[str, Any]],
-                       spec: ArchSpec, out: Path | None, say: Echo) -> ConvertJobResult:
+                       spec: ArchSpec, data: DataSplits, out: Path | None, say: Echo) -> ConvertJobResult:
     """What a finished conversion's rerun reports: the entry it registered back then."""
     entry, record = done
     record = {**record, "entry": entry.name, "pool": job.pool}
-    written = _write_out(out, zoo.load_state_dict(entry.name), spec, record) if out is not None else []
+    written = _write_out(out, zoo.load_state_dict(entry.name), spec, record, data) if out is not None else []
     say(f"already converted: {entry.name} in the pool {job.pool} was registered from --checkpoint-dir "
         f"{job.checkpoint_dir} by an earlier run of this command (nothing was trained or added; give "
         "another --checkpoint-dir to convert again)")

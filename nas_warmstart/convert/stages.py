@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .._dist import Workers
 from .._errors import IncompatibleModelsError, InvalidArgumentError, NasWarmstartError
+from .._progress import Progress
 from ..align.capture import first_tensor
 from ..align.cka import DistanceFn
 from ..training.data import DataSplits
@@ -76,6 +77,8 @@ class StageRunner:
         plan: the plan.
         schedule: a registered schedule name or a :class:`~.schedules.Schedule`.
         distance: the distance function; ``same_shape``: it needs equal shapes (adapters).
+        progress: a bar of each stage's optimizer steps: None when stderr is a terminal, or
+            always/never (no lines: the conversion writes one line per stage).
         workers: this worker's place in a group (default: one process).
         owners: for a part-parallel stage on several workers, the worker of each part.
     """
@@ -131,8 +134,6 @@ class StageRunner:
     def run_stage(self, index: int, stage: Stage) -> StageRecord:
         """Train one stage, re-estimate BatchNorm statistics, score it (first worker) and copy
         the result to every worker."""
-        from tqdm import tqdm
-
         t0 = time.perf_counter()
         st = self.plan.stages
         w = self.w
@@ -167,10 +168,11 @@ class StageRunner:
         self.target.train()
         for m in frozen:
             m.eval()
-        bar = tqdm(range(steps), desc=f"stage {index} {kind}", unit="step", leave=False,
-                   disable=(None if self.progress is None else not self.progress) if w.main else True)
+        # a bar of optimizer steps inside the conversion's bar of stages; never a line per step
+        bar = Progress(steps, desc=f"stage {index} {kind}", unit="step", leave=False,
+                       progress=self.progress if w.main else False)
         try:
-            for _ in bar:
+            for _ in range(steps):
                 x, nb = next(batches)
                 loss = self.stage_loss(stage, x, bridges, nb, owned)
                 opt.zero_grad(set_to_none=True)
@@ -197,7 +199,7 @@ class StageRunner:
                 opt.step()
                 sched.step()
                 losses.append(value)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                bar.step(loss=f"{losses[-1]:.3f}")
         finally:
             bar.close()
             for n_, p in self.target.named_parameters():

@@ -40,6 +40,7 @@ from .._args import check_int, positive_int
 from .._device import device_of, resolve_device
 from .._dist import Workers
 from .._errors import InvalidArgumentError
+from .._progress import Progress, ProgressArg
 from .data import DataSplits
 
 __all__ = ["FitResult", "FitState", "LossTerm", "evaluate", "fit", "recalibrate_bn", "resolve_device"]
@@ -313,7 +314,7 @@ def fit(
     schedule_epochs: int | None = None,
     retry_on_divergence: bool = True,
     bn_images: int = BN_IMAGES,
-    progress: bool | None = None,
+    progress: ProgressArg = None,
     resume: FitState | None = None,
     on_state: Callable[[FitState], None] | None = None,
     _workers: Workers | None = None,
@@ -344,7 +345,8 @@ def fit(
             reported validation accuracy and the returned model use statistics that match the
             weights. 0 turns it off (eval-mode scores then use the running averages that
             training tracked).
-        progress: show a progress bar (None: only on a terminal).
+        progress: a progress bar on stderr: None when stderr is a terminal, True/False always/never;
+            a callable (e.g. ``print``): a bar on a terminal, else one line per epoch through it.
         resume: continue an interrupted run: the :class:`FitState` that ``on_state`` gave
             after its last finished epoch, with ``model`` holding that epoch's weights, and the
             same other arguments (``epochs`` is the run's total). Training goes on with the
@@ -436,7 +438,7 @@ def _run(
     model: nn.Module, data: DataSplits, *, epochs: int, lr: float, batch_size: int,
     weight_decay: float, label_smoothing: float, guidance: Any, callback: EpochCallback | None,
     seed: int, dev: torch.device, amp: bool, channels_last: bool, grad_clip: float | None,
-    schedule_epochs: int, bn_images: int, progress: bool | None, history: list[dict[str, float]],
+    schedule_epochs: int, bn_images: int, progress: ProgressArg, history: list[dict[str, float]],
     resume: FitState | None = None, start_epoch: int = 0, on_state: Callable[[FitState], None] | None = None,
     retried: bool = False, workers: Workers | None = None,
 ) -> Literal["ok", "stopped"]:
@@ -445,8 +447,6 @@ def _run(
     means scaled by the slice's share, gradients are summed, and the epoch's numbers are
     summed over the workers; the BatchNorm re-estimate and validation run on every worker and
     the first worker's statistics are copied to the others."""
-    from tqdm import tqdm
-
     w = workers or Workers(device=dev)
     torch.manual_seed(seed)
     loader = data.loader("train", batch_size=batch_size, seed=seed, shard=(w.rank, w.world) if w.parallel else None)
@@ -464,10 +464,10 @@ def _run(
         sched.load_state_dict(resume.scheduler)
         generator.set_state(resume.loader_rng)
         torch.set_rng_state(resume.torch_rng)
-    bar = tqdm(range(start_epoch + 1, epochs + 1), desc="fit", unit="epoch", leave=False,
-               disable=None if progress is None else not progress)
+    bar = Progress(epochs, desc="fit", unit="epoch", progress=progress if w.main else False, initial=start_epoch,
+                   leave=False)
     step = int(sched.last_epoch) if resume is not None else 0
-    for epoch in bar:
+    for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
         loss_sum = correct = seen = 0.0
@@ -542,7 +542,9 @@ def _run(
         if not math.isfinite(metrics["val_loss"]):
             raise _Diverged(f"the validation loss became {metrics['val_loss']} after epoch {epoch}")
         history.append(metrics)
-        bar.set_postfix(val_acc=f"{val['accuracy']:.3f}", loss=f"{metrics['train_loss']:.3f}")
+        bar.step(f"fit: epoch {epoch}/{epochs} done: train loss {metrics['train_loss']:.3f}, "
+                 f"val accuracy {val['accuracy']:.4f}",
+                 val_acc=f"{val['accuracy']:.3f}", loss=f"{metrics['train_loss']:.3f}")
         if on_state is not None:  # on every worker: a checkpoint writer decides who writes
             on_state(FitState(
                 epoch=epoch, history=[dict(h) for h in history], optimizer=opt.state_dict(),
@@ -552,5 +554,7 @@ def _run(
             ))
         stop = callback is not None and bool(callback(epoch, dict(metrics)))
         if w.any(stop):
+            bar.close()
             return "stopped"
+    bar.close()
     return "ok"
