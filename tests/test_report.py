@@ -690,3 +690,251 @@ def test_report_of_a_search_study(tmp_path, capsys):
     rc, out, err = _cli(["report", "--storage", storage, "--study", "mlp-digits", "--out", tmp_path / "old2"], capsys)
     md = (tmp_path / "old2" / "report.md").read_text()
     assert rc == 0 and "dataset not recorded" in md and "?" not in md
+
+
+# ----------------------------------------------------------------------------- an honest report
+# The seed pool's cost in the budget, latency with its spread, and plots a reader can read.
+
+SEEDS = [{"name": "seed_resnet18", "architecture": "resnet(depth=18)", "epochs": 4, "seconds": 30.0,
+          "val_accuracy": 0.84},
+         {"name": "seed_b", "architecture": "resnet(depth=10)", "epochs": 2, "seconds": 12.5, "val_accuracy": 0.8}]
+
+
+def _seeded():
+    rec = make_record()
+    rec["seeds"] = [dict(s) for s in SEEDS]
+    return rec
+
+
+def test_budget_counts_the_seed_pool_against_an_oracle(tmp_path):
+    rec = _seeded()
+    warm, cold = rec["studies"]["warm"], rec["studies"]["cold"]
+    s = summarize(rec)
+    # the oracle: seed epochs (seconds) are spent before the warm study's first trial
+    seed_epochs = sum(p["epochs"] for p in SEEDS)
+    seed_seconds = sum(p["seconds"] for p in SEEDS)
+    search_epochs = sum(t["epochs_trained"] for t in warm)
+    cold_epochs = sum(t["epochs_trained"] for t in cold)
+    to_cold_best = _oracle_epochs_to(warm, _oracle(cold))
+    budget = min(search_epochs + seed_epochs, cold_epochs)
+    assert (s["seed_networks"], s["seed_epochs"], s["seed_seconds"]) == (2, seed_epochs, seed_seconds)
+    assert s["warm_epochs"] == search_epochs  # search only: as before
+    assert s["warm_epochs_with_seeding"] == search_epochs + seed_epochs == 33
+    assert s["warm_seconds_with_seeding"] == pytest.approx(sum(t["seconds"] for t in warm) + seed_seconds)
+    assert s["epochs_to_cold_best_with_seeding"] == to_cold_best + seed_epochs == 23
+    assert s["equal_budget_epochs_with_seeding"] == budget == 32
+    assert s["warm_best_val_at_equal_budget_with_seeding"] == _oracle(warm, budget - seed_epochs) == 0.91
+    assert s["cold_best_val_at_equal_budget_with_seeding"] == _oracle(cold, budget) == 0.87
+    # the lines of a record without seeds are kept, word for word; one line adds the seeding
+    unseeded, lines = summary_lines(make_record()), summary_lines(rec)
+    added = [line for line in lines if line not in unseeded]
+    assert [line for line in lines if line in unseeded] == unseeded
+    ratio = _oracle_epochs_to(cold, _oracle(cold)) / (to_cold_best + seed_epochs)
+    assert added == [f"including seeding ({seed_epochs} epochs): warm reached the cold best after "
+                     f"{to_cold_best + seed_epochs} epochs, cold after 32 ({ratio:.1f}x fewer epochs)"]
+    assert lines.index(added[0]) == 4  # after the search-only comparison it completes
+    md = write_report(rec, tmp_path)["markdown"].read_text()
+    assert "| warm study | 27 epochs, 70.1 s | 33 epochs, 112.6 s |" in md
+    assert f"| warm reached the cold best (0.8700) | after {to_cold_best} epochs (" in md
+    assert f"| after {to_cold_best + seed_epochs} epochs (" in md
+    assert "| `seed_b` | `resnet(depth=10)` | 2 | 12.5 | 0.8000 |" in md
+    # without a cold study: the warm study's budget, both ways
+    del rec["studies"]["cold"]
+    assert summary_lines(rec)[2] == f"including seeding (6 epochs): the warm study spent {search_epochs + 6} epochs"
+
+
+def test_seeds_imported_or_unrecorded_add_no_line():
+    rec = _seeded()
+    for p in rec["seeds"]:
+        p["epochs"] = 0  # imported from checkpoints
+    assert summary_lines(rec) == summary_lines(make_record())
+    rec["seeds"][0]["epochs"] = None  # not recorded: not guessed
+    s = summarize(rec)
+    assert s["seed_epochs"] is None and s["warm_epochs_with_seeding"] is None
+    rec["seeds"][0]["epochs"] = "4"
+    with pytest.raises(InvalidArgumentError, match=re.escape("record['seeds'][0]['epochs'] must be an integer")):
+        validate_record(rec)
+
+
+def test_stored_seed_facts_are_type_checked():
+    from nas_warmstart.search.records import make_record as record_from
+
+    seeds = [{"name": "a", "epochs": 3.0, "seconds": 1.5}, {"name": "b", "epochs": "x", "seconds": "slow"},
+             {"epochs": 2}, "junk"]
+    rec = record_from("s", "", [], None, zoo=None, facts={"seeds": seeds}, objectives=["accuracy"],
+                      directions=["maximize"])
+    assert rec["seeds"] == [
+        {"name": "a", "architecture": None, "epochs": 3, "seconds": 1.5, "val_accuracy": None},
+        {"name": "b", "architecture": None, "epochs": None, "seconds": None, "val_accuracy": None}]
+    validate_record(rec)
+
+
+def test_time_plot_starts_the_warm_study_after_seeding():
+    from nas_warmstart.report._plots import draw
+
+    rec = _seeded()
+    ax = draw(rec, "best_vs_time").axes[0]
+    warm = next(line for line in ax.get_lines() if line.get_label().startswith("warm-started, after seeding"))
+    first_done = next(t for t in rec["studies"]["warm"] if t["state"] == "COMPLETE")
+    assert warm.get_xdata()[0] == pytest.approx(42.5 + first_done["seconds"])
+    assert any(p.get_label().startswith("seeding the pool (2 networks") for p in ax.patches)
+    ax = draw(rec, "best_vs_epochs").axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "warm-started, including seeding (+6 epochs)" in labels
+    assert "warm matches the cold best, including seeding (23 epochs)" in labels
+
+
+def test_epoch_ticks_are_integers():
+    from nas_warmstart.report._plots import draw
+
+    rec = make_record()
+    for study in ("warm", "cold"):  # a short budget, where matplotlib would tick every half epoch
+        rec["studies"][study] = [_trial(i, "COMPLETE", 0.5 + i / 10, epochs=1) for i in range(3)]
+    ax = draw(rec, "best_vs_epochs").axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert len(ticks) >= 3 and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_one_epoch_is_singular_everywhere(tmp_path):
+    rec = make_record()
+    rec["epochs_per_trial"] = 1
+    rec["studies"]["warm"][2]["epochs_trained"] = 1
+    rec["conversion"]["stages"] = rec["conversion"]["stages"][-1:]
+    files = write_report(rec, tmp_path)
+    text = files["markdown"].read_text() + files["html"].read_text()
+    assert "1 epoch per trial" in text and "trial 2 was pruned after 1 epoch" in text and "1 stage," in text
+    assert not re.search(r"(?<![\d.])1 (epochs|stages|trials|networks|entries)\b", text)
+
+
+def test_similarity_heatmap_writes_its_values():
+    from nas_warmstart.report._figures import DPI, PAGE_WIDTH_IN
+    from nas_warmstart.report._plots import draw
+
+    def heat(n):
+        rng = np.random.default_rng(n)
+        m = rng.uniform(0.2, 0.95, (n, n))
+        m = np.round((m + m.T) / 2, 4)
+        np.fill_diagonal(m, 1.0)
+        rec = make_record()
+        names = [f"resnet-digits-t{i}-converted" if i % 5 == 0 else f"resnet-digits-t{i}" for i in range(n)]
+        rec["pool"].update(names=names, similarity=m.tolist(), lineage=[])
+        fig = draw(rec, "similarity")
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        return m, fig, texts
+
+    m, fig, texts = heat(22)  # the demo's pool: every value, names readable on the page
+    assert sorted(texts) == sorted(f"{v:.2f}" for v in m.ravel())
+    assert fig.get_figwidth() * DPI <= 1100 and fig.get_figwidth() <= PAGE_WIDTH_IN + 1
+    assert all(t.get_fontsize() >= 8 for t in fig.axes[0].get_xticklabels() + fig.axes[0].get_yticklabels())
+    assert all(t.get_fontsize() >= 5 for t in fig.axes[0].texts)
+    m, fig, texts = heat(45)  # too big for every value: each row's three most similar
+    expect = []
+    for i, row in enumerate(m):
+        others = sorted((-v, j) for j, v in enumerate(row) if j != i)
+        expect += [f"{-v:.2f}" for v, _ in others[:3]]
+    assert sorted(texts) == sorted(expect)
+
+
+def test_pool_table_names_the_most_similar(report):
+    _, _, files = report
+    md = files["markdown"].read_text()
+    # trial_4's row of the fixture's matrix: trial_1 0.95, seed_resnet18 0.80, converted_4 0.52
+    assert "| `trial_4` | trial | `trial_1` | 0.9100 | trial_1 (0.950), seed_resnet18 (0.800), converted_4 (0.520) |" in md
+
+
+def test_conversion_plot_keeps_each_split_on_its_axis_and_names_the_parts():
+    from nas_warmstart.report._plots import draw
+
+    rec = make_record()
+    rec["pool"]["accuracy"][rec["conversion"]["guide"]] = 0.92  # the guide's own pool entry: its val accuracy
+    val, test = draw(rec, "conversion").axes[:2]
+    assert val.get_ylabel() == "validation accuracy" and test.get_ylabel() == "test accuracy"
+    val_labels = [line.get_label() for line in val.get_lines()]
+    assert not any("test" in label for label in val_labels) and "guide 0.9200" in val_labels
+    test_values = sorted(float(line.get_ydata()[0]) for line in test.get_lines())
+    assert test_values == [rec["conversion"]["converted_test_accuracy"], rec["conversion"]["guide_test_accuracy"]]
+    ticks = [t.get_text() for t in val.get_xticklabels()]
+    assert ticks[:4] == ["1\nlayer1→blocks.0", "2\nlayer2→blocks.1", "3\nlayer3→blocks.2", "4\nlayer4→blocks.3"]
+    assert not any("progressive" in t for t in ticks) and "progressive" in val.get_xlabel()
+
+
+def test_lineage_names_stay_inside_and_apart():
+    from nas_warmstart.report._plots import draw
+
+    rec = make_record()
+    lineage = [{"name": "seed-resnet", "parent": None, "kind": "seed"},
+               {"name": "seed-resnet-2", "parent": None, "kind": "seed"}]
+    for i in range(24):  # a bushy tree: several children per parent, five generations
+        parent = lineage[i // 3 if i < 6 else 2 + i // 2]["name"] if i else "seed-resnet"
+        lineage.append({"name": f"resnet-digits-t{i}" + ("-converted" if i % 7 == 6 else ""),
+                        "parent": parent, "kind": "converted" if i % 7 == 6 else "trial"})
+    rec["pool"]["lineage"] = lineage
+    fig = draw(rec, "lineage")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert len(boxes) == len(lineage)
+    page = fig.bbox
+    assert fig.texts and all(t.get_text() for t in fig.texts)  # the title, over the figure
+    for b in [*boxes, *(t.get_window_extent(renderer) for t in fig.texts)]:
+        # no name (nor the title) cut at the edge
+        assert page.x0 <= b.x0 and b.x1 <= page.x1 and page.y0 <= b.y0 and b.y1 <= page.y1
+    for i, a in enumerate(boxes):  # and none over another
+        assert not any(a.overlaps(b) for b in boxes[i + 1:])
+
+
+def test_pareto_legend_says_whose_front():
+    from nas_warmstart.report._plots import draw
+
+    legend = draw(make_record(), "pareto").axes[0].get_legend()
+    assert "Pareto front of the warm study (3 trials)" in [t.get_text() for t in legend.get_texts()]
+
+
+def test_architectures_wrap_between_tokens_only(report):
+    _, _, files = report
+    page = files["html"].read_text()
+    assert "break-all" not in page and "td code{overflow-wrap:normal;word-break:normal}" in page
+
+
+def test_latency_is_a_median_with_its_spread_in_a_fixed_thread_setting(tmp_path):
+    import torch
+
+    from nas_warmstart.search.metrics import latency_stats, measure_latency
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).train()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+
+        def spy(module, args, output):
+            seen.append(torch.get_num_threads())
+
+        hook = model.register_forward_hook(spy)
+        st = latency_stats(model, (1, 16), runs=9, warmup=2)
+        hook.remove()
+        assert seen == [1] * 11 and torch.get_num_threads() == 2 and model.training  # restored
+        assert st.min_ms <= st.q1_ms <= st.median_ms <= st.q3_ms <= st.max_ms and st.min_ms > 0
+        assert (st.runs, st.warmup, st.threads, st.device) == (9, 2, 1, "cpu")
+        assert latency_stats(model, torch.randn(1, 16), runs=1, warmup=0, threads=None).threads == 2
+        assert measure_latency(model, (1, 16), repeats=3) > 0 and torch.get_num_threads() == 2
+
+        def boom(module, args):
+            raise RuntimeError("boom")
+
+        model.register_forward_pre_hook(boom)
+        with pytest.raises(RuntimeError, match="boom"):
+            latency_stats(model, (1, 16), runs=3, warmup=0)
+        assert torch.get_num_threads() == 2 and model.training  # restored after a failure too
+        with pytest.raises(InvalidArgumentError, match="runs must be an integer >= 1, got 0"):
+            latency_stats(model, (1, 16), runs=0)
+    finally:
+        torch.set_num_threads(before)
+    rec = make_record()
+    rec["winner"]["latency"] = st.to_dict()
+    rec["winner"]["latency_ms"] = st.median_ms
+    md = write_report(rec, tmp_path)["markdown"].read_text()
+    assert f"| latency | {st.median_ms:.3f} ms: median of 9 timed runs after 2 warm-up runs, 1 thread, on cpu; " \
+           f"interquartile range {st.q1_ms:.3f}–{st.q3_ms:.3f} ms" in md
+    assert "machine-dependent" in md

@@ -39,8 +39,14 @@ Optuna study's, whose objectives and params are its own: its trials' ``values`` 
      "pool": POOL,
      "conversion": CONVERSION | None,       # None: no conversion was run
      "winner": WINNER | None,               # None: no trial completed
+     "seeds": [SEED, ...],                  # optional: the seed pool trained before the warm study
      "summary": {...},                      # optional; recomputed, see summarize()
     }
+
+    SEED = {"name": str,                      # its pool entry
+            "epochs": int | None,             # epochs it was trained for (0: imported from a checkpoint)
+            "seconds": float | None,          # wall time of its seeding
+            "architecture": str | None, "val_accuracy": float | None}  # optional
 
     TRIAL = {"number": int,
              "state": "COMPLETE" | "PRUNED" | "FAIL" | "RUNNING" | "WAITING",
@@ -85,11 +91,21 @@ Optuna study's, whose objectives and params are its own: its trials' ``values`` 
                         "onnx": str | None},
               "onnx_max_abs_diff": float | None, # ONNX export against PyTorch
               "values": [float, ...] | None,     # optional: its objective values (a plain study)
-              "trial_params": {name: value}}     # optional: its Optuna params (a plain study)
+              "trial_params": {name: value},     # optional: its Optuna params (a plain study)
+              "latency": LATENCY | None}         # optional: how latency_ms was measured, its spread
+
+    LATENCY = {"median_ms": float, "q1_ms": float, "q3_ms": float,  # latency_ms is the median
+               "min_ms": float, "max_ms": float,
+               "runs": int, "warmup": int,        # timed passes, untimed ones before them
+               "threads": int, "device": str}     # torch's thread count, where it ran
 
 A stored ``summary`` holds ``warm_best_val``, ``cold_best_val``, ``warm_epochs``,
 ``cold_epochs`` and ``epochs_to_cold_best``; :func:`summarize` recomputes them from the trials
 and warns where a stored value differs.
+
+The warm study's budget: its trials' epochs (and seconds), "search only", and the same plus the
+seed pool's ("including seeding"), because the warm start needed those networks trained first
+while the cold study needed nothing. The report shows both wherever warm is compared with cold.
 
 Example::
 

@@ -153,7 +153,8 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:
 padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;border-bottom:2px solid #ddd;padding-bottom:.2em}h2{font-size:1.25em;margin-top:1.6em}
 h3{font-size:1.05em}code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.88em}
-code{background:#f3f3f3;padding:0 .25em;border-radius:3px;word-break:break-all}
+code{background:#f3f3f3;padding:0 .25em;border-radius:3px;overflow-wrap:anywhere}
+td code{overflow-wrap:normal;word-break:normal}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;border-radius:4px}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:.25em .5em;
 vertical-align:top}th{background:#f0f0f0;text-align:left}td.num{text-align:right;white-space:nowrap}
@@ -161,6 +162,8 @@ tr.winner td{background:#fff6d6;font-weight:600}.note{color:#666;font-style:ital
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}figure{margin:1em 0}
 figcaption{color:#555;font-size:.9em}.wide{overflow-x:auto}
 """.strip()
+# Code in a table cell (an architecture, an entry name) wraps at its spaces only, never inside a
+# token such as w=[64,64,64,64]: a wide table scrolls (.wide) instead.
 
 
 _NUM, _WINNER = ' class="num"', ' class="winner"'

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._record import finite
 
-__all__ = ["MISSING", "acc", "count", "num", "pct", "secs"]
+__all__ = ["MISSING", "acc", "count", "num", "pct", "plural", "secs"]
 
 MISSING = "-"
 
@@ -46,3 +46,8 @@ def num(v: Any, spec: str = ".4g") -> str:
     """Any other number: four significant digits unless ``spec`` says otherwise."""
     f = finite(v)
     return MISSING if f is None else format(f, spec)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs``, ``0 entries``: ``n`` and the word in the number it takes."""
+    return f"{n} {word if n == 1 else words or word + 's'}"

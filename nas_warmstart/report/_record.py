@@ -17,7 +17,8 @@ from typing import Any
 
 from .._errors import InvalidArgumentError
 
-__all__ = ["KINDS", "STATES", "best_val", "complete", "finite", "studies", "study_kind", "trials", "validate_record"]
+__all__ = ["KINDS", "STATES", "best_val", "complete", "finite", "seeds", "studies", "study_kind", "trials",
+           "validate_record"]
 
 #: Trial states, as Optuna names them.
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -38,7 +39,9 @@ _TOP = {
     "created": "str", "winner_rule": "str", "studies": "dict", "pool": "dict",
     "conversion": "dict?", "winner": "dict?",
 }
-_TOP_OPTIONAL = {"kind": "str", "notes": "list"}
+_TOP_OPTIONAL = {"kind": "str", "notes": "list", "seeds": "list"}
+_SEED = {"name": "str", "epochs": "int?", "seconds": "num?"}
+_SEED_OPTIONAL = {"architecture": "str?", "val_accuracy": "num?"}
 _TRIAL = {
     "number": "int", "state": "str", "values": "list?", "architecture": "str?", "source": "str?",
     "similarity": "num?", "coverage": "num?", "val_accuracy": "num?", "test_accuracy": "num?",
@@ -64,7 +67,11 @@ _WINNER = {
     "latency_ms": "num?", "val_accuracy": "num?", "test_accuracy": "num?", "files": "dict",
     "onnx_max_abs_diff": "num?",
 }
-_WINNER_OPTIONAL = {"values": "list?", "trial_params": "dict"}
+_WINNER_OPTIONAL = {"values": "list?", "trial_params": "dict", "latency": "dict?"}
+_LATENCY = {
+    "median_ms": "num?", "q1_ms": "num?", "q3_ms": "num?", "min_ms": "num?", "max_ms": "num?", "runs": "int",
+    "warmup": "int", "threads": "int", "device": "str",
+}
 _FILES = {"weights": "str?", "spec": "str?", "onnx": "str?"}  # None: not exported
 _SUMMARY = {
     "warm_best_val": "num?", "cold_best_val": "num?", "warm_epochs": "int", "cold_epochs": "int?",
@@ -146,6 +153,10 @@ def validate_record(record: Mapping[str, Any]) -> None:
         _choice(record["kind"], KINDS, _path(where, "kind"))
     if "notes" in record:
         _items(record["notes"], "str", _path(where, "notes"))
+    for i, seed in enumerate(record.get("seeds", ())):
+        sw = f"{_path(where, 'seeds')}[{i}]"
+        _fields(seed, _SEED, sw)
+        _optional(seed, _SEED_OPTIONAL, sw)
     _choice(record["backend"], _BACKENDS, _path(where, "backend"))
     _items(record["objectives"], "str", _path(where, "objectives"))
     _items(record["directions"], "str", _path(where, "directions"))
@@ -217,6 +228,8 @@ def validate_record(record: Mapping[str, Any]) -> None:
             _items(win["values"], "num?", _path(ww, "values"))
         _choice(win["origin"], _ORIGINS, _path(ww, "origin"))
         _fields(win["files"], _FILES, _path(ww, "files"))
+        if win.get("latency") is not None:
+            _fields(win["latency"], _LATENCY, _path(ww, "latency"))
 
     if "summary" in record:
         _fields(record["summary"], _SUMMARY, "record['summary']")
@@ -236,6 +249,11 @@ def finite(value: Any) -> float | None:
 def study_kind(record: Mapping[str, Any]) -> str:
     """What made the record's study (one of :data:`KINDS`); a record without ``kind`` is a run's."""
     return str(record.get("kind", "run"))
+
+
+def seeds(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The seed networks trained (or imported) into the pool before the warm study; [] if none recorded."""
+    return list(record.get("seeds", ()))
 
 
 def studies(record: Mapping[str, Any]) -> list[str]:

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._document import Block, Code, Heading, Image, Inline, Items, Para, Pre, Table, Text
-from ._format import MISSING, acc, count, num, pct, secs
+from ._format import MISSING, acc, count, num, pct, plural, secs
 from ._plots import PLOTS
-from ._record import finite, studies, study_kind, trials
-from ._summary import objective_names, summary_lines
+from ._record import finite, seeds, studies, study_kind, trials
+from ._summary import headline, objective_names, summary_lines
 
 __all__ = ["TRIAL_COLUMNS", "build"]
 
@@ -42,6 +42,8 @@ def build(record: Mapping[str, Any], pngs: Mapping[str, bytes],
     out += [Para([Text("Winner rule:", strong=True), " " + record["winner_rule"]])]
     out += [Heading("Summary"), Items([[line] for line in summary_lines(record)])]
     if kind != "optuna":
+        out += _budget(record)
+    if kind != "optuna":
         out += plot("best_vs_epochs") + plot("best_vs_time")
     out += _winner(record)
     out += [Heading("Trials")]
@@ -60,6 +62,66 @@ def build(record: Mapping[str, Any], pngs: Mapping[str, bytes],
     return out
 
 
+def _spent(epochs: int | None, seconds: float | None) -> str:
+    if epochs is None:
+        return _NOT_RECORDED
+    return plural(epochs, "epoch") + (f", {secs(seconds)} s" if finite(seconds) is not None else "")
+
+
+def _budget(record: Mapping[str, Any]) -> list[Block]:
+    """The warm study's budget twice: its trials only, and with the seed pool trained before them."""
+    pool = seeds(record)
+    if not pool:
+        if study_kind(record) != "run":
+            return []
+        return [Para(["The run trained no seed networks, so the budgets count the trials only (networks the pool "
+                      "held before the run are not counted)."], note=True)]
+    s = headline(record)
+    se, ss = s["seed_epochs"], s["seed_seconds"]
+    rows: list[list[Inline]] = [
+        ["seed pool", "-", f"{plural(len(pool), 'network')}: {_spent(se, ss)}"],
+        ["warm study", _spent(s["warm_epochs"], s["warm_seconds"]),
+         _spent(s["warm_epochs_with_seeding"], s["warm_seconds_with_seeding"] if ss is not None else None)],
+    ]
+    if s["cold_epochs"] is not None:
+        cold = _spent(s["cold_epochs"], s["cold_seconds"])
+        rows.append(["cold study (no seeding)", cold, cold])
+
+        def equal(budget: int | None, warm: float | None, cold: float | None) -> str:
+            return _NOT_RECORDED if budget is None else f"{plural(budget, 'epoch')}: warm {acc(warm)} vs cold {acc(cold)}"
+
+        rows.append(["at equal budget",
+                     equal(s["equal_budget_epochs"], s["warm_best_val_at_equal_budget"],
+                           s["cold_best_val_at_equal_budget"]),
+                     equal(s["equal_budget_epochs_with_seeding"], s["warm_best_val_at_equal_budget_with_seeding"],
+                           s["cold_best_val_at_equal_budget_with_seeding"])])
+        if s["cold_best_val"] is not None:
+            def reach(e: int | None, *, seeding: bool) -> str:
+                if e is None:
+                    return "never" if not seeding or se is not None else _NOT_RECORDED
+                return f"after {plural(e, 'epoch')}{_times(s['cold_epochs_to_best'], e)}"
+
+            rows.append([f"warm reached the cold best ({acc(s['cold_best_val'])})",
+                         reach(s["epochs_to_cold_best"], seeding=False),
+                         reach(s["epochs_to_cold_best_with_seeding"], seeding=True)])
+            cold_best = f"after {plural(s['cold_epochs_to_best'], 'epoch')}"
+            rows.append(["cold reached its best", cold_best, cold_best])
+    said = (f"the {plural(len(pool), 'seed network')} trained before the warm study ({_spent(se, ss)}, listed under "
+            "Pool)")
+    note = (f"Including seeding counts {said} in the warm study's budget: the warm start needed them, the cold "
+            "study, trained from scratch, did not.")
+    if se == 0:
+        note += " They were imported from checkpoints, so what training them cost elsewhere is not counted."
+    return [Heading("Budget: search only and including seeding", 3),
+            Table(("", "search only", "including seeding"), rows), Para([note], note=True)]
+
+
+def _times(cold: int | None, warm: int) -> str:
+    if not cold or not warm:
+        return ""
+    return f" ({cold / warm:.1f}x fewer than cold)" if cold >= warm else f" ({warm / cold:.1f}x more than cold)"
+
+
 def _known(text: str | None) -> Inline:
     return Code(text) if text else _NOT_RECORDED
 
@@ -76,12 +138,11 @@ def _run(record: Mapping[str, Any]) -> Items:
             [*where, f" ({record['backend']} backend)"],
             ["search space ", _known(record["space"]), ", dataset ", _known(record["dataset"])],
             [f"objectives: {_objectives(record)}; "
-             + (f"{epochs} epochs per trial" if epochs is not None else "epochs per trial not recorded")],
+             + (f"{plural(epochs, 'epoch')} per trial" if epochs is not None else "epochs per trial not recorded")],
             [f"created {record['created']}"],
         ])
     if kind == "search":
-        per = (f"{epochs} epoch{'' if epochs == 1 else 's'} per trial" if epochs is not None
-               else "epochs per trial not recorded")
+        per = f"{plural(epochs, 'epoch')} per trial" if epochs is not None else "epochs per trial not recorded"
         return Items([
             [*where, " (made by nas-warmstart search)"],
             ["search space ", _known(record["space"]), ", dataset ", _known(record["dataset"])],
@@ -125,7 +186,7 @@ def _winner(record: Mapping[str, Any]) -> list[Block]:
         ["origin", origin],
         ["architecture", _known(w["architecture"])],
         ["params", count(w["params"])],
-        ["latency ms", num(w["latency_ms"], ".3f")],
+        ["latency", _latency(w)],
         ["val acc", acc(w["val_accuracy"])],
         ["test acc", acc(w["test_accuracy"])],
         ["weights", Code(files["weights"]) if files["weights"] else "not exported"],
@@ -135,12 +196,35 @@ def _winner(record: Mapping[str, Any]) -> list[Block]:
     if kind == "run" or w["onnx_max_abs_diff"] is not None:
         rows.append(["onnx max abs diff", num(w["onnx_max_abs_diff"], ".2e")])
     out: list[Block] = [Heading("Winner"), Table(("", "value"), rows)]
+    if finite(w["latency_ms"]) is not None:
+        out.append(Para([_MACHINE], note=True))
     if kind == "search" and isinstance(w.get("entry"), str):
         out.append(Para(["A search does not export its winner: its trained network is the pool entry ",
                          Code(w["entry"]), "."], note=True))
     if w["spec"] is not None:
         out += [Para(["Its builder spec:"]), Pre(json.dumps(w["spec"], indent=1, sort_keys=True, default=str))]
     return out
+
+
+_MACHINE = ("Latency is a wall-clock time on the machine that measured it (its processor, its load, torch's "
+            "thread setting): it is machine-dependent, so compare it only with latencies measured the same way on "
+            "the same machine.")
+
+
+def _latency(w: Mapping[str, Any]) -> str:
+    """The winner's latency with how it was measured and its spread, as far as the record says."""
+    median = finite(w["latency_ms"])
+    if median is None:
+        return MISSING
+    st = w.get("latency")
+    if not st:
+        return f"{median:.3f} ms (median; how it was measured and its spread were not recorded)"
+    q1, q3, lo, hi = (finite(st[k]) for k in ("q1_ms", "q3_ms", "min_ms", "max_ms"))
+    spread = [f"interquartile range {q1:.3f}–{q3:.3f} ms" if q1 is not None and q3 is not None else "",
+              f"min–max {lo:.3f}–{hi:.3f} ms" if lo is not None and hi is not None else ""]
+    return (f"{median:.3f} ms: median of {plural(st['runs'], 'timed run')} after "
+            f"{plural(st['warmup'], 'warm-up run')}, {plural(st['threads'], 'thread')}, on {st['device']}"
+            + "".join(f"; {part}" for part in spread if part))
 
 
 def _source(t: Mapping[str, Any]) -> Inline:
@@ -205,7 +289,7 @@ def _trials(record: Mapping[str, Any], study: str) -> list[Block]:
         title = "The search's trials"
     elif plain:
         title = "The study's trials"
-    heading = f"{title} ({len(ts)} trial{'s' if len(ts) != 1 else ''})"
+    heading = f"{title} ({plural(len(ts), 'trial')})"
     out: list[Block] = [Heading(heading, 3)]
     if not ts:
         return [*out, Para(["The study holds no trial."], note=True)]
@@ -214,6 +298,9 @@ def _trials(record: Mapping[str, Any], study: str) -> list[Block]:
         out.append(Para(["The highlighted row is the winner's trial."], note=True))
     if notes:
         out.append(Items(notes))
+    if not plain and any(finite(t["latency_ms"]) is not None for t in ts):
+        out.append(Para(["Latency ms: the median forward time of one input, timed on the machine that ran the trial, "
+                         "under its load at the time; machine-dependent."], note=True))
     return out
 
 
@@ -225,13 +312,27 @@ def _trial_notes(t: Mapping[str, Any], *, plain: bool = False) -> list[list[Inli
     elif t["state"] in ("RUNNING", "WAITING"):
         notes.append([f"trial {n} was {t['state'].lower()} when the record was written"])
     elif t["state"] == "PRUNED":
-        notes.append([f"trial {n} was pruned" if plain else f"trial {n} was pruned after {t['epochs_trained']} epochs"])
+        notes.append([f"trial {n} was pruned" if plain
+                      else f"trial {n} was pruned after {plural(t['epochs_trained'], 'epoch')}"])
     if t["duplicate_of"] is not None:
         notes.append([f"trial {n} proposed the same architecture as trial {t['duplicate_of']}; "
                       "its result was reused"])
-    if t["pool_entry"]:
+    if t.get("reused_entry"):
+        notes.append([f"trial {n}'s architecture was already in the pool, trained on the same data for the same "
+                      "epochs: its result was taken from ", Code(t["reused_entry"]), " (not retrained)"])
+    elif t["pool_entry"]:
         notes.append([f"trial {n} was added to the pool as ", Code(t["pool_entry"])])
     return notes
+
+
+_CLOSEST = 3  # nearest networks named per pool entry
+
+
+def _closest(names: Sequence[str], sim: Sequence[Sequence[Any]], i: int) -> Inline:
+    """The pool entries most similar to entry ``i`` with their similarity, nearest first."""
+    near = sorted(((v, j) for j in range(len(names)) if j != i and (v := finite(sim[i][j])) is not None),
+                  key=lambda p: (-p[0], p[1]))[:_CLOSEST]
+    return ", ".join(f"{names[j]} ({v:.3f})" for v, j in near) or MISSING
 
 
 def _pool(record: Mapping[str, Any]) -> list[Block]:
@@ -241,18 +342,35 @@ def _pool(record: Mapping[str, Any]) -> list[Block]:
     note = pool.get("note")
     out: list[Block] = [Heading("Pool")]
     if not names:
-        return [*out, Para([note or "The pool is empty."], note=True)]
+        return [*out, Para([note or "The pool is empty."], note=True), *_seed_table(record)]
+    sim = pool["similarity"]
     rows: list[list[Inline]] = []
-    for name in names:
+    for i, name in enumerate(names):
         node = parents.get(name)
         rows.append([Code(name), node["kind"] if node else MISSING,
                      Code(node["parent"]) if node and node["parent"] else MISSING,
-                     acc(pool["accuracy"].get(name))])
-    out += [Para([f"{len(names)} network{'s' if len(names) != 1 else ''} in the pool:"]),
-            Table(("entry", "kind", "parent", "accuracy"), rows, right=frozenset({3}))]
+                     acc(pool["accuracy"].get(name)), *([_closest(names, sim, i)] if sim else [])])
+    headers = ["entry", "kind", "parent", "accuracy"]
+    if sim:
+        headers.append(f"most similar (DPIAT similarity, top {_CLOSEST})")
+    out += [Para([f"{plural(len(names), 'network')} in the pool:"]),
+            Table(headers, rows, right=frozenset({3}))]
     if note:
         out.append(Para([note], note=True))
-    return out
+    return out + _seed_table(record)
+
+
+def _seed_table(record: Mapping[str, Any]) -> list[Block]:
+    pool = seeds(record)
+    if not pool:
+        return []
+    rows: list[list[Inline]] = [
+        [Code(p["name"]), Code(p["architecture"]) if p.get("architecture") else MISSING,
+         MISSING if p["epochs"] is None else str(p["epochs"]), secs(p["seconds"]), acc(p.get("val_accuracy"))]
+        for p in pool]
+    return [Para([f"The seed pool: {plural(len(pool), 'network')} trained (or imported) before the warm study; "
+                  "their epochs and seconds are the budget's seeding."]),
+            Table(("seed", "architecture", "epochs", "seconds", "val acc"), rows, right=frozenset({2, 3, 4}))]
 
 
 def _conversion(record: Mapping[str, Any]) -> list[Block]:
@@ -264,7 +382,7 @@ def _conversion(record: Mapping[str, Any]) -> list[Block]:
     facts = Items([
         ["guide ", Code(c["guide"])],
         ["target ", Code(c["target"])],
-        [f"schedule {c['schedule']}, {len(c['stages'])} stages, {secs(c['seconds'])} s"],
+        [f"schedule {c['schedule']}, {plural(len(c['stages']), 'stage')}, {secs(c['seconds'])} s"],
         [f"test acc: guide {acc(c['guide_test_accuracy'])}, converted {acc(c['converted_test_accuracy'])} "
          f"(retention {num(c['retention'])})"],
         [f"val acc: converted {acc(c['converted_val_accuracy'])}, winner {acc(c['winner_val_accuracy'])}"],

@@ -5,6 +5,10 @@ Budgets are counted in trial-number order: after trial *k* a study has spent the
 (a pruned or failed trial spent its epochs too). The best accuracy counts COMPLETE trials with
 a validation accuracy only. The plots draw the same curves (:func:`progress`), so a number in
 the summary can be read off them.
+
+The warm study could only start once the seed pool was trained, so its budget is given twice:
+"search only" (its trials) and "including seeding" (its trials after the seed networks' epochs
+and seconds). The cold study trains from scratch and has no seeding.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import NasWarmstartWarning
-from ._format import acc, count, num
+from ._format import acc, count, num, plural
 from ._record import (
     STATES,
     best_val,
     complete,
     finite,
+    seeds,
     studies,
     study_kind,
     trials,
@@ -109,6 +114,14 @@ def summarize(record: Mapping[str, Any]) -> dict[str, Any]:
           ``winner_test_accuracy``, ``winner_params``: the winner (all None without one).
         * ``conversion_retention``, ``conversion_kept``: the conversion's retention and whether
           its network replaced the winner (None without a conversion).
+        * ``seed_networks``: networks in the record's seed pool (0: none recorded).
+        * ``seed_epochs``, ``seed_seconds``: their summed training epochs and wall time (None:
+          no seed pool recorded, or a seed without the number).
+        * ``warm_epochs_with_seeding``, ``warm_seconds_with_seeding``,
+          ``equal_budget_epochs_with_seeding``, ``warm_best_val_at_equal_budget_with_seeding``,
+          ``cold_best_val_at_equal_budget_with_seeding``, ``epochs_to_cold_best_with_seeding``:
+          the warm study's numbers above with the seed pool's epochs (seconds) spent before its
+          first trial (None where the seeding cost is not known).
 
     Raises:
         InvalidArgumentError: ``record`` is not a run record.
@@ -152,6 +165,37 @@ def headline(record: Mapping[str, Any]) -> dict[str, Any]:
         "conversion_retention": finite(conv["retention"]) if conv else None,
         "conversion_kept": conv["kept"] if conv else None,
     }
+    out.update(_with_seeding(record, out, ws, cs))
+    return out
+
+
+def _with_seeding(record: Mapping[str, Any], s: Mapping[str, Any], ws: Sequence[Step],
+                  cs: Sequence[Step]) -> dict[str, Any]:
+    """The seed pool's cost, and the warm study's budget numbers counting it."""
+    pool = seeds(record)
+    epochs = [p["epochs"] for p in pool]
+    seconds = [finite(p["seconds"]) for p in pool]
+    se = sum(e for e in epochs if e is not None) if pool and None not in epochs else None
+    ss = sum(x for x in seconds if x is not None) if pool and None not in seconds else None
+    out: dict[str, Any] = {
+        "seed_networks": len(pool), "seed_epochs": se, "seed_seconds": ss,
+        "warm_epochs_with_seeding": None, "warm_seconds_with_seeding": None,
+        "equal_budget_epochs_with_seeding": None, "warm_best_val_at_equal_budget_with_seeding": None,
+        "cold_best_val_at_equal_budget_with_seeding": None, "epochs_to_cold_best_with_seeding": None,
+    }
+    if ss is not None:
+        out["warm_seconds_with_seeding"] = s["warm_seconds"] + ss
+    if se is None:
+        return out
+    out["warm_epochs_with_seeding"] = s["warm_epochs"] + se
+    if s["epochs_to_cold_best"] is not None:
+        out["epochs_to_cold_best_with_seeding"] = s["epochs_to_cold_best"] + se
+    if s["cold_epochs"] is not None:
+        budget = min(s["warm_epochs"] + se, s["cold_epochs"])
+        out["equal_budget_epochs_with_seeding"] = budget
+        # the warm study's trials that fit in what the seeds left of the budget
+        out["warm_best_val_at_equal_budget_with_seeding"] = _best_within(ws, budget - se)
+        out["cold_best_val_at_equal_budget_with_seeding"] = _best_within(cs, budget)
     return out
 
 
@@ -230,12 +274,12 @@ def _search_lines(record: Mapping[str, Any], s: Mapping[str, Any], kind: str) ->
             pass
         elif s["epochs_to_cold_best"] is None:
             lines.append(f"warm never reached the cold best ({acc(s['cold_best_val'])}) in its "
-                         f"{s['warm_epochs']} epochs")
+                         f"{_epochs(s['warm_epochs'])}")
         else:
             e, c = s["epochs_to_cold_best"], s["cold_epochs_to_best"]
-            ratio = f" ({c / e:.1f}x fewer epochs)" if e and c else ""
             lines.append(f"warm reached the cold best ({acc(s['cold_best_val'])}) after {_epochs(e)}, "
-                         f"cold after {c}{ratio}")
+                         f"cold after {c}{_ratio(c, e)}")
+    lines += _seeding_lines(s)
     if s["winner_trial"] is None:
         lines.append("winner: none (no trial completed)")
     else:
@@ -252,6 +296,29 @@ def _search_lines(record: Mapping[str, Any], s: Mapping[str, Any], kind: str) ->
         lines.append(f"conversion: retention {num(s['conversion_retention'])} (test acc "
                      f"{acc(conv['guide_test_accuracy'])} to {acc(conv['converted_test_accuracy'])}), {kept}")
     return lines
+
+
+def _ratio(cold: int | None, warm: int | None) -> str:
+    """`` (6.5x fewer epochs)``: the cold study's epochs to its best over the warm study's."""
+    if not cold or not warm:
+        return ""
+    return f" ({cold / warm:.1f}x fewer epochs)" if cold >= warm else f" ({warm / cold:.1f}x more epochs)"
+
+
+def _seeding_lines(s: Mapping[str, Any]) -> list[str]:
+    """The warm study's budget with the seed pool's epochs, when seed networks were trained for it.
+
+    A line of its own, after the search-only lines it corrects, so those read as they always did.
+    """
+    se = s["seed_epochs"]
+    if not se:
+        return []  # no seed pool recorded, or only imported networks (no epochs spent)
+    head = f"including seeding ({_epochs(se)}): "
+    e, c = s["epochs_to_cold_best_with_seeding"], s["cold_epochs_to_best"]
+    if e is not None and s["cold_best_val"] is not None:
+        return [f"{head}warm reached the cold best after {_epochs(e)}, cold after {c}{_ratio(c, e)}"]
+    cold = f", the cold study {_epochs(s['cold_epochs'])}" if s["cold_epochs"] is not None else ""
+    return [f"{head}the warm study spent {_epochs(s['warm_epochs_with_seeding'])}{cold}"]
 
 
 def _plain_lines(record: Mapping[str, Any], s: Mapping[str, Any]) -> list[str]:
@@ -288,4 +355,4 @@ def objective_names(objectives: Sequence[str], n: int) -> list[str]:
 
 
 def _epochs(n: int) -> str:
-    return f"{n} epoch{'' if n == 1 else 's'}"
+    return plural(n, "epoch")

@@ -55,6 +55,7 @@ SEARCH_ATTR = "nas_warmstart:search"
 # Trial user attributes the Optuna integration writes (its names, not imported: layering).
 _ENTRY_ATTR = "pool_entry"
 _DUPLICATE_ATTR = "duplicate_of"
+_REUSED_ATTR = "reused_pool_entry"
 _INTERRUPTED_ATTR = "interrupted"
 _SEED_PREFIX = "seed-"  # the pipeline's seed entries
 _COLD_SUFFIX = "-cold"  # the pipeline's cold twin
@@ -227,6 +228,7 @@ def trial_records(study: Any, *, kind: str = "run") -> list[TrialRecord]:
     for t in trials:
         a, state = t.user_attrs, t.state.name
         dup = None if plain else _int(a.get(_DUPLICATE_ATTR))
+        reused = None if plain else _str(a.get(_REUSED_ATTR))
         curve = [] if plain else _curve(a.get("val_accuracy_curve"))
         seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
                    if t.datetime_complete is not None and t.datetime_start is not None else None)
@@ -241,8 +243,8 @@ def trial_records(study: Any, *, kind: str = "run") -> list[TrialRecord]:
             "test_accuracy": None if plain else _num(a.get("test_accuracy")),
             "params": None if plain else _int(a.get("params")),
             "latency_ms": None if plain else _num(a.get("latency")),
-            "epochs_trained": 0 if dup is not None else len(curve), "seconds": seconds,
-            "pool_entry": _str(a.get(_ENTRY_ATTR)), "duplicate_of": dup,
+            "epochs_trained": 0 if dup is not None or reused is not None else len(curve), "seconds": seconds,
+            "pool_entry": _str(a.get(_ENTRY_ATTR)), "duplicate_of": dup, "reused_entry": reused,
             "pareto": t.number in front and state == "COMPLETE" and dup is None,
             "fail_reason": "interrupted (Ctrl-C or a killed run); a later run went on"
             if interrupted else _str(a.get("fail_reason")),
@@ -372,7 +374,8 @@ def make_record(name: str, storage: str, trials: list[dict[str, Any]], cold_tria
     conv = facts.get("conversion")
     conversion = conv if conv and not conv.get("skipped") else None
     space, dataset = facts.get("space"), facts.get("dataset")
-    seeds = [s["name"] for s in facts.get("seeds", [])]
+    seed_pool = _seed_records(facts.get("seeds", []))
+    seeds = [s["name"] for s in seed_pool]
     if kind == "run":
         title = f"{space or name} on {dataset or 'its data set'}"
     elif kind == "search":
@@ -393,13 +396,28 @@ def make_record(name: str, storage: str, trials: list[dict[str, Any]], cold_tria
         "conversion": conversion,
         "conversion_skipped": conv.get("skipped") if conv else None,
         "winner": winner,
-        "seeds": facts.get("seeds", []),
+        "seeds": seed_pool,
     }
     if kind != "run":
         record["kind"] = kind
     if notes:
         record["notes"] = list(notes)
     return record
+
+
+def _seed_records(seeds: Any) -> list[dict[str, Any]]:
+    """The seed pool as the report reads it: a seed's epochs and seconds count toward the warm
+    study's budget ("including seeding"); a value of the wrong type is not recorded (null)."""
+    out = []
+    for seed in seeds if isinstance(seeds, list | tuple) else ():
+        if not isinstance(seed, Mapping) or _str(seed.get("name")) is None:
+            continue
+        epochs = seed.get("epochs")
+        if isinstance(epochs, float) and epochs.is_integer():  # a count stored as JSON 3.0
+            epochs = int(epochs)
+        out.append({"name": seed["name"], "architecture": _str(seed.get("architecture")), "epochs": _int(epochs),
+                    "seconds": _num(seed.get("seconds")), "val_accuracy": _num(seed.get("val_accuracy"))})
+    return out
 
 
 def _run_facts(raw: Mapping[str, Any], n_objectives: int) -> dict[str, Any]:
