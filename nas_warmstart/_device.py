@@ -9,7 +9,11 @@ from torch import nn
 
 from ._errors import InvalidArgumentError, fix
 
-__all__ = ["device_of", "resolve_device"]
+__all__ = ["AUTO_HELP", "device_of", "resolve_device"]
+
+#: What ``device="auto"`` (the default of every command and of the search and run settings)
+#: means, in the words the ``--device`` help uses.
+AUTO_HELP = "auto: the first CUDA GPU when torch sees one, else the CPU"
 
 
 @overload
@@ -28,15 +32,20 @@ def device_of(module: nn.Module, default: torch.device | None = None) -> torch.d
 def resolve_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device`` this machine has, or an error saying what it has.
 
+    ``"auto"`` is ``cuda`` (the current CUDA GPU) when ``torch.cuda.is_available()``, else
+    ``cpu``; MPS is never chosen by ``"auto"`` (ask for ``"mps"`` by name).
+
     Raises:
         InvalidArgumentError: an unknown device type (``"tpu"``), CUDA or MPS asked on a machine
             without it, or a GPU index beyond the machine's count.
     """
     use = fix("device='cpu'", "--device cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise InvalidArgumentError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+        raise InvalidArgumentError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InvalidArgumentError(
@@ -52,5 +61,5 @@ def resolve_device(device: str | torch.device) -> torch.device:
         if not torch.backends.mps.is_available():
             raise InvalidArgumentError(f"device {str(device)!r} asked, but MPS is not available here; use {use}")
     elif dev.type != "cpu":
-        raise InvalidArgumentError(f"device {str(device)!r} is not supported; use cpu, cuda, cuda:N or mps")
+        raise InvalidArgumentError(f"device {str(device)!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return dev

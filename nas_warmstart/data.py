@@ -14,12 +14,13 @@ from .training.data import (
     DatasetLoader,
     DatasetNotFoundError,
     DataSplits,
+    Preprocessing,
     list_datasets,
     load_dataset,
     register_dataset,
 )
 
 __all__ = [
-    "DATASETS", "DataSplits", "DatasetLoader", "DatasetNotFoundError", "list_datasets", "load_dataset",
-    "register_dataset",
+    "DATASETS", "DataSplits", "DatasetLoader", "DatasetNotFoundError", "Preprocessing", "list_datasets",
+    "load_dataset", "register_dataset",
 ]

@@ -465,3 +465,54 @@ def test_messages_are_plain_text_on_one_line():
 
     raw = RuntimeError("\x1b[31mdatabase\x1b[0m is locked\n  (see \x1b[1mlogs\x1b[22m)")
     assert one_line(raw) == "database is locked (see logs)"
+
+
+def test_report_out_elsewhere_names_the_files_where_they_are(tmp_path, capsys, one_thread):
+    """`report --out DIR` for a run whose files are in another folder: the pages name the winner's
+    files by their path from DIR (or say they are in the run's folder), never as if DIR held them;
+    run.json stays the study's record."""
+    from nas_warmstart import RunConfig
+    from nas_warmstart import run as run_job
+    from nas_warmstart.cli.app import main
+
+    out = tmp_path / "out"
+    run_job(RunConfig(space="mlp", trials=1, epochs=1, out=str(out), pool=str(tmp_path / "pool"), onnx=False,
+                      device="cpu"), echo=lambda _: None, progress=False)
+    record = json.loads((out / "run.json").read_text())
+    storage = f"sqlite:///{out / 'study.db'}"
+    assert main(["report", "--storage", storage, "--study", "mlp-digits", "--out", str(tmp_path / "rep")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| weights | `../out/model.safetensors` |" in md and "| spec | `../out/spec.json` |" in md
+    assert "| onnx | not exported |" in md
+    assert json.loads((tmp_path / "rep" / "run.json").read_text())["winner"] == record["winner"]
+    # a copy of the study away from the run's folder: the files are named as the run's
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "s.db").write_bytes((out / "study.db").read_bytes())
+    assert main(["report", "--storage", f"sqlite:///{tmp_path / 'copy' / 's.db'}", "--study", "mlp-digits",
+                 "--out", str(tmp_path / "rep2")]) == 0
+    md = (tmp_path / "rep2" / "report.md").read_text()
+    assert "| weights | `model.safetensors (in the run's output folder)` |" in md
+    # the report written into the run's own folder names them as they are
+    assert main(["report", "--storage", storage, "--study", "mlp-digits", "--out", str(out)]) == 0
+    assert "| weights | `model.safetensors` |" in (out / "report.md").read_text()
+
+
+def test_device_defaults_to_auto(capsys):
+    import torch
+
+    from nas_warmstart import RunConfig
+    from nas_warmstart._device import resolve_device
+    from nas_warmstart.cli.app import _parser, main
+
+    p = _parser()
+    assert p.parse_args(["run", "mlp"]).device == "auto"
+    assert p.parse_args(["search", "mlp"]).device == "auto"
+    assert p.parse_args(["demo"]).device == "auto"
+    assert RunConfig(space="mlp").device == "auto"
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for command in ("run", "search", "convert", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # the help as the user reads it, unwrapped
+        assert "--device" in text and "(default: auto: the first CUDA GPU when torch sees one, else the CPU" in text

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -140,13 +142,15 @@ def test_files_and_report(exported):
         assert set(f.keys()) == set(exported["model"].state_dict())
     assert meta["origin"] == "test_export"
     assert json.loads(meta["nas_warmstart_export"])["name"] == spec.name
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.safetensors", "spec.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.onnx", "model.safetensors", "spec.json"]
     assert report.params == sum(p.numel() for p in exported["model"].parameters())
     assert report.to_dict() == {
         "weights": "model.safetensors", "spec": "spec.json", "onnx": "model.onnx",
         "onnx_max_abs_diff": report.onnx_max_abs_diff, "onnx_opset": report.onnx_opset,
-        "params": report.params,
+        "params": report.params, "readme": "README.md",
     }
+    # the spec alone, read as it is, is the spec exported
+    assert ArchSpec.from_dict(json.loads((out / "spec.json").read_text())) == spec
     json.dumps(report.to_dict())
 
 
@@ -241,7 +245,8 @@ def test_without_a_spec_weights_only_and_stale_files_go(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(1))
     report = export_model(model, None, tmp_path, image_size=8, in_chans=1, onnx=False)
     assert (report.spec, report.onnx, report.onnx_max_abs_diff, report.onnx_opset) == (None, None, None, None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "model.safetensors"]
+    assert report.readme is not None and "exported without an architecture spec" in report.readme.read_text()
     from safetensors.torch import load_file
 
     state = load_file(str(tmp_path / "model.safetensors"))
@@ -330,10 +335,117 @@ def test_a_builder_spec_takes_in_chans_from_the_caller(tmp_path):
     with pytest.raises(InvalidArgumentError, match=r"needs in_chans when the builder spec .* does not say"):
         export_model(model, spec, tmp_path, image_size=8, onnx=False)
     report = export_model(model, spec, tmp_path, image_size=8, in_chans=2, onnx=False)
-    assert json.loads((tmp_path / "spec.json").read_text()) == {
-        **spec.to_dict(), "image_size": 8, "in_chans": 2, "num_classes": 3,
-    }
+    record = json.loads((tmp_path / "spec.json").read_text())
+    assert record == {**spec.to_dict(), "image_size": 8, "in_chans": 2, "num_classes": 3}
+    assert ArchSpec.from_dict(record) == spec  # the sizes the builder decided are not the spec's
     assert report.to_dict()["onnx"] is None
+    assert "Exported without ONNX" in (tmp_path / "README.md").read_text()
     x = _images(3, seed=1, in_chans=2, size=8)
     with torch.no_grad():
         assert torch.equal(load_exported(tmp_path)(x), copy.deepcopy(model).eval()(x))
+
+
+# ------------------------------------------------------------------------------ what a deployer gets
+
+
+@pytest.fixture(scope="module")
+def deployable(tmp_path_factory):
+    """A network trained one epoch on digits, exported with the data set's preprocessing."""
+    from nas_warmstart import fit
+    from nas_warmstart.data import load_dataset
+
+    data = load_dataset("digits")
+    spec = CASES["space:convnet"]
+    torch.manual_seed(0)
+    model = spec.build()
+    fit(model, data, epochs=1, seed=0, progress=False)
+    out = tmp_path_factory.mktemp("deployable")
+    report = export_model(model, spec, out, image_size=data.image_size, preprocessing=data.preprocessing)
+    return {"data": data, "spec": spec, "model": model.eval(), "out": out, "report": report}
+
+
+def _predict_snippet(readme: str) -> str:
+    """The first python block after the README's predict heading."""
+    section = readme[readme.index("## Predict with onnxruntime and numpy alone"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```", start)]
+
+
+def test_the_readme_predict_snippet_runs_on_onnxruntime_and_numpy_alone(deployable, tmp_path):
+    """Raw 8x8 digits (values 0..16) through the README's code give the classes and
+    probabilities the PyTorch network gives on the data set's own (torch-preprocessed) images."""
+    from sklearn.datasets import load_digits
+
+    data, out = deployable["data"], deployable["out"]
+    rows = data.indices["test"][:40]
+    np.save(tmp_path / "raw.npy", load_digits().images[rows])  # (40, 8, 8), float64 0..16
+    code = _predict_snippet((out / "README.md").read_text()) + (
+        "\nimport sys\n"
+        f"result = predict(np.load({str(tmp_path / 'raw.npy')!r}))\n"
+        "assert not {'torch', 'nas_warmstart', 'search_spaces'} & set(sys.modules), sorted(sys.modules)\n"
+        "print(json.dumps(result))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    x = torch.stack([data.test[i][0] for i in range(len(rows))])
+    with torch.no_grad():
+        probs = torch.softmax(deployable["model"](x), dim=1).numpy()
+    assert [name for name, _ in got] == [str(int(i)) for i in probs.argmax(1)]
+    assert np.allclose([p for _, p in got], probs.max(1), atol=1e-4)
+    labels = [int(data.test[i][1]) for i in range(len(rows))]
+    assert sum(name == str(y) for (name, _), y in zip(got, labels, strict=True)) >= 20  # it learned digits
+
+
+def test_spec_and_onnx_metadata_carry_the_preprocessing(deployable):
+    data, out = deployable["data"], deployable["out"]
+    record = json.loads((out / "spec.json").read_text())
+    pre = record["preprocessing"]
+    assert record["image_size"] == 32 and record["in_chans"] == 1 and record["num_classes"] == 10
+    assert pre["class_names"] == [str(c) for c in range(10)]
+    assert pre["pixel_scale"] == 1 / 16 and pre["source_size"] == 8 and pre["resize"] == "bilinear"
+    # the oracle: the digits' normalisation, recomputed here from the raw data and the split
+    from sklearn.datasets import load_digits
+
+    raw = torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16.0
+    up = torch.nn.functional.interpolate(raw, size=(32, 32), mode="bilinear", align_corners=False)
+    train = up[torch.from_numpy(data.indices["train"])]
+    assert pre["mean"] == [float(train.mean())] and pre["std"] == [float(train.std())]
+    props = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    assert json.loads(props["nas_warmstart_export"]) == record
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert json.loads(f.metadata()["nas_warmstart_export"]) == record
+    assert ArchSpec.from_dict(record) == deployable["spec"]
+    readme = (out / "README.md").read_text()
+    assert "resize from 8x8 to 32x32 by bilinear interpolation" in readme and "multiply the raw pixel values by 0.0625" in readme
+
+
+def test_every_file_gets_the_same_mode_from_the_umask(deployable):
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in deployable["out"].iterdir()}
+    assert set(modes) == {"README.md", "model.onnx", "model.safetensors", "spec.json"}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_preprocessing_must_fit_the_model(tmp_path):
+    from nas_warmstart.data import load_dataset
+
+    spec = ArchSpec.space("convnet", CASES["space:convnet"].config, num_classes=10, in_chans=3)
+    with pytest.raises(InvalidArgumentError, match=r"preprocessing has 1 channel\(s\).*the model takes 3"):
+        export_model(spec.build(), spec, tmp_path / "x", image_size=32,
+                     preprocessing=load_dataset("digits").preprocessing, onnx=False)
+    with pytest.raises(InvalidArgumentError, match="preprocessing must be a Preprocessing"):
+        export_model(spec.build(), spec, tmp_path / "x", image_size=32, preprocessing={"mean": [0.5]}, onnx=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_arch_spec_reads_an_exported_spec_but_still_refuses_unknown_fields():
+    spec = CASES["space:mlp"]
+    exported = {**spec.to_dict(), "image_size": 32, "in_chans": 1, "num_classes": 10,
+                "preprocessing": {"mean": [0.3], "std": [0.3]}}
+    assert ArchSpec.from_dict(exported) == spec
+    with pytest.raises(InvalidArgumentError, match=r"unknown architecture spec fields \['resolution_px'\]"):
+        ArchSpec.from_dict({**spec.to_dict(), "resolution_px": 32})
+

@@ -246,3 +246,33 @@ def test_a_weak_transfer_warns_and_a_good_one_does_not(timm_model):
     with warnings.catch_warnings():
         warnings.simplefilter("error", nw.NasWarmstartWarning)
         nw.transfer(timm_model("resnet18", num_classes=10), timm_model("resnet34", num_classes=10))
+
+
+def test_a_source_of_other_input_channels_warns_and_transfers_the_same(timm_model):
+    """A 1-channel (grey) network into a 3-channel (RGB) one: a warning that names both counts
+    and the fix; the transfer itself is the one it always was (the clip rule on the stem)."""
+    import warnings
+
+    src = timm_model("resnet18", num_classes=10, in_chans=1)
+    with pytest.warns(nw.NasWarmstartWarning,
+                      match=r"the source takes 1-channel images and the target 3-channel images.*in_chans=1 "
+                            r".*or transfer from a source trained on 3-channel images") as caught:
+        tgt = timm_model("resnet18", num_classes=10, seed=1)
+        report = nw.transfer(src, tgt)
+    assert len(caught) == 1 and caught[0].filename == __file__  # attributed to the caller
+    # the numbers: the stem holds the grey filters in its middle channel (clip), the rest its init
+    init = timm_model("resnet18", num_classes=10, seed=1).conv1.weight
+    assert torch.equal(tgt.conv1.weight[:, 1:2], src.conv1.weight)
+    assert torch.equal(tgt.conv1.weight[:, 0::2], init[:, 0::2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nw.NasWarmstartWarning)
+        again = timm_model("resnet18", num_classes=10, seed=1)
+        report2 = nw.transfer(src, again)
+    assert report2.coverage == report.coverage and all(torch.equal(a, b) for a, b in
+                                                       zip(tgt.state_dict().values(), again.state_dict().values()))
+    # the same channels, or a first layer that takes flattened pixels: no warning
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nw.NasWarmstartWarning)
+        nw.transfer(src, timm_model("resnet34", num_classes=10, in_chans=1))
+        nw.transfer(mlp, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16)))

@@ -8,6 +8,8 @@ it reports, then the summary; a Ctrl-C prints the command that continues the run
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -91,9 +93,44 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     zoo = open_pool(args.pool) if args.pool is not None else None
     record = record_of_study(study, args.storage, cold=cold, zoo=zoo)
     out.mkdir(parents=True, exist_ok=True)
-    files = write_record(record, out)
+    shown = _files_as_seen_from(record, out, args.storage)
+    files = write_record(shown, out)
+    if shown is not record:  # run.json stays the study's record; only the pages say where the files are
+        from .._files import write_atomic
+
+        write_atomic(files["run"], (json.dumps(record, indent=1, default=str) + "\n").encode())
     if not args.json:
         for line in summary_lines(record):
             print(line)
         print(f"wrote {files['html']} and {files['markdown']}")
     return {"files": {k: str(v) for k, v in files.items()}}
+
+
+def _files_as_seen_from(record: dict[str, Any], out: Path, storage: str) -> dict[str, Any]:
+    """``record`` with the winner's exported files named as a reader of ``out`` finds them.
+
+    A run's record names its exported files (``model.safetensors``, ``spec.json``,
+    ``model.onnx``) relative to the run's output folder. A report written into another folder
+    would list them as if they were there: each one ``out`` does not hold is named by its path
+    from ``out`` when it lies next to the study's SQLite file (a run's own layout: the URL
+    given on the command line, never a path stored in the study), else as being in the run's
+    output folder. Only plain file names are looked up; the record itself is not changed.
+    """
+    win = record.get("winner")
+    if not isinstance(win, dict) or not isinstance(win.get("files"), dict):
+        return record
+    files: dict[str, Any] = win["files"]
+    db = Path(storage[len("sqlite:///"):]) if storage.startswith("sqlite:///") else None
+    seen: dict[str, Any] = {}
+    for key, name in files.items():
+        plain = isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+        if not plain or (out / name).is_file():
+            seen[key] = name
+        elif db is not None and (db.parent / name).is_file():
+            seen[key] = Path(os.path.relpath(db.parent / name, out)).as_posix()
+        else:
+            seen[key] = f"{name} (in the run's output folder)"
+    if seen == files:
+        return record
+    return {**record, "winner": {**win, "files": seen}}
+

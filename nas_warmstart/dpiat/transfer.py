@@ -51,7 +51,7 @@ from .report import (
     TransferReport,
     UntouchedTensor,
 )
-from .signature import LayersMode
+from .signature import ArchSignature, LayersMode
 from .similarity import similarity
 
 __all__ = [
@@ -139,6 +139,7 @@ def transfer(
                 "conv-transpose, batch-norm and linear layers (and, with layers='extended', "
                 "norm/embedding/parameter layers)"
             )
+    _warn_channels(source, target, s_sig, t_sig)
     result: Matching = match(s_sig, t_sig, matching=matching, layers=layers, seed=seed or 0)
     sim = similarity(s_sig, t_sig, layers=layers)
 
@@ -224,4 +225,41 @@ def transfer(
     return report
 
 
+# -------------------------------------------------------------------------------- input channels
+
+_CONV_KINDS = ("Conv1d", "Conv2d", "Conv3d")
+
+
+def _input_channels(model: nn.Module, sig: ArchSignature) -> int | None:
+    """The image channels ``model`` takes: the input width of its first conv/linear layer when
+    that layer is a convolution (None otherwise: a linear first layer takes flattened pixels)."""
+    first = next((layer for layer in sig.layers_flat() if layer.dim and layer.shape is not None), None)
+    if first is None or first.kind not in _CONV_KINDS or first.shape is None or len(first.shape) < 2:
+        return None
+    try:
+        groups = int(getattr(model.get_submodule(first.name), "groups", 1))
+    except AttributeError:
+        groups = 1
+    return first.shape[1] * groups
+
+
+def _warn_channels(source: nn.Module, target: nn.Module, s_sig: ArchSignature, t_sig: ArchSignature) -> None:
+    """Warn when source and target take images of different channel counts.
+
+    The transfer still runs, unchanged (the stem's filters are fitted across the channel
+    dimension by the transfer method like any other tensor), but the result is rarely what was
+    meant: with ``clip``, a 1-channel (grey) network's stem fills only the middle channel of a
+    3-channel (RGB) one.
+    """
+    s_in, t_in = _input_channels(source, s_sig), _input_channels(target, t_sig)
+    if s_in is None or t_in is None or s_in == t_in:
+        return
+    warnings.warn(
+        f"transfer: the source takes {s_in}-channel images and the target {t_in}-channel images; the "
+        "first layer's filters are fitted across the channel dimension like any other tensor, so the "
+        f"target does not compute the source's features on real images. Build the target with "
+        f"in_chans={s_in} (e.g. timm:<name>:{{\"in_chans\":{s_in}}}) to match the source, or transfer "
+        f"from a source trained on {t_in}-channel images",
+        NasWarmstartWarning, stacklevel=3,
+    )
 

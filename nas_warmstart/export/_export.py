@@ -11,6 +11,10 @@ exporting again repairs it. A killed process can leave its staging folder behind
 Files that belong to an earlier export and not to this one are removed, so that the folder
 never describes two models: ``spec.json`` when ``spec`` is None, ``model.onnx`` when
 ``onnx=False``.
+
+File modes: every file is created the way ``open()`` creates one (``0o666`` less the umask,
+``-rw-r--r--`` under the usual ``022``), the weights too (safetensors' own ``save_file``
+creates ``0o600`` files, so the weights are serialised in memory and written like the rest).
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ from .._args import positive_int
 from .._errors import ExportError, InvalidArgumentError
 from ..pool.spec import ArchSpec, as_optional_spec
 from ..pool.weights_io import fsync_dir, shape_mismatches, state_for_saving, state_shapes
+from ..training.data import Preprocessing
 from ._layout import (
     META_KEY,
     ONNX_DATA_FILE,
     ONNX_FILE,
+    README_FILE,
     SPEC_FILE,
     WEIGHTS_FILE,
     fsync_file,
@@ -46,6 +52,7 @@ from ._layout import (
     write_file_durably,
 )
 from ._onnx import export_onnx, onnx_modules, verify_onnx
+from ._readme import readme_text
 
 __all__ = ["ExportReport", "export_model"]
 
@@ -69,6 +76,8 @@ class ExportReport:
             onnxruntime) and the PyTorch model over the check batches; None without ONNX.
         onnx_opset: the default-domain opset of the ONNX file; None without ONNX.
         params: number of parameters of the model (shared ones counted once).
+        readme: ``out_dir/README.md``: the files, the input preprocessing and a ``predict``
+            snippet that needs onnxruntime and numpy only.
     """
 
     weights: Path
@@ -77,6 +86,7 @@ class ExportReport:
     onnx_max_abs_diff: float | None
     onnx_opset: int | None
     params: int
+    readme: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: the files as names relative to ``out_dir``, the numbers as they are."""
@@ -87,6 +97,7 @@ class ExportReport:
             "onnx_max_abs_diff": self.onnx_max_abs_diff,
             "onnx_opset": self.onnx_opset,
             "params": self.params,
+            "readme": self.readme.name if self.readme is not None else None,
         }
 
 
@@ -100,6 +111,7 @@ def export_model(
     atol: float = 1e-4,
     metadata: Mapping[str, str] | None = None,
     in_chans: int | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> ExportReport:
     """Write ``model`` to ``out_dir``: weights, architecture spec and a checked ONNX file.
 
@@ -110,11 +122,15 @@ def export_model(
     Files:
         ``model.safetensors``: the state dict as contiguous CPU tensors, with ``metadata`` and
         the ``spec.json`` record (key ``nas_warmstart_export``) in its header.
-        ``spec.json``: ``spec.to_dict()`` plus ``image_size``, ``in_chans`` and
-        ``num_classes``; only with a spec, and what :func:`load_exported` rebuilds from.
+        ``spec.json``: ``spec.to_dict()`` plus ``image_size``, ``in_chans``, ``num_classes``
+        and ``preprocessing`` (when given); only with a spec, and what :func:`load_exported`
+        rebuilds from (``ArchSpec.from_dict`` reads it too).
         ``model.onnx``: input ``"input"`` ``(batch, in_chans, image_size, image_size)``, output
         ``"logits"`` ``(batch, num_classes)``, batch dynamic; checked with onnxruntime on
         seeded random batches of 4 and 1 images, which must match PyTorch within ``atol``.
+        ``README.md``: the files, the input preprocessing in words and a ``predict`` function
+        that runs ``model.onnx`` with onnxruntime and numpy alone (it reads the preprocessing
+        from the ONNX file's metadata).
 
     Args:
         model: the network; its forward takes images ``(B, in_chans, image_size, image_size)``
@@ -129,6 +145,10 @@ def export_model(
             ``metadata_props``, next to the ``spec.json`` record (key ``nas_warmstart_export``).
         in_chans: input channels; needed when the spec does not say (no spec, or a builder
             spec), else it must agree with the spec.
+        preprocessing: how a raw image becomes the network's input (``data.preprocessing`` of
+            the :class:`~nas_warmstart.data.DataSplits` it was trained on); recorded in
+            ``spec.json``, in both files' metadata and in the README, for whoever deploys it.
+            None: not recorded (the README then says to prepare images as in training).
 
     Returns:
         The files written and the ONNX check's result.
@@ -151,6 +171,16 @@ def export_model(
     if onnx:
         onnx_modules()  # a missing extra fails before any work
     meta = _check_metadata(metadata)
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise InvalidArgumentError(
+            f"preprocessing must be a Preprocessing (a data set's data.preprocessing) or None, got "
+            f"{type(preprocessing).__name__}"
+        )
+    if preprocessing is not None and len(preprocessing.mean) != in_chans:
+        raise InvalidArgumentError(
+            f"the preprocessing has {len(preprocessing.mean)} channel(s) (mean {list(preprocessing.mean)}) "
+            f"but the model takes {in_chans}: pass the preprocessing of the data set the model was trained on"
+        )
     out = _out_dir_path(out_dir)
     if onnx and any(t.is_floating_point() and t.dtype != torch.float32
                     for t in (*model.parameters(), *model.buffers())):
@@ -166,7 +196,8 @@ def export_model(
     twin = _eval_cpu_copy(model)
     example = _random_images(_EXAMPLE_BATCH, in_chans, image_size, seed=0)
     num_classes = _num_classes(twin, example, spec)
-    record = spec_record(spec, image_size=image_size, in_chans=in_chans, num_classes=num_classes)
+    record = spec_record(spec, image_size=image_size, in_chans=in_chans, num_classes=num_classes,
+                         preprocessing=preprocessing.to_dict() if preprocessing is not None else None)
     # both files say what they are, even apart from spec.json
     file_meta = {**meta, META_KEY: json.dumps(record, sort_keys=True)}
 
@@ -188,13 +219,16 @@ def export_model(
         if spec is not None:
             write_file_durably(staging / SPEC_FILE,
                                (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        readme = readme_text(record, spec_text=str(spec) if spec is not None else None, params=params,
+                             onnx=onnx, onnx_max_abs_diff=diff)
+        write_file_durably(staging / README_FILE, readme.encode("utf-8"))
         _publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report = ExportReport(
         weights=out / WEIGHTS_FILE, spec=out / SPEC_FILE if spec is not None else None,
         onnx=out / ONNX_FILE if onnx else None, onnx_max_abs_diff=diff, onnx_opset=opset,
-        params=params,
+        params=params, readme=out / README_FILE,
     )
     logger.info("exported %s to %s (%d parameters%s)", type(model).__name__, out, params,
                 f", ONNX opset {opset}, max abs diff {diff:.2e}" if onnx else "")
@@ -340,16 +374,18 @@ def _num_classes(model: nn.Module, images: Tensor, spec: ArchSpec | None) -> int
 
 
 def _save_weights(path: Path, state: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    # save() and our own write, not save_file(): save_file creates the file 0o600 whatever the
+    # umask, and the other files of the folder are 0o644 (the pool writes its weights this way too)
+    from safetensors.torch import save
 
-    save_file(state, str(path), metadata=metadata)
-    fsync_file(path)
+    write_file_durably(path, save(state, metadata=metadata))
 
 
 def _publish(staging: Path, out: Path) -> None:
     """Move the staged files into ``out``; remove the earlier export's files this one lacks."""
     # the ONNX data before the graph that reads it; the stale data file after the new graph
-    published = [n for n in (WEIGHTS_FILE, SPEC_FILE, ONNX_DATA_FILE, ONNX_FILE) if (staging / n).is_file()]
+    published = [n for n in (WEIGHTS_FILE, SPEC_FILE, ONNX_DATA_FILE, ONNX_FILE, README_FILE)
+                 if (staging / n).is_file()]
     for name in published:
         os.replace(staging / name, out / name)
     for name in (SPEC_FILE, ONNX_FILE, ONNX_DATA_FILE):

@@ -35,6 +35,9 @@ class RunConfig:
             ``REF@FILE``); each item may hold several, comma-separated.
         convert_steps, convert_epochs: the conversion's settings; need ``convert``.
         guide: ``"best"`` or ``"pool:<entry>"``; needs ``convert``.
+        device: where to train and convert: ``"auto"`` (default: the first CUDA GPU when torch
+            sees one, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; with the Ray back
+            end ``"auto"`` means the GPU Tune gives each trial, else the CPU.
     """
 
     space: str
@@ -58,7 +61,7 @@ class RunConfig:
     guidance: bool = False
     pruning: bool = True
     seed: int = 0
-    device: str | None = None
+    device: str | None = "auto"
     data_root: str | None = None
     verbose: bool = False
 

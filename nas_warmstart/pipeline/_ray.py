@@ -91,8 +91,10 @@ def tune_records(metrics: list[dict[str, Any]], objectives: Sequence[str]) -> li
             "architecture": describe_spec(spec), "source": m.get("warm_start_source"),
             "similarity": m.get("warm_start_similarity"), "coverage": m.get("warm_start_coverage"),
             "val_accuracy": m.get("accuracy"), "test_accuracy": m.get("test_accuracy"), "params": m.get("params"),
-            "latency_ms": m.get("latency"), "epochs_trained": int(m.get("training_iteration") or 0),
+            "latency_ms": m.get("latency"),
+            "epochs_trained": 0 if m.get("reused_entry") else int(m.get("training_iteration") or 0),
             "seconds": m.get("time_total_s"), "pool_entry": m.get("pool_entry"), "duplicate_of": None,
+            "reused_entry": m.get("reused_entry"),
             "pareto": False, "fail_reason": m.get("fail_reason"),
             "_spec": spec.to_dict() if spec is not None else None, "_trial_id": m.get("trial_id"),
         })

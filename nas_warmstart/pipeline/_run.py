@@ -174,8 +174,10 @@ def _check_guide(config: RunConfig, seeds: list[tuple[str, ArchSpec, Path | None
 
 
 def _seed_pool(zoo: LocalPool, seeds: list[tuple[str, ArchSpec, Path | None]], data: DataSplits,
-               config: RunConfig, say: Echo) -> list[dict[str, Any]]:
-    """Train (or import) every seed network that the pool does not hold yet."""
+               config: RunConfig, say: Echo, progress: bool | None) -> list[dict[str, Any]]:
+    """Train (or import) every seed network that the pool does not hold yet; a bar per network
+    (or a line per epoch through ``say``). Each seed's facts hold its wall ``seconds`` where known."""
+    from .._progress import Progress, ProgressTo
     from ..pool.weights_io import load_checkpoint, load_into
     from ..search.candidate import train_candidate
     from ..search.metrics import count_params
@@ -186,8 +188,12 @@ def _seed_pool(zoo: LocalPool, seeds: list[tuple[str, ArchSpec, Path | None]], d
         if name in zoo:
             e = zoo.get(name)
             say(f"seed {name}: in the pool already (val accuracy {e.metrics.get('accuracy', math.nan):.4f})")
-            done.append({"name": name, "architecture": _describe(spec), "epochs": e.metrics.get("epochs", 0),
-                         "seconds": e.provenance.get("seconds"), "val_accuracy": e.metrics.get("accuracy")})
+            took = e.provenance.get("seconds")
+            fact = {"name": name, "architecture": _describe(spec), "epochs": e.metrics.get("epochs", 0),
+                    "seconds": took, "val_accuracy": e.metrics.get("accuracy")}
+            if not isinstance(took, int | float):  # an entry that recorded no time: none is made up
+                del fact["seconds"]
+            done.append(fact)
             continue
         t0 = time.perf_counter()
         if ckpt is not None:
@@ -197,7 +203,15 @@ def _seed_pool(zoo: LocalPool, seeds: list[tuple[str, ArchSpec, Path | None]], d
                        "test_accuracy": evaluate(model, data)["accuracy"], "params": count_params(model), "epochs": 0}
         else:
             say(f"seed {name}: training {_describe(spec)} for {config.seed_epochs} epoch(s) ...")
-            res = train_candidate(spec, data, epochs=config.seed_epochs, seed=config.seed, device=config.device)
+            n = config.seed_epochs
+            with Progress(n, desc=f"seed {name}", unit="epoch", progress=ProgressTo(bar=progress, echo=say)) as bar:
+                def on_epoch(epoch: int, m: dict[str, float], name: str = name, bar: Progress = bar) -> None:
+                    bar.step(f"seed {name}: epoch {epoch}/{config.seed_epochs} done: train loss "
+                             f"{m['train_loss']:.3f}, val accuracy {m['val_accuracy']:.4f}",
+                             val_acc=f"{m['val_accuracy']:.3f}")
+
+                res = train_candidate(spec, data, epochs=n, seed=config.seed, device=config.device,
+                                      on_epoch=on_epoch)
             if res.fail_reason is not None or res.model is None:
                 raise InvalidArgumentError(f"--seed-pool {spec.to_ref()!r} could not be trained: {res.fail_reason}")
             model, metrics = res.model.cpu(), res.metrics
@@ -284,6 +298,7 @@ def _convert_stage(config: RunConfig, study_name: str, zoo: LocalPool, data: Dat
     """Convert the winner's architecture from the strongest pool entry (resumable)."""
     import torch
 
+    from .._progress import ProgressTo
     from ..convert import convert
     from ..pool.base import check_name
     from ..search.registration import add_unique, suffixed
@@ -319,7 +334,8 @@ def _convert_stage(config: RunConfig, study_name: str, zoo: LocalPool, data: Dat
     t0 = time.perf_counter()
     result = convert(guide, target, data, steps_per_stage=config.convert_steps,
                      finetune_epochs=2 if config.convert_epochs is None else config.convert_epochs,
-                     checkpoint_dir=ckpt, device=config.device, seed=config.seed, progress=progress)
+                     checkpoint_dir=ckpt, device=config.device, seed=config.seed,
+                     progress=ProgressTo(bar=progress, echo=say))  # a bar, or a line per stage and epoch
     seconds = time.perf_counter() - t0
     converted = result.model.cpu()
     conv_val = evaluate(converted, data, split="val")["accuracy"]
@@ -364,13 +380,15 @@ def _export_stage(config: RunConfig, model: nn.Module, spec: ArchSpec, data: Dat
                   origin: str) -> dict[str, Any]:
     """Export the handed-over network and re-score it from the written files."""
     from ..export import export_model, load_exported
-    from ..search.metrics import count_params, measure_latency
+    from ..search.metrics import count_params, latency_stats
     from ..training.fit import evaluate
 
     out = Path(config.out)
     rep = export_model(model, spec, out, image_size=data.image_size, in_chans=data.in_chans, onnx=config.onnx,
-                       metadata={"origin": origin})
+                       metadata={"origin": origin}, preprocessing=data.preprocessing)
     reloaded = load_exported(out)
+    # the card's latency: median of 30 timed passes after 5 warm-up ones, one CPU thread
+    latency = latency_stats(reloaded, (1, data.in_chans, data.image_size, data.image_size))
     return {
         "files": {"weights": rep.weights.name, "spec": rep.spec.name if rep.spec else None,
                   "onnx": rep.onnx.name if rep.onnx else None},
@@ -379,7 +397,7 @@ def _export_stage(config: RunConfig, model: nn.Module, spec: ArchSpec, data: Dat
         "val_accuracy": evaluate(reloaded, data, split="val")["accuracy"],
         "test_accuracy": evaluate(reloaded, data)["accuracy"],
         "params": count_params(reloaded),
-        "latency_ms": measure_latency(reloaded, (1, data.in_chans, data.image_size, data.image_size)),
+        "latency_ms": latency.median_ms, "latency": latency.to_dict(),
     }
 
 
@@ -410,7 +428,9 @@ def run(config: RunConfig, *, echo: Echo | None = None, progress: bool | None = 
         config: what to run.
         echo: called with each progress line (what ``nas-warmstart run`` prints); default:
             the lines go to this module's logger at INFO.
-        progress: the conversion's progress bars (None: on a terminal only).
+        progress: progress bars on stderr for the seed networks' training and the conversion
+            (None: when stderr is a terminal); where none is drawn, ``echo`` gets one line per
+            epoch and per conversion stage instead (``echo=silent``: nothing at all).
 
     Raises:
         InvalidArgumentError: a setting that cannot work (checked before anything is written).
@@ -493,7 +513,7 @@ def _stages(config: RunConfig, backend: SearchBackend, name: str, storage: str, 
     # 1. seed the pool
     if seeds:
         say(f"pool {config.pool}: {len(zoo)} entries; seeding {len(seeds)} network(s)")
-        facts["seeds"] = _seed_pool(zoo, seeds, data, config, say)
+        facts["seeds"] = _seed_pool(zoo, seeds, data, config, say, progress)
         backend.save_facts(facts)
     # 2.-3. the warm-started search, then the cold baseline (same sampler seed and budget)
     if isinstance(backend, RayBackend):

@@ -35,6 +35,8 @@ __all__ = [
 
 SpecKind = Literal["timm", "space", "builder"]
 _KINDS = ("timm", "space", "builder")
+#: Keys an export's ``spec.json`` adds to a spec's dict (see :meth:`ArchSpec.from_dict`).
+_EXPORT_KEYS = ("image_size", "preprocessing")
 
 #: Largest classifier a spec may ask for (ImageNet-21k has 21,843 classes); a stored spec with
 #: two billion classes would otherwise allocate a head of billions of parameters.
@@ -257,11 +259,21 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ArchSpec:
+        """The spec of :meth:`to_dict`'s dict, or of an export's ``spec.json`` as it is.
+
+        An export's ``spec.json`` (:func:`nas_warmstart.export.export_model`) is this dict plus
+        what feeding the network needs (``image_size``, ``preprocessing``, and, for a builder
+        spec, the ``in_chans`` and ``num_classes`` its builder decided): those keys are not the
+        spec's and are left out, so ``ArchSpec.from_dict(json.load(open("spec.json")))`` works.
+        """
         if not isinstance(d, Mapping) or "kind" not in d or "name" not in d:
             raise InvalidArgumentError(
                 f"an architecture spec needs 'kind' and 'name', got {d!r:.120}; build one with "
                 "ArchSpec.timm(name, ...) or ArchSpec.space(name, config, ...)"
             )
+        if "image_size" in d:  # an export's spec.json (image_size is never a spec field)
+            drop = {*_EXPORT_KEYS, *(("num_classes", "in_chans") if d["kind"] == "builder" else ())}
+            d = {k: v for k, v in d.items() if k not in drop}
         extra = set(d) - {"kind", "name", "config", "num_classes", "in_chans"}
         if extra:
             raise InvalidArgumentError(f"unknown architecture spec fields {sorted(extra)}")

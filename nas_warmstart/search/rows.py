@@ -2,7 +2,8 @@
 
 A row is a plain dict: ``number`` (an Optuna trial number or a Tune trial id), ``state``,
 ``values`` (one per objective, or None), ``architecture``, ``source`` and ``similarity`` (the
-warm start), ``duplicate_of`` and ``fail_reason``. :class:`RowPrinter` prints each at once,
+warm start), ``duplicate_of`` (the trial of this search it repeats), ``reused_entry`` (the pool
+entry whose result it reports; optional) and ``fail_reason``. :class:`RowPrinter` prints each at once,
 flushed, so a pipe or a log shows a long search as it goes; :func:`all_failed_reason` is the
 one error line a run whose every trial failed ends with.
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from .._errors import one_line_text
 
-__all__ = ["RowPrinter", "all_failed_reason", "clip_text", "count_text", "value_text"]
+__all__ = ["RowPrinter", "all_failed_reason", "clip_text", "count_text", "reused_text", "value_text"]
 
 
 def count_text(n: int) -> str:
@@ -32,6 +33,14 @@ def count_text(n: int) -> str:
 def clip_text(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters, an ellipsis marking the cut."""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def reused_text(entry: str, width: int) -> str:
+    """The warm-start cell of a trial that reports the result of the pool entry ``entry`` (the
+    pool held its architecture, trained the same way): ``= pool:<entry> (not retrained)``, the
+    words dropped when they do not fit ``width``, the name never cut."""
+    text = f"= pool:{entry} (not retrained)"
+    return text if len(text) <= width else f"= pool:{entry}"
 
 
 def value_text(objectives: Sequence[str], values: Sequence[float] | None) -> str:
@@ -96,14 +105,16 @@ class RowPrinter:
         if self.quiet:
             return
         if r.get("duplicate_of") is not None:
-            source = f"= trial {r['duplicate_of']} (repeat, not retrained)"
+            source = clip_text(f"= trial {r['duplicate_of']} (repeat, not retrained)", 34)
+        elif r.get("reused_entry"):  # the entry's name whole, even past the column
+            source = reused_text(str(r["reused_entry"]), 34)
         elif r["source"]:
-            source = f"{r['source']} ({r['similarity']:.3f})"
+            source = clip_text(f"{r['source']} ({r['similarity']:.3f})", 34)
         else:
             source = "-"
         w = self.id_width
         line = (f"{r['number']!s:>{w}}  {r['state']:<8}  {value_text(self.objectives, r['values']):<{self.width}}  "
-                f"{clip_text(source, 34):<34}  {r['architecture'] or ''}").rstrip()
+                f"{source:<34}  {r['architecture'] or ''}").rstrip()
         with self.lock:
             if not self.header:
                 self._line(f"{'trial':>{w}}  {'state':<8}  {'/'.join(self.objectives):<{self.width}}  "

@@ -41,13 +41,64 @@ from .._plugins import try_import
 from .._registry import Registry
 
 __all__ = [
-    "DATASETS", "DataSplits", "DatasetLoader", "DatasetNotFoundError", "list_datasets", "load_dataset",
-    "register_dataset",
+    "DATASETS", "RESIZE_RULES", "DataSplits", "DatasetLoader", "DatasetNotFoundError", "Preprocessing",
+    "list_datasets", "load_dataset", "register_dataset",
 ]
 
 
 class DatasetNotFoundError(NasWarmstartError, FileNotFoundError):
     """A local data set is missing; the message says where to put which files."""
+
+
+#: How :class:`Preprocessing` brings a raw image to the network's size, by name.
+RESIZE_RULES = {
+    "none": "the raw images already have the network's size",
+    "bilinear": "bilinear interpolation of the scaled pixels (torch.nn.functional.interpolate, "
+                "align_corners=False, no antialiasing)",
+    "bilinear-antialias": "PIL's bilinear resize, antialiased (torchvision Resize on a PIL image), before scaling",
+    "shorter-side-center-crop": "PIL's bilinear resize of the shorter side to the network's size, then the "
+                                "centre square (torchvision Resize + CenterCrop), before scaling",
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a raw image of a data set becomes a network input: what a deployer must repeat.
+
+    In order: the raw pixel values times ``pixel_scale`` (into [0, 1]); the image brought to
+    the network's size by ``resize`` (a key of :data:`RESIZE_RULES`); then
+    ``(x - mean[c]) / std[c]`` per channel ``c``.
+
+    Attributes:
+        mean, std: per channel, applied last.
+        pixel_scale: ``1/255`` for 8-bit images, ``1/16`` for scikit-learn's digits (0..16).
+        resize: the resize rule's name (see :data:`RESIZE_RULES`).
+        source_size: the side of the data set's raw images (8 for digits); None when they vary.
+        class_names: the name of each output index.
+        raw: what a raw image is, in words.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pixel_scale: float
+    resize: str
+    source_size: int | None
+    class_names: tuple[str, ...]
+    raw: str
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_RULES:
+            raise InvalidArgumentError(f"resize must be one of {sorted(RESIZE_RULES)}, got {self.resize!r}")
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise InvalidArgumentError(
+                f"mean and std need one value per channel, got {len(self.mean)} and {len(self.std)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (what an export's ``spec.json`` and ONNX metadata hold)."""
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
+                "pixel_scale": float(self.pixel_scale), "resize": self.resize,
+                "resize_rule": RESIZE_RULES[self.resize], "source_size": self.source_size,
+                "class_names": list(self.class_names), "raw": self.raw}
 
 
 @dataclass
@@ -61,6 +112,8 @@ class DataSplits:
         in_chans: image channels.
         image_size: side of the (square) images.
         indices: for in-memory sets, which rows of the source data each split holds.
+        preprocessing: how a raw image becomes an input of this data set (None: a loader that
+            does not say); exports record it for whoever deploys the network.
     """
 
     name: str
@@ -71,6 +124,7 @@ class DataSplits:
     in_chans: int
     image_size: int
     indices: dict[str, np.ndarray] | None = None
+    preprocessing: Preprocessing | None = None
 
     def loader(self, split: str, *, batch_size: int = 128, seed: int = 0, shuffle: bool | None = None,
                num_workers: int = 0, shard: tuple[int, int] | None = None) -> DataLoader[Any]:
@@ -153,8 +207,13 @@ def _stratified(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> 
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
-def _tensor_splits(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int) -> DataSplits:
-    """Stratified 70/10/20 splits of in-memory images, normalised by the train split."""
+def _tensor_splits(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int,
+                   pre: dict[str, Any]) -> DataSplits:
+    """Stratified 70/10/20 splits of in-memory images, normalised by the train split.
+
+    ``pre``: the :class:`Preprocessing` fields before the normalisation (its mean and std, one
+    value over all channels, are added here).
+    """
     test_idx, val_idx, train_idx = _stratified(y.numpy(), (0.2, 0.08), seed)
     mean = x[train_idx].mean()
     std = x[train_idx].std().clamp_min(1e-6)
@@ -164,9 +223,12 @@ def _tensor_splits(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int
         t = torch.from_numpy(idx)
         return TensorDataset(x[t].contiguous(), y[t].contiguous())
 
+    chans = x.shape[1]
     return DataSplits(
-        name, ds(train_idx), ds(val_idx), ds(test_idx), num_classes, x.shape[1], x.shape[-1],
+        name, ds(train_idx), ds(val_idx), ds(test_idx), num_classes, chans, x.shape[-1],
         indices={"train": train_idx, "val": val_idx, "test": test_idx},
+        preprocessing=Preprocessing(mean=(float(mean),) * chans, std=(float(std),) * chans,
+                                    class_names=tuple(str(c) for c in range(num_classes)), **pre),
     )
 
 
@@ -178,7 +240,9 @@ def _digits(root: Path | None, image_size: int | None, seed: int) -> DataSplits:
     if size != 8:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     y = torch.tensor(d.target, dtype=torch.int64)
-    return _tensor_splits("digits", x, y, 10, seed)
+    return _tensor_splits("digits", x, y, 10, seed, {
+        "pixel_scale": 1 / 16, "resize": "none" if size == 8 else "bilinear", "source_size": 8,
+        "raw": "an 8x8 grey image with values 0..16, as scikit-learn's load_digits gives them"})
 
 
 def _synthetic(root: Path | None, image_size: int | None, seed: int) -> DataSplits:
@@ -188,7 +252,9 @@ def _synthetic(root: Path | None, image_size: int | None, seed: int) -> DataSpli
     protos = torch.rand(num_classes, 1, size, size, generator=g)
     x = protos.repeat_interleave(per_class, 0) + 0.3 * torch.randn(num_classes * per_class, 1, size, size, generator=g)
     y = torch.arange(num_classes).repeat_interleave(per_class)
-    return _tensor_splits("synthetic", x, y, num_classes, seed)
+    return _tensor_splits("synthetic", x, y, num_classes, seed, {
+        "pixel_scale": 1.0, "resize": "none", "source_size": size,
+        "raw": f"a {size}x{size} grey image of the synthetic test set (values about 0..1)"})
 
 
 _TV: dict[str, tuple[str, int, int, int, str]] = {
@@ -240,9 +306,13 @@ def _torchvision(name: str, root: Path | None, image_size: int | None, seed: int
     if size != native:
         steps.insert(0, transforms.Resize(size, antialias=True))
     tf = transforms.Compose(steps)
+    pre = Preprocessing(
+        mean=mean, std=(0.25,) * chans, pixel_scale=1 / 255, resize="none" if size == native else "bilinear-antialias",
+        source_size=native, class_names=tuple(str(c) for c in train.classes),
+        raw=f"a {native}x{native} {'grey' if chans == 1 else 'RGB'} image with 8-bit values 0..255 ({cls_name})")
     return DataSplits(
         name, _Normalised(Subset(train, train_idx.tolist()), tf), _Normalised(Subset(train, val_idx.tolist()), tf),
-        _Normalised(test, tf), num_classes, chans, size,
+        _Normalised(test, tf), num_classes, chans, size, preprocessing=pre,
     )
 
 
@@ -275,8 +345,11 @@ def _imagefolder(path: str, image_size: int | None, seed: int) -> DataSplits:
             classes = full.classes
     except FileNotFoundError as e:
         raise DatasetNotFoundError(f"image folder {path!r}: {e}") from None
+    pre = Preprocessing(mean=(0.5,) * 3, std=(0.25,) * 3, pixel_scale=1 / 255, resize="shorter-side-center-crop",
+                        source_size=None, class_names=tuple(classes),
+                        raw="an RGB image with 8-bit values 0..255 (any size; PIL's convert('RGB'))")
     return DataSplits(f"imagefolder:{path}", _Normalised(train, tf), _Normalised(val, tf), _Normalised(test, tf),
-                      len(classes), 3, size)
+                      len(classes), 3, size, preprocessing=pre)
 
 
 def _tv_loader(name: str) -> Callable[[Path | None, int | None, int], DataSplits]:

@@ -16,11 +16,11 @@ from nas_warmstart._device import resolve_device
 from nas_warmstart._errors import InvalidArgumentError
 from nas_warmstart.pool.base import Pool
 from nas_warmstart.pool.spec import ArchSpec
-from nas_warmstart.search.candidate import train_candidate
+from nas_warmstart.search.candidate import REUSED_METRICS, pool_result, train_candidate
 from nas_warmstart.search.checks import OBJECTIVE_DIRECTIONS, check_search
 from nas_warmstart.training.data import DataSplits, load_dataset
 
-from .starter import DUPLICATE_ATTR, WarmStarter
+from .starter import DUPLICATE_ATTR, ENTRY_ATTR, ENTRY_SPEC_ATTR, REUSED_ATTR, WarmStarter
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,12 @@ class SearchObjective:
         batch_size: int = 32,
         lr: float = 4e-3,
         seed: int = 0,
-        device: str | torch.device | None = None,
+        device: str | torch.device | None = "auto",
         data_root: str | None = None,
         image_size: int | None = None,
         fit_kwargs: Mapping[str, Any] | None = None,
         skip_duplicates: bool = True,
+        reuse: bool = True,
     ) -> None:
         self.space, objectives = check_search(space, dataset, pool, objectives=objectives, epochs=epochs,
                                               pools="a LocalPool, an OptunaArtifactPool")
@@ -62,7 +63,7 @@ class SearchObjective:
         self.min_similarity, self.register = min_similarity, register
         self.batch_size, self.lr, self.seed, self.device = batch_size, lr, seed, device
         self.fit_kwargs = dict(fit_kwargs or {})
-        self.skip_duplicates = skip_duplicates
+        self.skip_duplicates, self.reuse = skip_duplicates, reuse
         self._dataset, self._data_root, self._image_size = dataset, data_root, image_size
         self._data: DataSplits | None = dataset if isinstance(dataset, DataSplits) else None
         self._lock = threading.Lock()
@@ -101,6 +102,28 @@ class SearchObjective:
                 return t
         return None
 
+    @staticmethod
+    def _own_entries(trial: Trial) -> set[str]:
+        """The pool entries this study's trials registered (not those they reused)."""
+        return {str(t.user_attrs[ENTRY_ATTR]) for t in trial.study.get_trials(deepcopy=False)
+                if t.user_attrs.get(ENTRY_ATTR) is not None and REUSED_ATTR not in t.user_attrs}
+
+    def _reuse(self, trial: Trial, held: Any) -> float | tuple[float, ...]:
+        """Report the pool entry ``held`` (this architecture, trained the same way) as the trial's
+        result: nothing is trained, nothing registered."""
+        trial.set_user_attr(REUSED_ATTR, held.name)
+        for key in REUSED_METRICS:
+            if key in held.metrics:
+                trial.set_user_attr(key, held.metrics[key])
+        trial.set_user_attr(ENTRY_SPEC_ATTR, held.spec.to_dict())
+        # last: the entry is the trial's network from here on (the winner's export, the report's
+        # lineage); the pool keeps it as another trial's (forget_trial_entry never removes it)
+        trial.set_user_attr(ENTRY_ATTR, held.name)
+        log.info("trial %d: the pool holds this architecture trained for %d epoch(s) on %s as %s; its "
+                 "result is reused, nothing trained", trial.number, self.epochs, held.dataset, held.name)
+        values = tuple(float(held.metrics[o]) for o in self.objectives)
+        return values[0] if len(values) == 1 else values
+
     def __call__(self, trial: Trial) -> float | tuple[float, ...]:
         data = self.data
         config = self.space.suggest(trial)
@@ -119,6 +142,13 @@ class SearchObjective:
                          trial.number, earlier.number, self.space.describe(config))
                 values = tuple(earlier.values)
                 return values[0] if len(values) == 1 else values
+        if self.pool is not None and self.reuse:
+            # skip_duplicates=False trains repeats of this study's own trials again: not its entries
+            own = () if self.skip_duplicates else self._own_entries(trial)
+            held = pool_result(self.pool, spec, dataset=data.name, epochs=self.epochs, objectives=self.objectives,
+                               exclude=own)
+            if held is not None:
+                return self._reuse(trial, held)
         starter = None
         if self.pool is not None:
             starter = WarmStarter(trial, self.pool, guidance=self.guidance, k=self.k, dataset=data.name,
@@ -178,11 +208,12 @@ def make_objective(
     batch_size: int = 32,
     lr: float = 4e-3,
     seed: int = 0,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = "auto",
     data_root: str | None = None,
     image_size: int | None = None,
     fit_kwargs: Mapping[str, Any] | None = None,
     skip_duplicates: bool = True,
+    reuse: bool = True,
 ) -> SearchObjective:
     """A ready-made NAS objective: suggest → build → warm-start → train → register.
 
@@ -214,12 +245,21 @@ def make_objective(
         batch_size, lr: training settings (``fit_kwargs`` passes any other ``fit`` argument).
         seed: trial ``n`` initialises with ``torch.manual_seed(seed + n)`` (reproducible with
             ``n_jobs=1``; threads share torch's global generator).
-        device: where to train (default CPU).
+        device: where to train: ``"auto"`` (default: the first CUDA GPU when torch sees one,
+            else the CPU), ``"cpu"``, ``"cuda:1"`` ...
         data_root, image_size: for loading ``dataset`` by name.
         skip_duplicates: samplers re-propose architectures (TPE did for 2–4 of 30 trials on
             the resnet space); such a trial reuses the earlier completed trial's values and
             user attributes, trains nothing, registers nothing and gets ``user_attrs
-            ["duplicate_of"]`` (the earlier trial's number). False trains it again.
+            ["duplicate_of"]`` (the earlier trial's number). False trains it again (and
+            ``reuse`` then leaves this study's own pool entries out).
+        reuse: a trial whose architecture the pool already holds, trained on this data set for
+            ``epochs`` epochs (by another study over the same pool, or as a seed; see
+            :func:`nas_warmstart.search.candidate.pool_result`), reports that entry's metrics
+            instead of training a copy: it trains nothing, registers nothing, and gets
+            ``user_attrs["reused_pool_entry"]`` and ``["pool_entry"]`` (the entry's name) and the
+            entry's ``test_accuracy``/``params``/``flops``/``latency``. A study without a pool
+            never reuses. False trains every trial.
 
     Returns:
         A :class:`SearchObjective` (callable with a trial; ``directions`` lists the study's
@@ -231,6 +271,6 @@ def make_objective(
         space, dataset, pool, epochs=epochs, objectives=objectives, pruning=pruning,
         guidance=guidance, k=k, min_similarity=min_similarity, register=register,
         batch_size=batch_size, lr=lr, seed=seed, device=device, data_root=data_root,
-        image_size=image_size, fit_kwargs=fit_kwargs, skip_duplicates=skip_duplicates,
+        image_size=image_size, fit_kwargs=fit_kwargs, skip_duplicates=skip_duplicates, reuse=reuse,
     )
 

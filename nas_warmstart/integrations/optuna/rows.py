@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 from nas_warmstart.pool.spec import ArchSpec
 from nas_warmstart.search.rows import RowPrinter
 
-from .starter import DUPLICATE_ATTR, ENTRY_ATTR
+from .starter import DUPLICATE_ATTR, ENTRY_ATTR, REUSED_ATTR
 
 __all__ = ["TrialRows"]
 
@@ -40,7 +40,8 @@ class TrialRows:
                 "architecture": (self.objective.space.describe(ArchSpec.from_dict(a["spec"]).config)
                                  if "spec" in a else None),
                 "source": a.get("warm_start_source"), "similarity": a.get("warm_start_similarity"),
-                "duplicate_of": a.get(DUPLICATE_ATTR), "pool_entry": a.get(ENTRY_ATTR),
+                "duplicate_of": a.get(DUPLICATE_ATTR), "reused_entry": a.get(REUSED_ATTR),
+                "pool_entry": a.get(ENTRY_ATTR),
                 "fail_reason": a.get("fail_reason")}
 
     def __call__(self, study: Study, trial: FrozenTrial) -> None:

@@ -33,6 +33,9 @@ ENTRY_ATTR = "pool_entry"
 ENTRY_SPEC_ATTR = "pool_entry_spec"
 #: user attribute of a trial whose architecture an earlier completed trial already trained.
 DUPLICATE_ATTR = "duplicate_of"
+#: user attribute of a trial whose architecture the pool already held, trained the same way: the
+#: entry whose result the trial reports (nothing trained or registered; ``pool_entry`` names it too).
+REUSED_ATTR = "reused_pool_entry"
 #: study user attribute: the study's identity, a random id given once (see :func:`study_id`).
 STUDY_ID_ATTR = "nas_warmstart:study_id"
 #: trial user attribute: the name a trial is registering under, set before the pool is written

@@ -288,7 +288,8 @@ class _TuneRows:
         return {"number": trial.trial_id, "state": state, "values": values if ok else None,
                 "architecture": arch, "source": r.get("warm_start_source"),
                 "similarity": r.get("warm_start_similarity"), "pool_entry": r.get("pool_entry"),
-                "epochs": r.get("training_iteration"), "fail_reason": error or r.get("fail_reason")}
+                "reused_entry": r.get("reused_entry"), "epochs": r.get("training_iteration"),
+                "fail_reason": error or r.get("fail_reason")}
 
     def add(self, trial: Any, error: str | None = None) -> None:
         row = self.row(trial, error)

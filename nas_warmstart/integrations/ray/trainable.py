@@ -13,7 +13,10 @@ measure), with Tune's reporting, checkpoints and restore around it:
   registers nothing;
 * a candidate that cannot be built, cannot take the data or diverges reports
   ``accuracy=nan`` with ``fail_reason`` and ends (an Optuna searcher records it as failed);
-  the search goes on.
+  the search goes on;
+* a candidate the pool already holds, trained on the same data set for the same epochs
+  (:func:`nas_warmstart.search.candidate.pool_result`), is not trained again: the trial
+  reports that entry's metrics, with ``reused_entry`` and ``pool_entry`` naming it, at once.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from nas_warmstart._errors import (
 from nas_warmstart._plugins import search_spaces
 from nas_warmstart.pool.base import Pool, check_name
 from nas_warmstart.pool.spec import ArchSpec, as_optional_spec
-from nas_warmstart.search.candidate import train_candidate
+from nas_warmstart.search.candidate import REUSED_METRICS, pool_result, train_candidate
 from nas_warmstart.search.checks import OBJECTIVE_DIRECTIONS, check_search, resolve_space
 from nas_warmstart.search.registration import add_unique, find_own, suffixed
 from nas_warmstart.search.warmstart import check_guidance, guidance_for, warm_start
@@ -52,7 +55,7 @@ from nas_warmstart.training.fit import FitState
 
 __all__ = [
     "CHECKPOINT_META", "CHECKPOINT_STATE", "CHECKPOINT_WEIGHTS", "OBJECTIVE_MODES", "LoadedCheckpoint", "define_by_run",
-    "load_checkpoint", "make_trainable", "save_checkpoint", "trial_entry_name",
+    "load_checkpoint", "make_trainable", "reused_result", "save_checkpoint", "trial_entry_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -223,6 +226,7 @@ class _Settings:
     data_root: str | None
     image_size: int | None
     fit_kwargs: dict[str, Any]
+    reuse: bool = True
 
 
 _DATA: dict[tuple[Any, ...], DataSplits] = {}
@@ -241,7 +245,9 @@ def _data(s: _Settings) -> DataSplits:
 
 
 def _device(s: _Settings) -> str:
-    if s.device is not None:
+    # "auto" on a worker is the GPU Tune gave this trial: the driver's GPUs (what "auto" finds
+    # elsewhere) say nothing of the node the trial runs on, nor of whether it was given one
+    if s.device is not None and s.device != "auto":
         return s.device
     import ray
 
@@ -294,6 +300,13 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
         tune.report({**out, **_provenance_metrics(done.provenance), "spec": json.dumps(spec.to_dict()),
                      "pool_entry": done.name, "finished": True, "failed": False})
         return
+    if s.pool is not None and s.reuse:
+        held = pool_result(s.pool, spec, dataset=data.name, epochs=s.epochs, objectives=s.objectives)
+        if held is not None:
+            log.info("trial %s: the pool holds this architecture trained for %d epoch(s) as %s; its result "
+                     "is reused, nothing trained", trial_id, s.epochs, held.name)
+            tune.report(reused_result(held, spec, s.objectives))
+            return
 
     resume = None
     provenance: dict[str, Any] | None = None
@@ -370,6 +383,17 @@ def _run_trial(s: _Settings, config: Mapping[str, Any]) -> None:
             {**epoch_metrics, **final}, final=True, registered=registered)
 
 
+def reused_result(held: Any, spec: ArchSpec, objectives: Sequence[str]) -> dict[str, Any]:
+    """The final result of a trial that reuses the pool entry ``held`` (see :func:`pool_result
+    <nas_warmstart.search.candidate.pool_result>`): its objectives and measurements, and
+    ``reused_entry``/``pool_entry`` naming it; no warm start, nothing registered."""
+    keep = (*objectives, *REUSED_METRICS, "epochs")
+    out = {k: held.metrics[k] for k in keep if isinstance(held.metrics.get(k), int | float)
+           and not isinstance(held.metrics[k], bool) and math.isfinite(held.metrics[k])}
+    return {**out, **_provenance_metrics(None), "spec": json.dumps(spec.to_dict()), "pool_entry": held.name,
+            "reused_entry": held.name, "finished": True, "failed": False}
+
+
 def _registered_before(s: _Settings, experiment: str, trial_id: str) -> Any:
     """The pool entry this trial registered in an earlier attempt, if it holds all its epochs."""
     if s.pool is None or not s.register:
@@ -414,10 +438,11 @@ def make_trainable(
     batch_size: int = 32,
     lr: float = 4e-3,
     seed: int = 0,
-    device: str | None = None,
+    device: str | None = "auto",
     data_root: str | None = None,
     image_size: int | None = None,
     fit_kwargs: Mapping[str, Any] | None = None,
+    reuse: bool = True,
 ) -> Callable[[dict[str, Any]], None]:
     """A Tune function trainable that warm-starts every trial from ``pool``.
 
@@ -449,7 +474,8 @@ def make_trainable(
     ``warm_start_guided``, ``spec`` (JSON: rebuild with ``ArchSpec.from_dict``); in the final
     result also ``test_accuracy``, ``params``, the asked ``flops``/``latency``, ``pool_entry``
     and ``finished=True``; for a failed candidate ``accuracy=nan``, ``failed=True`` and
-    ``fail_reason``.
+    ``fail_reason``; for a candidate the pool already held (see ``reuse``), one final result
+    with that entry's metrics and ``reused_entry``.
 
     Args:
         space: a search-space name or a registered space.
@@ -465,9 +491,13 @@ def make_trainable(
         register: add each finished trial's network to the pool.
         batch_size, lr, fit_kwargs: training settings (:func:`nas_warmstart.fit`).
         seed: trial ``…_0000n`` initialises with ``seed + n``.
-        device: where to train; default: the trial's GPU when Tune gave it one
-            (``tune.with_resources(trainable, {"gpu": 1})``), else the CPU.
+        device: where to train; ``"auto"`` (default, also None): the trial's GPU when Tune
+            gave it one (``tune.with_resources(trainable, {"gpu": 1})``), else the CPU.
         data_root, image_size: for loading ``dataset`` by name.
+        reuse: a trial whose architecture the pool already holds, trained on this data set for
+            ``epochs`` epochs (:func:`nas_warmstart.search.candidate.pool_result`), reports that
+            entry's metrics at once (``reused_entry`` and ``pool_entry`` name it) instead of
+            training a copy. Without a pool nothing is reused. False trains every trial.
     """
     sp, objectives = check_search(space, dataset, pool, objectives=objectives, epochs=epochs,
                                   pools="a RayPool, a LocalPool on a filesystem every node mounts")
@@ -476,6 +506,7 @@ def make_trainable(
         space=sp.name, space_module=type(sp).__module__, dataset=dataset, pool=pool, epochs=epochs, objectives=objectives, guidance=guidance,
         k=k, min_similarity=min_similarity, register=register, batch_size=batch_size, lr=lr, seed=seed,
         device=device, data_root=data_root, image_size=image_size, fit_kwargs=dict(fit_kwargs or {}),
+        reuse=reuse,
     )
 
     def trainable(config: dict[str, Any]) -> None:
