@@ -1,10 +1,11 @@
-# The README's two commands: `make demo` and `make test`. Both create and reuse .venv.
+# The README's two commands: `make demo` and `make test` (the fast tier); `make test-all` is every
+# test (the CI runs it through .ci/run). All create and reuse .venv.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-convert bench-convert-distributed bench-ray bench-pipeline bench-untrusted compare-revisions clean
+.PHONY: setup demo test test-all lint bench bench-rank bench-effectiveness bench-search bench-own-model bench-convert bench-convert-distributed bench-ray bench-pipeline bench-untrusted compare-revisions clean
 
 setup: $(STAMP)
 
@@ -24,8 +25,14 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
+# The fast tier: every stage touched once (tests marked slow left out; pyproject's addopts).
 test: setup lint
 	$(BIN)/python -m pytest -q
+
+# Everything: the fast tier, then the slow one (two-node Ray cluster, killed and interrupted
+# subprocess runs, whole pipeline runs, long documentation blocks).
+test-all: test
+	$(BIN)/python -m pytest -q -m "slow and not gpu"
 
 # Quick benchmarks (~3 min): DPIAT core + ranking on 10/100-entry pools.
 bench: setup
