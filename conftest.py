@@ -58,7 +58,6 @@ SLOW = {
     "tests/test_ray.py::test_a_local_pool_on_a_directory_every_node_mounts": "a Tune run on two nodes",
     "tests/test_ray.py::test_search_ray_ctrl_c": "SIGINT of a Tune driver subprocess, then resume",
     "tests/test_ray_convert.py": "Ray Train conversions on two workers",
-    "tests/test_contracts.py::test_pool_contract[RayPool]": "the pool contract through a Ray actor",
     "tests/test_contracts.py::test_a_ray_pool_answers": "a Ray actor's pool against the directory",
     "tests/test_examples.py::test_ray_tune_search": "a Tune example in a subprocess",
     "tests/test_examples.py::test_optuna_quickstart": "an example study in a subprocess",
@@ -82,10 +81,16 @@ SLOW = {
 }
 
 
+#: the pool contract run through a Ray actor (every contract test, parametrized [RayPool]).
+SLOW_PARAMETERS = {"tests/test_contracts.py": "[RayPool"}
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     import pytest
 
     for item in items:
         node = item.nodeid.replace("\\", "/")
-        if any(node.startswith(prefix) for prefix in SLOW):
+        file = node.partition("::")[0]
+        if any(node.startswith(prefix) for prefix in SLOW) or (
+                file in SLOW_PARAMETERS and SLOW_PARAMETERS[file] in node):
             item.add_marker(pytest.mark.slow)
