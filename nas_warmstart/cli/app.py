@@ -8,7 +8,7 @@ import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._device import AUTO_HELP
 from .._errors import (
@@ -20,11 +20,6 @@ from .._errors import (
     os_error_text,
 )
 from ..convert import SCHEDULES
-
-if TYPE_CHECKING:
-
-    pass
-
 from .common import (
     EXIT_FAILURE,
     EXIT_USAGE,

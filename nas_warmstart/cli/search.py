@@ -17,13 +17,6 @@ from .common import EXIT_FAILURE
 DEFAULT_STORAGE = "sqlite:///nas-warmstart.db"
 
 
-def _check_storage(url: str, *, pool: str | None = None) -> None:
-    """``cli/run.py``'s and the pipeline's name for ``check_storage_url``, until they import that."""
-    from ..integrations.optuna.study import check_storage_url
-
-    check_storage_url(url, pool=pool)
-
-
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     import shlex
 

@@ -16,19 +16,6 @@ from .._plugins import try_import
 from .common import EXIT_FAILURE
 
 
-def __getattr__(name: str) -> Any:
-    """``cli/convert.py``'s names for the library's, looked up on use (they import ray)."""
-    if name == "DEFAULT_STORAGE_PATH":
-        from ..integrations.ray.search import DEFAULT_STORAGE_PATH
-
-        return DEFAULT_STORAGE_PATH
-    if name == "_check_address":
-        from ..integrations.ray.checks import check_address
-
-        return check_address
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def cmd_search_ray(args: argparse.Namespace) -> dict[str, Any]:
     """``search --backend ray``: what ``--json`` prints (experiment, storage path, rows, best)."""
     try_import("ray.tune", extra="ray", purpose="--backend ray")
